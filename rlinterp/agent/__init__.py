@@ -1,0 +1,1 @@
+"""The recurrent IMPALA agent, its PPO training, and its checkpoints."""

@@ -1,0 +1,78 @@
+"""Agent checkpoints: model + optimiser + progress + the config that built them, loaded with weights_only=True.
+
+A checkpoint is written to a temporary file and renamed into place, so a reader never sees half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.config import AgentConfig, ConfigError, build_section
+from rlinterp.envs import NUM_ACTIONS, OBS_SHAPE
+
+FORMAT = "rlinterp.agent/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match what the caller expects."""
+
+
+def build_agent(config: AgentConfig, num_actions: int = NUM_ACTIONS) -> RecurrentAgent:
+    return RecurrentAgent(OBS_SHAPE, num_actions, config.channels, config.blocks_per_stage, config.fc_size,
+                          config.hidden_size)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically write `state` (tensors, state dicts and plain Python values only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no agent checkpoint here (expected the output of the train_agent stage)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable agent checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an rlinterp agent checkpoint (expected format {FORMAT})")
+    return state
+
+
+def load_agent(path: str | Path, device: str | torch.device = "cpu",
+               expected: AgentConfig | None = None) -> tuple[RecurrentAgent, dict[str, Any]]:
+    """The trained agent in eval mode, and the checkpoint's metadata (config, step).
+
+    With `expected`, a checkpoint built from other network params is refused rather than mis-loaded.
+    """
+    state = load_checkpoint(path, device)
+    try:
+        config = build_section(AgentConfig, state["config"]["agent"], "agent")
+    except (KeyError, ConfigError) as err:
+        raise CheckpointError(f"{path}: checkpoint has no valid agent config ({err})") from err
+    if expected is not None and config != expected:
+        raise CheckpointError(f"{path}: checkpoint was built with agent params {config}, but params.yaml has "
+                              f"{expected}; re-run train_agent or restore the matching params")
+    agent = build_agent(config).to(device)
+    agent.load_state_dict(state["model"])
+    agent.eval()
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+    return agent, meta

@@ -1,0 +1,133 @@
+"""The recurrent IMPALA agent: conv encoder -> fc -> GRU -> policy and value heads.
+
+Every activation a researcher may want to read or patch passes through a named `HookPoint`
+(`hook_features`, `hook_hx`, `hook_logits`, `hook_value`), so a forward hook on e.g.
+`agent.hook_hx` sees, or replaces, the hidden state in the real and in the simulated loop alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class HookPoint(nn.Identity):
+    """An identity module marking a named activation; register forward hooks on it to read or patch."""
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+class ConvSequence(nn.Module):
+    """IMPALA stage: conv, 3x3/2 max-pool (halves the resolution), residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.blocks = nn.Sequential(*[ResidualBlock(out_channels) for _ in range(num_blocks)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.conv(x), kernel_size=3, stride=2, padding=1)
+        return self.blocks(x)
+
+
+class ImpalaEncoder(nn.Module):
+    """uint8 frames (N, H, W, C) -> features (N, fc_size)."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], channels: tuple[int, ...], blocks_per_stage: int,
+                 fc_size: int):
+        super().__init__()
+        height, width, in_channels = obs_shape
+        stages = []
+        for out_channels in channels:
+            stages.append(ConvSequence(in_channels, out_channels, blocks_per_stage))
+            in_channels = out_channels
+            height, width = (height + 1) // 2, (width + 1) // 2
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(in_channels * height * width, fc_size)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.permute(0, 3, 1, 2).float().div_(255.0)
+        x = self.stages(x.contiguous(memory_format=torch.channels_last))
+        return F.relu(self.fc(F.relu(x).flatten(1)))
+
+
+@dataclass
+class AgentOutput:
+    """One agent step (or a sequence of steps, with a leading time axis)."""
+    features: torch.Tensor  # encoder output fed to the GRU
+    hx: torch.Tensor        # GRU state AFTER this step: the state the logits and value are read from
+    logits: torch.Tensor    # unnormalised action log-probabilities
+    value: torch.Tensor     # state-value estimate
+
+
+class RecurrentAgent(nn.Module):
+    """IMPALA-CNN + GRU actor-critic. The hidden state is zeroed at every episode start."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, channels: tuple[int, ...] = (16, 32, 32),
+                 blocks_per_stage: int = 2, fc_size: int = 256, hidden_size: int = 64):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_actions = num_actions
+        self.encoder = ImpalaEncoder(obs_shape, tuple(channels), blocks_per_stage, fc_size)
+        self.gru = nn.GRUCell(fc_size, hidden_size)
+        self.policy_head = nn.Linear(hidden_size, num_actions)
+        self.value_head = nn.Linear(hidden_size, 1)
+        self.hook_features = HookPoint()
+        self.hook_hx = HookPoint()
+        self.hook_logits = HookPoint()
+        self.hook_value = HookPoint()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(module.weight, gain=nn.init.calculate_gain("relu"))
+                nn.init.zeros_(module.bias)
+        for weight in (self.gru.weight_ih, self.gru.weight_hh):
+            nn.init.orthogonal_(weight)
+        nn.init.zeros_(self.gru.bias_ih)
+        nn.init.zeros_(self.gru.bias_hh)
+        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
+        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch_size, self.hidden_size, device=device)
+
+    def heads(self, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.hook_logits(self.policy_head(hx)), self.hook_value(self.value_head(hx).squeeze(-1))
+
+    def step(self, obs: torch.Tensor, hx: torch.Tensor, first: torch.Tensor) -> AgentOutput:
+        """One step for a batch: obs (B,H,W,C) uint8, hx (B,hidden) from the previous step, first (B,) bool.
+
+        Where `first` is set the episode has just started and the incoming state is replaced by zeros.
+        """
+        features = self.hook_features(self.encoder(obs))
+        hx = self.hook_hx(self.gru(features, hx * (~first).unsqueeze(-1).to(hx.dtype)))
+        logits, value = self.heads(hx)
+        return AgentOutput(features, hx, logits, value)
+
+    def forward_sequence(self, obs: torch.Tensor, hx: torch.Tensor, first: torch.Tensor) -> AgentOutput:
+        """A rollout segment: obs (T,B,H,W,C), the state before step 0 (B,hidden), first (T,B).
+
+        The encoder runs on all T*B frames at once; only the 64-unit GRU is stepped in time.
+        """
+        steps, batch = first.shape
+        features = self.hook_features(self.encoder(obs.flatten(0, 1))).view(steps, batch, -1)
+        keep = (~first).unsqueeze(-1).to(features.dtype)
+        states = []
+        for t in range(steps):
+            hx = self.gru(features[t], hx * keep[t])
+            states.append(hx)
+        hxs = self.hook_hx(torch.stack(states))
+        logits, value = self.heads(hxs)
+        return AgentOutput(features, hxs, logits, value)

@@ -1,0 +1,216 @@
+"""Typed, validated parameters: `params.yaml` loaded into one dataclass per section.
+
+Every field is required (params.yaml is the single source of values) and carries its documentation and
+constraints in `param(...)`. Loading fails with one `ConfigError` naming the key, the offending value and
+what was expected: unknown keys, missing keys, wrong types and out-of-range values alike, before a stage
+touches any output.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
+                 "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+def param(doc: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          choices: tuple[Any, ...] | None = None) -> Any:
+    """A required dataclass field with its documentation and constraints."""
+    return field(metadata={"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = param("Procgen game", choices=PROCGEN_GAMES)
+    distribution_mode: str = param("Procgen difficulty",
+                                   choices=("easy", "hard", "extreme", "memory", "exploration"))
+    num_levels: int = param("number of training levels (0 = unlimited)", ge=0)
+    start_level: int = param("first training level seed", ge=0)
+    use_backgrounds: bool = param("draw background images")
+    restrict_themes: bool = param("one visual theme per game")
+    use_monochrome_assets: bool = param("monochrome rectangles instead of sprites")
+    center_agent: bool = param("camera follows the agent")
+    paint_vel_info: bool = param("paint the agent's velocity in the frame corner")
+    use_sequential_levels: bool = param("go on to the next level instead of ending the episode at the goal")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    channels: tuple[int, ...] = param("IMPALA stage widths (original: 16, 32, 32)")
+    blocks_per_stage: int = param("residual blocks per IMPALA stage (original: 2)", ge=0)
+    fc_size: int = param("width of the fc layer between the CNN and the GRU", ge=1)
+    hidden_size: int = param("GRU hidden size: the hx that is analysed (original: 64)", ge=1)
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    device: str = param("torch device: cpu, cuda, cuda:N", choices=None)
+    num_threads: int = param("torch CPU threads (0 = torch's default)", ge=0)
+
+
+@dataclass(frozen=True)
+class TrainAgentConfig:
+    seed: int = param("seed of torch, numpy and the environments", ge=0)
+    total_steps: int = param("environment steps to train for", ge=1)
+    num_envs: int = param("parallel environments", ge=1)
+    num_steps: int = param("steps per environment per rollout (the BPTT length)", ge=1)
+    epochs: int = param("PPO epochs per rollout", ge=1)
+    minibatches: int = param("minibatches per epoch; each holds num_envs/minibatches whole env sequences", ge=1)
+    learning_rate: float = param("Adam learning rate", gt=0)
+    anneal_lr: bool = param("decay the learning rate linearly to zero over total_steps")
+    adam_eps: float = param("Adam epsilon", gt=0)
+    gamma: float = param("discount factor", gt=0, le=1)
+    gae_lambda: float = param("GAE lambda", ge=0, le=1)
+    clip_coef: float = param("PPO ratio clip", gt=0)
+    clip_value: bool = param("clip the value update to clip_coef around the old value, as in the original")
+    value_coef: float = param("value loss weight", ge=0)
+    entropy_coef: float = param("entropy bonus weight", ge=0)
+    max_grad_norm: float = param("global gradient-norm clip", gt=0)
+    normalize_rewards: bool = param("divide rewards by the running std of the discounted return")
+    checkpoint_every: int = param("save a checkpoint every this many updates (resume point)", ge=1)
+
+    def __post_init__(self) -> None:
+        if self.num_envs % self.minibatches:
+            raise ConfigError(f"train_agent.minibatches = {self.minibatches}: expected a divisor of "
+                              f"train_agent.num_envs = {self.num_envs} (minibatches hold whole env sequences)")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seed: int = param("seed of the evaluation environments and action sampling", ge=0)
+    num_envs: int = param("parallel environments; each plays episodes_per_env episodes", ge=1)
+    episodes_per_env: int = param("episodes per environment (episodes = num_envs * episodes_per_env)", ge=1)
+    test_start_level: int = param("first unseen level seed; must lie beyond the training levels", ge=0)
+    test_num_levels: int = param("number of unseen levels to draw from", ge=1)
+
+
+@dataclass(frozen=True)
+class Params:
+    compute: ComputeConfig = param("where torch runs")
+    env: EnvConfig = param("the environment")
+    agent: AgentConfig = param("the agent's network")
+    train_agent: TrainAgentConfig = param("PPO training")
+    evaluate: EvaluateConfig = param("agent evaluation against baseline policies")
+
+    def __post_init__(self) -> None:
+        env, ev = self.env, self.evaluate
+        if env.num_levels and env.start_level <= ev.test_start_level < env.start_level + env.num_levels:
+            raise ConfigError(
+                f"evaluate.test_start_level = {ev.test_start_level}: expected a level outside the "
+                f"training levels [{env.start_level}, {env.start_level + env.num_levels})")
+
+
+def _describe(spec: dict[str, Any], kind: str) -> str:
+    parts = [kind]
+    if spec.get("gt") is not None:
+        parts.append(f"> {spec['gt']}")
+    if spec.get("ge") is not None:
+        parts.append(f">= {spec['ge']}")
+    if spec.get("le") is not None:
+        parts.append(f"<= {spec['le']}")
+    if spec.get("choices"):
+        parts.append("one of " + ", ".join(map(str, spec["choices"])))
+    return " ".join(parts)
+
+
+def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
+    """Check `value` against the type hint and constraints; return it in the field's type."""
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{key} = {value!r}: expected {expected}")
+
+    if dataclasses.is_dataclass(hint):
+        return build_section(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _convert(value, options[0], key, spec)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list) or not value:
+            raise fail(f"a non-empty list of {item.__name__}")
+        return tuple(_convert(v, item, f"{key}[{i}]", {}) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(_describe(spec, "an integer"))
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(_describe(spec, "a number"))
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise fail(_describe(spec, "a string"))
+    kind = {int: "an integer", float: "a number", str: "a string"}.get(hint, "a value")
+    if spec.get("choices") and value not in spec["choices"]:
+        raise fail(_describe(spec, kind))
+    if spec.get("gt") is not None and not value > spec["gt"]:
+        raise fail(_describe(spec, kind))
+    if spec.get("ge") is not None and not value >= spec["ge"]:
+        raise fail(_describe(spec, kind))
+    if spec.get("le") is not None and not value <= spec["le"]:
+        raise fail(_describe(spec, kind))
+    return value
+
+
+def build_section(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "the top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} = {data!r}: expected a mapping of {cls.__name__} keys")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key {key}: expected one of {', '.join(fields)}")
+    missing = [name for name in fields if name not in data]
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(f"missing key {key} ({fields[missing[0]].metadata['doc']})")
+    values = {name: _convert(data[name], hints[name], f"{prefix}.{name}" if prefix else name, f.metadata)
+              for name, f in fields.items()}
+    return cls(**values)
+
+
+def params_from_dict(data: dict[str, Any]) -> Params:
+    return build_section(Params, data, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such parameter file (expected the project's params.yaml)")
+    with path.open() as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return params_from_dict(data or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain, JSON-able dict (tuples become lists) of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_hash(*configs: Any) -> str:
+    """Short stable hash of configs, recorded beside outputs so a mismatch is detectable."""
+    blob = json.dumps([to_dict(c) for c in configs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

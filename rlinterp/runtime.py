@@ -1,0 +1,55 @@
+"""What every stage needs around the science: torch set-up, atomic outputs, and one-line errors."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlinterp.config import ComputeConfig, ConfigError
+
+
+class StageError(RuntimeError):
+    """A stage cannot run on the inputs it was given; the message says what was wrong and what was expected."""
+
+
+def setup_torch(compute: ComputeConfig) -> torch.device:
+    """Set thread count and check that the requested device exists."""
+    if compute.num_threads:
+        torch.set_num_threads(compute.num_threads)
+    try:
+        device = torch.device(compute.device)
+    except RuntimeError as err:
+        raise ConfigError(f"params.yaml: compute.device = {compute.device!r}: expected cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"params.yaml: compute.device = {compute.device!r}: no CUDA device is available here "
+                          f"(expected cpu on this machine)")
+    return device
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run a stage's main; expected failures (bad params, bad inputs) end with one clear line, exit code 2."""
+    from rlinterp.agent.checkpoint import CheckpointError
+
+    @functools.wraps(fn)
+    def wrapper() -> None:
+        try:
+            fn()
+        except (ConfigError, CheckpointError, StageError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper

@@ -1,0 +1,22 @@
+"""Stage evaluate_baselines: the uniformly random and every constant-action policy on the evaluation levels.
+
+Independent of the agent, so DVC keeps this (slow: most constant actions play to the 1000-step timeout)
+result while the agent is retrained.
+"""
+from rlinterp.agent.evaluate import baseline_policies, evaluate_policies
+from rlinterp.config import load_params
+from rlinterp.envs import NUM_ACTIONS
+from rlinterp.runtime import stage_main, write_json
+
+OUTPUT = "metrics/baselines.json"
+
+
+@stage_main
+def main() -> None:
+    params = load_params("params.yaml")
+    policies = baseline_policies(NUM_ACTIONS, params.evaluate.seed)
+    write_json(OUTPUT, evaluate_policies(params.env, params.evaluate, policies))
+
+
+if __name__ == "__main__":
+    main()

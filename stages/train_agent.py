@@ -1,0 +1,33 @@
+"""Stage train_agent: PPO on Procgen; resumes from data/agent/checkpoint.pt after an interruption."""
+from dvclive import Live
+
+from rlinterp.agent.train import resumable_checkpoint, train_agent, training_config
+from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch, stage_main, write_json
+
+CHECKPOINT = "data/agent/checkpoint.pt"
+CURVES = "plots/train_agent"
+SUMMARY = "metrics/train_agent.json"
+
+
+@stage_main
+def main() -> None:
+    params = load_params("params.yaml")
+    device = setup_torch(params.compute)
+    run_config = training_config(params.env, params.agent, params.train_agent)
+    resume = resumable_checkpoint(CHECKPOINT, run_config) is not None
+    if not resume:
+        print("train_agent: no checkpoint of these params to resume; training from step 0")
+    with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+        def log(step: int, stats: dict[str, float]) -> None:
+            live.step = step
+            for name, value in stats.items():
+                live.log_metric(name, value, plot=True)
+            live.next_step()
+
+        summary = train_agent(params.env, params.agent, params.train_agent, CHECKPOINT, device=str(device), log=log)
+    write_json(SUMMARY, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Every kind of bad parameter stops with one message naming the key, the value and what was expected."""
+import pytest
+import yaml
+
+from rlinterp.config import ConfigError, load_params, params_from_dict
+from tests.conftest import ROOT
+
+
+def test_project_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.env.name == "coinrun"
+    assert isinstance(params.agent.channels, tuple)
+
+
+def test_every_params_key_has_a_comment():
+    for number, line in enumerate((ROOT / "params.yaml").read_text().splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "#" in line, f"params.yaml line {number} has no comment: {line!r}"
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("train_agent", "learning_rate", -1.0, "train_agent.learning_rate = -1.0: expected a number > 0"),
+    ("train_agent", "num_envs", "many", "train_agent.num_envs = 'many': expected an integer >= 1"),
+    ("train_agent", "num_envs", 2.5, "train_agent.num_envs = 2.5: expected an integer"),
+    ("train_agent", "anneal_lr", "yes", "train_agent.anneal_lr = 'yes': expected true or false"),
+    ("train_agent", "gamma", 1.5, "train_agent.gamma = 1.5: expected a number > 0 <= 1"),
+    ("env", "name", "pong", "env.name = 'pong': expected a string one of bigfish"),
+    ("env", "distribution_mode", "medium", "env.distribution_mode = 'medium'"),
+    ("agent", "channels", [], "agent.channels = []: expected a non-empty list of int"),
+    ("agent", "channels", [8, "x"], "agent.channels[1] = 'x': expected an integer"),
+])
+def test_bad_values_name_key_value_and_expectation(params_dict, section, key, value, expected):
+    params_dict[section][key] = value
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(params_dict)
+    assert expected in str(err.value)
+
+
+def test_unknown_key(params_dict):
+    params_dict["train_agent"]["learning_rat"] = 0.1
+    with pytest.raises(ConfigError, match="unknown key train_agent.learning_rat: expected one of"):
+        params_from_dict(params_dict)
+
+
+def test_unknown_section(params_dict):
+    params_dict["trian_agent"] = {}
+    with pytest.raises(ConfigError, match="unknown key trian_agent"):
+        params_from_dict(params_dict)
+
+
+def test_missing_key(params_dict):
+    del params_dict["env"]["num_levels"]
+    with pytest.raises(ConfigError, match=r"missing key env.num_levels \(number of training levels"):
+        params_from_dict(params_dict)
+
+
+def test_cross_field_checks(params_dict):
+    params_dict["train_agent"]["minibatches"] = 3
+    with pytest.raises(ConfigError, match="minibatches = 3: expected a divisor of train_agent.num_envs = 8"):
+        params_from_dict(params_dict)
+    params_dict["train_agent"]["minibatches"] = 2
+    params_dict["evaluate"]["test_start_level"] = 10
+    with pytest.raises(ConfigError, match="test_start_level = 10: expected a level outside the training levels"):
+        params_from_dict(params_dict)
+
+
+def test_file_errors(tmp_path, params_dict):
+    with pytest.raises(ConfigError, match="no such parameter file"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    params_dict["env"] = 3
+    bad.write_text(yaml.safe_dump(params_dict))
+    with pytest.raises(ConfigError, match="bad.yaml: env = 3: expected a mapping"):
+        load_params(bad)

@@ -1,0 +1,129 @@
+"""PPO pieces against hand computations, the GRU reset, and learning a task that needs memory."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.ppo import RolloutCollector, compute_gae, ppo_loss, ppo_update
+from tests.toy_envs import CueMemoryEnv
+
+
+def test_gae_hand_worked_example():
+    # One env, gamma = lambda = 0.5; the episode ends after step 1 (first[2] is set).
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.5], [1.0], [0.0]])
+    first = torch.tensor([[False], [False], [True]])
+    adv, ret = compute_gae(rewards, values, first, torch.tensor([4.0]), torch.tensor([False]), 0.5, 0.5)
+    # t=2: delta = 2 + 0.5*4 - 0 = 4                      -> A = 4
+    # t=1: terminal, delta = 0 - 1 = -1                   -> A = -1
+    # t=0: delta = 1 + 0.5*1 - 0.5 = 1; A = 1 + 0.25*(-1) -> A = 0.75
+    assert torch.allclose(adv.squeeze(1), torch.tensor([0.75, -1.0, 4.0]))
+    assert torch.allclose(ret.squeeze(1), torch.tensor([1.25, 0.0, 4.0]))
+
+
+def test_ppo_loss_hand_computation(params):
+    config = dataclasses.replace(params.train_agent, clip_coef=0.2, value_coef=0.5, entropy_coef=0.01,
+                                 clip_value=True)
+    logits = torch.zeros(2, 2)                      # pi = (0.5, 0.5) for both samples
+    actions = torch.tensor([0, 1])
+    old_logprobs = torch.log(torch.tensor([0.4, 0.6]))
+    values, old_values = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
+    advantages, returns = torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.0])
+    loss, stats = ppo_loss(logits, values, actions, old_logprobs, old_values, advantages, returns, config)
+
+    a = 1 / math.sqrt(2)                            # normalised advantages: +a, -a (std with n-1)
+    r0, r1 = 0.5 / 0.4, 0.5 / 0.6                   # ratios 1.25 (clipped to 1.2) and 0.833 (inside the clip)
+    policy = (max(-a * r0, -a * 1.2) + max(a * r1, a * r1)) / 2
+    value = 0.5 * (max((1 - 2) ** 2, (0.7 - 2) ** 2) + max(0.0, (0.3 - 0) ** 2)) / 2
+    entropy = math.log(2)
+    assert stats["policy_loss"].item() == pytest.approx(policy, abs=1e-5)
+    assert stats["value_loss"].item() == pytest.approx(value, abs=1e-6)
+    assert stats["entropy"].item() == pytest.approx(entropy, abs=1e-6)
+    assert loss.item() == pytest.approx(policy + 0.5 * value - 0.01 * entropy, abs=1e-5)
+    assert stats["clip_fraction"].item() == pytest.approx(0.5)
+
+
+def tiny_agent(obs_shape=(16, 16, 3), actions=5, seed=0):
+    torch.manual_seed(seed)
+    return RecurrentAgent(obs_shape, actions, channels=(4, 8), blocks_per_stage=1, fc_size=16, hidden_size=8)
+
+
+def test_gru_state_reset_at_episode_start():
+    agent = tiny_agent()
+    steps, batch = 10, 3
+    first = torch.zeros(steps, batch, dtype=torch.bool)
+    first[0], first[6] = True, True
+    obs_a = torch.randint(0, 256, (steps, batch, 16, 16, 3), dtype=torch.uint8)
+    obs_b = obs_a.clone()
+    obs_b[:6] = torch.randint(0, 256, (6, batch, 16, 16, 3), dtype=torch.uint8)  # another previous episode
+    with torch.no_grad():
+        out_a = agent.forward_sequence(obs_a, torch.randn(batch, 8), first)
+        out_b = agent.forward_sequence(obs_b, torch.randn(batch, 8), first)
+    assert not torch.allclose(out_a.hx[5], out_b.hx[5])          # the previous episodes differ...
+    assert torch.equal(out_a.hx[6:], out_b.hx[6:])               # ...and the new one does not see them
+    assert torch.equal(out_a.logits[6:], out_b.logits[6:])
+
+
+def test_step_by_step_equals_sequence():
+    agent = tiny_agent()
+    steps, batch = 7, 2
+    obs = torch.randint(0, 256, (steps, batch, 16, 16, 3), dtype=torch.uint8)
+    first = torch.rand(steps, batch) < 0.3
+    hx0 = torch.randn(batch, 8)
+    with torch.no_grad():
+        seq = agent.forward_sequence(obs, hx0, first)
+        hx = hx0
+        for t in range(steps):
+            out = agent.step(obs[t], hx, first[t])
+            hx = out.hx
+            assert torch.allclose(out.hx, seq.hx[t], atol=1e-6)
+            assert torch.allclose(out.value, seq.value[t], atol=1e-6)
+
+
+def test_hook_points_read_and_patch_hx():
+    agent = tiny_agent()
+    obs = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    first = torch.ones(4, dtype=torch.bool)
+    seen = {}
+    handle = agent.hook_hx.register_forward_hook(lambda m, i, o: seen.setdefault("hx", o.clone()))
+    out = agent.step(obs, agent.initial_state(4), first)
+    handle.remove()
+    assert torch.equal(seen["hx"], out.hx)
+    handle = agent.hook_hx.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+    patched = agent.step(obs, agent.initial_state(4), first)
+    handle.remove()
+    assert torch.equal(patched.hx, torch.zeros_like(out.hx))
+    assert torch.allclose(patched.logits, agent.policy_head.bias.expand(4, -1))
+
+
+def test_ppo_learns_a_task_that_needs_memory(params):
+    torch.manual_seed(0)
+    env = CueMemoryEnv(num_envs=32, delay=2, seed=0)
+    agent = RecurrentAgent(env.obs_shape, env.num_actions, channels=(4,), blocks_per_stage=0, fc_size=16,
+                           hidden_size=16)
+    config = dataclasses.replace(params.train_agent, num_envs=32, num_steps=12, epochs=4, minibatches=2,
+                                 learning_rate=3e-3, gamma=0.9, entropy_coef=0.003, normalize_rewards=False)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
+    collector = RolloutCollector(env, agent, config, torch.device("cpu"))
+    success = []
+    for _ in range(60):
+        rollout, episodes = collector.collect()
+        ppo_update(agent, optimizer, rollout, config)
+        success.append(np.mean([e.completed for e in episodes]))
+    assert np.mean(success[:3]) < 0.7
+    assert np.mean(success[-5:]) > 0.9
+
+    # The same agent with its memory wiped before every step can only guess.
+    test_env = CueMemoryEnv(num_envs=256, delay=2, seed=1)
+    hx = agent.initial_state(256)
+    wins = []
+    with torch.no_grad():
+        for _ in range(3 * 3):
+            _, obs, first = test_env.observe()
+            out = agent.step(torch.from_numpy(obs), hx, torch.ones(256, dtype=torch.bool))
+            hx = out.hx
+            wins += [e.completed for e in test_env.act(out.logits.argmax(-1).numpy())]
+    assert np.mean(wins) < 0.7
