@@ -53,6 +53,7 @@ class AgentConfig:
     blocks_per_stage: int = param("residual blocks per IMPALA stage (original: 2)", ge=0)
     fc_size: int = param("width of the fc layer between the CNN and the GRU", ge=1)
     hidden_size: int = param("GRU hidden size: the hx that is analysed (original: 64)", ge=1)
+    input_pool: int = param("average-pool the frame by this factor before the CNN (original: 1)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ class TrainAgentConfig:
     seed: int = param("seed of torch, numpy and the environments", ge=0)
     total_steps: int = param("environment steps to train for", ge=1)
     num_envs: int = param("parallel environments", ge=1)
-    num_steps: int = param("steps per environment per rollout (the BPTT length)", ge=1)
+    num_steps: int = param("steps per environment per rollout", ge=1)
+    bptt_steps: int = param("length of the sequences the GRU is re-run over in training; divides num_steps",
+                            ge=1)
     epochs: int = param("PPO epochs per rollout", ge=1)
     minibatches: int = param("minibatches per epoch; each holds num_envs/minibatches whole env sequences", ge=1)
     learning_rate: float = param("Adam learning rate", gt=0)
@@ -83,9 +86,13 @@ class TrainAgentConfig:
     checkpoint_every: int = param("save a checkpoint every this many updates (resume point)", ge=1)
 
     def __post_init__(self) -> None:
-        if self.num_envs % self.minibatches:
-            raise ConfigError(f"train_agent.minibatches = {self.minibatches}: expected a divisor of "
-                              f"train_agent.num_envs = {self.num_envs} (minibatches hold whole env sequences)")
+        if self.num_steps % self.bptt_steps:
+            raise ConfigError(f"train_agent.bptt_steps = {self.bptt_steps}: expected a divisor of "
+                              f"train_agent.num_steps = {self.num_steps}")
+        sequences = self.num_envs * (self.num_steps // self.bptt_steps)
+        if sequences % self.minibatches:
+            raise ConfigError(f"train_agent.minibatches = {self.minibatches}: expected a divisor of the "
+                              f"{sequences} training sequences (num_envs x num_steps / bptt_steps)")
 
 
 @dataclass(frozen=True)
@@ -98,12 +105,33 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    seed: int = param("seed of the recording envs and of action sampling", ge=0)
+    episodes: int = param("episodes to record (num_envs x episodes per env)", ge=1)
+    num_envs: int = param("parallel environments; each records its first episodes/num_envs episodes", ge=1)
+    levels: str = param("record on the training levels or on the unseen evaluation levels",
+                        choices=("train", "unseen"))
+    chunk_steps: int = param("steps per compressed chunk of every per-step array", ge=1)
+    shard_steps: int = param("steps per shard (one file per shard per array); a multiple of chunk_steps", ge=1)
+    videos: int = param("episode videos written to plots/record/", ge=0)
+
+    def __post_init__(self) -> None:
+        if self.episodes % self.num_envs:
+            raise ConfigError(f"record.episodes = {self.episodes}: expected a multiple of record.num_envs = "
+                              f"{self.num_envs} (every env records the same number of episodes)")
+        if self.shard_steps % self.chunk_steps:
+            raise ConfigError(f"record.shard_steps = {self.shard_steps}: expected a multiple of "
+                              f"record.chunk_steps = {self.chunk_steps}")
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
     agent: AgentConfig = param("the agent's network")
     train_agent: TrainAgentConfig = param("PPO training")
     evaluate: EvaluateConfig = param("agent evaluation against baseline policies")
+    record: RecordConfig = param("recording real rollouts")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate

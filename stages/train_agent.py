@@ -15,9 +15,10 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     run_config = training_config(params.env, params.agent, params.train_agent)
-    resume = resumable_checkpoint(CHECKPOINT, run_config) is not None
-    if not resume:
-        print("train_agent: no checkpoint of these params to resume; training from step 0")
+    state = resumable_checkpoint(CHECKPOINT, run_config)
+    resume = state is not None
+    print(f"train_agent: resuming from step {state['step']}" if resume else
+          "train_agent: no checkpoint of these params and code to resume; training from step 0")
     with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
         def log(step: int, stats: dict[str, float]) -> None:
             live.step = step

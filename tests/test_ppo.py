@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.agent.ppo import RolloutCollector, compute_gae, ppo_loss, ppo_update
+from rlinterp.agent.ppo import RolloutCollector, compute_gae, ppo_loss, ppo_update, split_sequences
 from tests.toy_envs import CueMemoryEnv
 
 
@@ -104,7 +104,7 @@ def test_ppo_learns_a_task_that_needs_memory(params):
     env = CueMemoryEnv(num_envs=32, delay=2, seed=0)
     agent = RecurrentAgent(env.obs_shape, env.num_actions, channels=(4,), blocks_per_stage=0, fc_size=16,
                            hidden_size=16)
-    config = dataclasses.replace(params.train_agent, num_envs=32, num_steps=12, epochs=4, minibatches=2,
+    config = dataclasses.replace(params.train_agent, num_envs=32, num_steps=12, bptt_steps=6, epochs=4, minibatches=4,
                                  learning_rate=3e-3, gamma=0.9, entropy_coef=0.003, normalize_rewards=False)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
     collector = RolloutCollector(env, agent, config, torch.device("cpu"))
@@ -127,3 +127,22 @@ def test_ppo_learns_a_task_that_needs_memory(params):
             hx = out.hx
             wins += [e.completed for e in test_env.act(out.logits.argmax(-1).numpy())]
     assert np.mean(wins) < 0.7
+
+
+def test_training_sequences_replay_the_collected_rollout(params):
+    """Re-running the GRU over bptt chunks from the stored states reproduces what the agent did in collection."""
+    torch.manual_seed(0)
+    env = CueMemoryEnv(num_envs=4, delay=2, seed=0)
+    agent = RecurrentAgent(env.obs_shape, env.num_actions, channels=(4,), blocks_per_stage=0, fc_size=16,
+                           hidden_size=16)
+    config = dataclasses.replace(params.train_agent, num_envs=4, num_steps=12, bptt_steps=4, minibatches=2)
+    rollout, _ = RolloutCollector(env, agent, config, torch.device("cpu")).collect()
+    chunks = split_sequences(rollout.obs, 4)
+    assert chunks.shape[:2] == (4, 12)
+    assert torch.equal(chunks[:, 2 * 4 + 1], rollout.obs[8:12, 1])          # chunk 2 of env 1
+    hx_start = split_sequences(rollout.hx_in, 4)[0]
+    with torch.no_grad():
+        out = agent.forward_sequence(chunks, hx_start, split_sequences(rollout.first, 4))
+    logprobs = torch.distributions.Categorical(logits=out.logits).log_prob(split_sequences(rollout.actions, 4))
+    assert torch.allclose(logprobs, split_sequences(rollout.logprobs, 4), atol=1e-5)
+    assert torch.allclose(out.value, split_sequences(rollout.values, 4), atol=1e-5)

@@ -2,8 +2,11 @@
 
 Index convention (gym3): at rollout step t the agent sees obs[t] with first[t] (its episode starts
 here, so the GRU state is zeroed before this step), acts, and receives rewards[t]. The episode ended with
-step t when first[t+1] is set; next_first plays that role after the last step. Minibatches hold whole
-env sequences so the GRU is re-run through time (BPTT) from the state stored at the rollout's start.
+step t when first[t+1] is set; next_first plays that role after the last step.
+
+Training re-runs the GRU through time (BPTT) over sequences of `bptt_steps` steps, from the state recorded
+at each sequence's start during collection. With bptt_steps = num_steps (the original) a minibatch holds
+whole env rollouts; shorter sequences let a minibatch mix many envs and times, which decorrelates it.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class Rollout:
     logprobs: torch.Tensor   # (T, N)
     values: torch.Tensor     # (T, N)
     rewards: torch.Tensor    # (T, N) as used for learning (normalised if enabled)
-    hx0: torch.Tensor        # (N, H) GRU state before step 0 (before its first-reset)
+    hx_in: torch.Tensor      # (T, N, H) GRU state fed into each step (before that step's first-reset)
     next_value: torch.Tensor  # (N,) value of the obs after the last step
     next_first: torch.Tensor  # (N,) bool
 
@@ -78,14 +81,14 @@ class RolloutCollector:
             first=torch.zeros((T, N), dtype=torch.bool, device=device),
             actions=torch.zeros((T, N), dtype=torch.int64, device=device),
             logprobs=torch.zeros((T, N), device=device), values=torch.zeros((T, N), device=device),
-            rewards=torch.zeros((T, N), device=device))
+            rewards=torch.zeros((T, N), device=device),
+            hx_in=torch.zeros((T, N, agent.hidden_size), device=device))
 
     @torch.inference_mode()
     def collect(self) -> tuple[Rollout, list[Episode]]:
         b, episodes = self.buffers, []
-        hx0 = self.hx.clone()
         for t in range(self.num_steps):
-            b["obs"][t], b["first"][t] = self.obs, self.first
+            b["obs"][t], b["first"][t], b["hx_in"][t] = self.obs, self.first, self.hx
             out = self.agent.step(self.obs, self.hx, self.first)
             dist = Categorical(logits=out.logits)
             action = dist.sample()
@@ -99,7 +102,7 @@ class RolloutCollector:
             self.obs = torch.from_numpy(obs).to(self.device)
             self.first = torch.from_numpy(first).to(self.device)
         next_value = self.agent.step(self.obs, self.hx, self.first).value
-        rollout = Rollout(**{k: v.clone() for k, v in b.items()}, hx0=hx0, next_value=next_value,
+        rollout = Rollout(**{k: v.clone() for k, v in b.items()}, next_value=next_value,
                           next_first=self.first.clone())
         return rollout, episodes
 
@@ -144,21 +147,34 @@ def ppo_loss(logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor, 
     return loss, stats
 
 
+def split_sequences(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(T, N, ...) -> (length, T/length * N, ...): consecutive chunks of each env's rollout as sequences."""
+    steps, num_envs = x.shape[:2]
+    chunks = x.reshape(steps // length, length, num_envs, *x.shape[2:]).transpose(0, 1)
+    return chunks.reshape(length, steps // length * num_envs, *x.shape[2:])
+
+
 def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout: Rollout,
                config: TrainAgentConfig, generator: torch.Generator | None = None) -> dict[str, float]:
-    """`epochs` passes over the rollout in minibatches of whole env sequences; returns mean statistics."""
+    """`epochs` passes over the rollout in minibatches of `bptt_steps`-long sequences; returns mean statistics."""
     advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.first, rollout.next_value,
                                       rollout.next_first, config.gamma, config.gae_lambda)
-    num_envs = rollout.first.shape[1]
-    per_batch = num_envs // config.minibatches
+    length = config.bptt_steps
+    seq = {name: split_sequences(x, length) for name, x in dict(
+        obs=rollout.obs, first=rollout.first, actions=rollout.actions, logprobs=rollout.logprobs,
+        values=rollout.values, advantages=advantages, returns=returns).items()}
+    hx_start = split_sequences(rollout.hx_in, length)[0]
+    num_sequences = hx_start.shape[0]
+    per_batch = num_sequences // config.minibatches
     totals: dict[str, float] = {}
     for _ in range(config.epochs):
-        order = torch.randperm(num_envs, generator=generator)
-        for start in range(0, num_envs, per_batch):
+        order = torch.randperm(num_sequences, generator=generator)
+        for start in range(0, num_sequences, per_batch):
             idx = order[start:start + per_batch].to(rollout.obs.device)
-            out = agent.forward_sequence(rollout.obs[:, idx], rollout.hx0[idx], rollout.first[:, idx])
-            loss, stats = ppo_loss(out.logits, out.value, rollout.actions[:, idx], rollout.logprobs[:, idx],
-                                   rollout.values[:, idx], advantages[:, idx], returns[:, idx], config)
+            out = agent.forward_sequence(seq["obs"][:, idx], hx_start[idx], seq["first"][:, idx])
+            loss, stats = ppo_loss(out.logits, out.value, seq["actions"][:, idx], seq["logprobs"][:, idx],
+                                   seq["values"][:, idx], seq["advantages"][:, idx], seq["returns"][:, idx],
+                                   config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)

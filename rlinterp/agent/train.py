@@ -1,6 +1,8 @@
 """The PPO training loop: resumable from its checkpoint, logging one row of statistics per update."""
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -11,15 +13,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rlinterp import envs
+from rlinterp.agent import model, ppo
 from rlinterp.agent.checkpoint import build_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.ppo import RolloutCollector, ppo_update
 from rlinterp.config import AgentConfig, EnvConfig, TrainAgentConfig, to_dict
 from rlinterp.envs import VecProcgen
 
 
+def training_code_hash() -> str:
+    """sha256 of the modules that define a training run, so a checkpoint of older code is not resumed."""
+    digest = hashlib.sha256()
+    for module in (envs, model, ppo, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def training_config(env: EnvConfig, agent: AgentConfig, train: TrainAgentConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed (everything that shapes the run)."""
-    return {"env": to_dict(env), "agent": to_dict(agent), "train_agent": to_dict(train)}
+    """What a checkpoint must match to be resumed: every param that shapes the run, and the code."""
+    return {"env": to_dict(env), "agent": to_dict(agent), "train_agent": to_dict(train),
+            "code_sha256": training_code_hash()}
 
 
 def resumable_checkpoint(checkpoint_path: str | Path, run_config: dict[str, Any],

@@ -1,0 +1,264 @@
+"""RolloutStore: the one on-disk format for real and simulated agent-environment rollouts (Zarr v3).
+
+Layout of a store (a directory; open it with plain `zarr.open_group(path, mode="r")`):
+
+    /                      attrs: schema_version, stage, params_hash, agent_sha256, env (config dict),
+                                  num_steps, num_episodes, complete (always true in a readable store)
+    /obs      (T, 64, 64, 3) uint8    the frame the agent saw at this step
+    /hx       (T, H) float32          the agent's GRU state AFTER seeing this frame: the state its logits and
+                                      value (and so this step's action) were computed from. At an episode's
+                                      first step the state fed to the GRU was zero.
+    /logits   (T, A) float32          the agent's unnormalised action log-probabilities
+    /value    (T,) float32            the agent's value estimate
+    /action   (T,) int32              the action taken at this step
+    /reward   (T,) float32            the reward received FOR this action (the transition out of this step)
+    /done     (T,) bool               the episode ended with this action (true on each episode's last step)
+    /level_seed (T,) int64            the Procgen level being played
+    (simulated stores add their own per-step arrays, e.g. the simulator state, with the same time axis)
+    /meta/episode_ends (E,) int64     cumulative episode ends: episode e is steps [ends[e-1], ends[e])
+    /meta/return, /meta/length, /meta/level_seed, /meta/completed (E,)   per-episode summaries
+
+All episodes are concatenated along time. Arrays are Zstd-compressed in chunks of `chunk_steps` steps,
+grouped into shards of `shard_steps` steps (one file per shard per array), and written in whole shards.
+A store is built under a hidden temporary name and renamed into place only when complete, so a store at
+its final path is always whole; the reader still checks schema version, completeness and lengths.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+SCHEMA_VERSION = 1
+EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
+EPISODE_DTYPES = {"return": np.float32, "length": np.int64, "level_seed": np.int64, "completed": np.bool_}
+
+
+class StoreError(RuntimeError):
+    """A store is missing, incomplete, of another schema version, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A per-step array: its shape after the time axis, and its dtype."""
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def real_rollout_fields(hidden_size: int, num_actions: int, obs_shape: tuple[int, ...] = (64, 64, 3)
+                        ) -> dict[str, FieldSpec]:
+    """The per-step arrays of a real (or simulated) agent-environment rollout."""
+    return {"obs": FieldSpec(tuple(obs_shape), np.uint8), "hx": FieldSpec((hidden_size,), np.float32),
+            "logits": FieldSpec((num_actions,), np.float32), "value": FieldSpec((), np.float32),
+            "action": FieldSpec((), np.int32), "reward": FieldSpec((), np.float32),
+            "done": FieldSpec((), np.bool_), "level_seed": FieldSpec((), np.int64)}
+
+
+class RolloutWriter:
+    """Appends whole episodes and writes them in whole shards; the store appears at `path` on `close()`.
+
+    Use as a context manager: an exception (or a kill) leaves only the hidden temporary directory, never a
+    store at `path`.
+    """
+
+    def __init__(self, path: str | Path, fields: Mapping[str, FieldSpec], attrs: Mapping[str, Any],
+                 chunk_steps: int = 256, shard_steps: int = 8192, compression_level: int = 3):
+        if shard_steps % chunk_steps:
+            raise ValueError(f"shard_steps = {shard_steps}: expected a multiple of chunk_steps = {chunk_steps}")
+        self.path = Path(path)
+        self.fields = dict(fields)
+        self.shard_steps = shard_steps
+        self.tmp_path = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
+        if self.tmp_path.exists():
+            shutil.rmtree(self.tmp_path)
+        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        self.group = zarr.open_group(self.tmp_path, mode="w")
+        self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "complete": False})
+        compressor = ZstdCodec(level=compression_level)
+        self.arrays = {
+            name: self.group.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype,
+                                          chunks=(chunk_steps, *spec.shape), shards=(shard_steps, *spec.shape),
+                                          compressors=compressor, fill_value=0)
+            for name, spec in self.fields.items()}
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.pending_steps = 0
+        self.written = 0
+        self.episodes: dict[str, list] = {name: [] for name in EPISODE_FIELDS}
+        self.episode_ends: list[int] = []
+        self.closed = False
+
+    def add_episode(self, steps: Mapping[str, np.ndarray], **summary: Any) -> None:
+        """One episode: every field as an array with a leading time axis; summary: return, level_seed, completed."""
+        length = len(steps["obs"] if "obs" in steps else next(iter(steps.values())))
+        if set(steps) != set(self.fields):
+            raise ValueError(f"episode has fields {sorted(steps)}, expected {sorted(self.fields)}")
+        for name, spec in self.fields.items():
+            if steps[name].shape != (length, *spec.shape):
+                raise ValueError(f"episode field {name} has shape {steps[name].shape}, expected "
+                                 f"{(length, *spec.shape)}")
+        self.pending.append({name: np.asarray(steps[name], dtype=self.fields[name].dtype) for name in self.fields})
+        self.pending_steps += length
+        total = (self.episode_ends[-1] if self.episode_ends else 0) + length
+        self.episode_ends.append(total)
+        self.episodes["length"].append(length)
+        for name in ("return", "level_seed", "completed"):
+            self.episodes[name].append(summary[name])
+        if self.pending_steps >= self.shard_steps:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write the pending steps in whole shards (all of them when `final`), keeping the rest pending."""
+        if not self.pending:
+            return
+        block = {name: np.concatenate([ep[name] for ep in self.pending]) for name in self.fields}
+        count = self.pending_steps if final else (self.pending_steps // self.shard_steps) * self.shard_steps
+        start, end = self.written, self.written + count
+        for name, array in self.arrays.items():
+            array.resize((end, *self.fields[name].shape))
+            array[start:end] = block[name][:count]
+        self.written = end
+        rest = {name: values[count:] for name, values in block.items()}
+        self.pending_steps -= count
+        self.pending = [rest] if self.pending_steps else []
+
+    def close(self) -> Path:
+        """Write the remainder and the episode index, mark complete, and move the store into place."""
+        self._flush(final=True)
+        meta = self.group.create_group("meta")
+        meta.create_array("episode_ends", data=np.asarray(self.episode_ends, dtype=np.int64))
+        for name in EPISODE_FIELDS:
+            meta.create_array(name, data=np.asarray(self.episodes[name], dtype=EPISODE_DTYPES[name]))
+        self.group.attrs.update({"num_steps": self.written, "num_episodes": len(self.episode_ends),
+                                 "complete": True})
+        replace_directory(self.tmp_path, self.path)
+        self.closed = True
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+    def __enter__(self) -> RolloutWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self.closed:
+            self.close()
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move `source` to `target`, replacing any old `target`; `target` never holds a partial result."""
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, trash)
+        os.replace(source, target)
+        shutil.rmtree(trash)
+    else:
+        os.replace(source, target)
+
+
+class RolloutStore:
+    """Read access to a complete store: per-step arrays (lazy), episodes, and fixed-length windows."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: no rollout store here (expected a Zarr directory written by rlinterp)")
+        try:
+            self.group = zarr.open_group(self.path, mode="r")
+        except Exception as err:  # zarr raises several types for a broken directory
+            raise StoreError(f"{self.path}: not a readable Zarr group ({type(err).__name__}: {err})") from err
+        attrs = dict(self.group.attrs)
+        version = attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema_version {version!r}, expected {SCHEMA_VERSION}; re-create "
+                             f"it with this version of rlinterp")
+        if attrs.get("complete") is not True:
+            raise StoreError(f"{self.path}: store is incomplete (its writer did not finish); re-run the stage "
+                             f"that produces it")
+        self.attrs = attrs
+        try:
+            self.episode_ends = np.asarray(self.group["meta/episode_ends"][:])
+        except KeyError as err:
+            raise StoreError(f"{self.path}: store has no meta/episode_ends (expected the episode index)") from err
+        self.num_steps = int(attrs["num_steps"])
+        self.num_episodes = len(self.episode_ends)
+        self.fields = sorted(name for name, _ in self.group.arrays())
+        lengths = {name: self.group[name].shape[0] for name in self.fields}
+        if self.num_episodes != attrs.get("num_episodes") or (self.num_episodes and
+                                                              self.episode_ends[-1] != self.num_steps):
+            raise StoreError(f"{self.path}: episode index ends at {self.episode_ends[-1:]} for "
+                             f"{self.num_episodes} episodes, expected {attrs.get('num_episodes')} episodes "
+                             f"ending at step {self.num_steps}")
+        wrong = {name: n for name, n in lengths.items() if n != self.num_steps}
+        if wrong:
+            raise StoreError(f"{self.path}: arrays disagree in length: {wrong}, expected {self.num_steps} steps")
+        for name in EPISODE_FIELDS:
+            if self.group[f"meta/{name}"].shape[0] != self.num_episodes:
+                raise StoreError(f"{self.path}: meta/{name} has {self.group[f'meta/{name}'].shape[0]} entries, "
+                                 f"expected {self.num_episodes}")
+        self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    def __getitem__(self, name: str) -> zarr.Array:
+        """A per-step array, lazily: index it to read (e.g. `store['hx'][1000:2000]`)."""
+        if name not in self.fields:
+            raise KeyError(f"{self.path}: no per-step array {name!r}; it has {', '.join(self.fields)}")
+        return self.group[name]
+
+    def episode_info(self) -> dict[str, np.ndarray]:
+        """Per-episode return, length, level_seed and completed."""
+        return {name: np.asarray(self.group[f"meta/{name}"][:]) for name in EPISODE_FIELDS}
+
+    def episode(self, index: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        if not -self.num_episodes <= index < self.num_episodes:
+            raise IndexError(f"episode {index} out of range: the store has {self.num_episodes}")
+        start, end = self.episode_starts[index], self.episode_ends[index]
+        return {name: np.asarray(self[name][start:end]) for name in (fields or self.fields)}
+
+    def episodes(self, fields: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        for index in range(self.num_episodes):
+            yield self.episode(index, fields)
+
+    def windows(self, starts: np.ndarray, length: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Windows of `length` steps beginning at global steps `starts`, each cut at its episode's end.
+
+        Returns every field as (B, length, ...), zero-padded past the episode's end, and `mask` (B, length):
+        true on real steps of the episode the window starts in.
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        episode_of = np.searchsorted(self.episode_ends, starts, side="right")
+        ends = np.minimum(starts + length, self.episode_ends[episode_of])
+        fields = fields or self.fields
+        out = {name: np.zeros((len(starts), length, *self[name].shape[1:]), dtype=self[name].dtype)
+               for name in fields}
+        mask = np.zeros((len(starts), length), dtype=bool)
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            for name in fields:
+                out[name][i, :end - start] = self[name][start:end]
+            mask[i, :end - start] = True
+        out["mask"] = mask
+        return out
+
+    def sample_windows(self, batch_size: int, length: int, rng: np.random.Generator,
+                       episodes: np.ndarray | None = None, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """`batch_size` windows with starts drawn uniformly over the steps of `episodes` (default: all)."""
+        episodes = np.arange(self.num_episodes) if episodes is None else np.asarray(episodes)
+        lengths = self.episode_ends[episodes] - self.episode_starts[episodes]
+        flat = rng.integers(lengths.sum(), size=batch_size)
+        owner = np.searchsorted(np.cumsum(lengths), flat, side="right")
+        offset = flat - (np.cumsum(lengths) - lengths)[owner]
+        return self.windows(self.episode_starts[episodes[owner]] + offset, length, fields)
+
+
+def store_size(path: str | Path) -> dict[str, int]:
+    """Bytes on disk and number of files of a store directory."""
+    files = [p for p in Path(path).rglob("*") if p.is_file()]
+    return {"bytes": sum(p.stat().st_size for p in files), "files": len(files)}

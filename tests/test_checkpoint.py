@@ -1,0 +1,63 @@
+"""Checkpoints round-trip, resume training where it stopped, and refuse what does not match."""
+import dataclasses
+
+import pytest
+import torch
+
+from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint
+from rlinterp.agent.train import train_agent
+
+
+@pytest.fixture
+def tiny_train(params):
+    return dataclasses.replace(params.train_agent, num_envs=4, num_steps=16, minibatches=2, total_steps=128)
+
+
+def test_round_trip_and_resume(params, tiny_train, tmp_path):
+    path = tmp_path / "agent.pt"
+    first = train_agent(params.env, params.agent, tiny_train, path, progress=False)
+    assert first["total_steps"] == 128 and first["resumed_from_step"] == 0
+    state = load_checkpoint(path)
+    assert state["step"] == 128 and state["update"] == 2 and "optimizer" in state
+
+    agent, meta = load_agent(path, expected=params.agent)
+    for name, tensor in agent.state_dict().items():
+        assert torch.equal(tensor, state["model"][name]), name
+    assert meta["step"] == 128
+
+    longer = dataclasses.replace(tiny_train, total_steps=256)
+    # Changing total_steps is a change of run: it starts again rather than mixing two schedules.
+    restarted = train_agent(params.env, params.agent, longer, path, progress=False)
+    assert restarted["resumed_from_step"] == 0
+
+    # A run that dies during its third update continues from the checkpoint of its second.
+    path.unlink()
+
+    def crash_in_third_update(step, stats):
+        if step > 128:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(params.env, params.agent, longer, path, log=crash_in_third_update, progress=False)
+    assert load_checkpoint(path)["step"] == 128
+    resumed = train_agent(params.env, params.agent, longer, path, progress=False)
+    assert resumed["resumed_from_step"] == 128 and resumed["total_steps"] == 256
+    assert load_checkpoint(path)["update"] == 4
+
+
+def test_mismatched_and_broken_checkpoints(params, tiny_train, tmp_path):
+    path = tmp_path / "agent.pt"
+    train_agent(params.env, params.agent, tiny_train, path, progress=False)
+    other = dataclasses.replace(params.agent, hidden_size=params.agent.hidden_size + 1)
+    with pytest.raises(CheckpointError, match="built with agent params"):
+        load_agent(path, expected=other)
+    with pytest.raises(CheckpointError, match="no agent checkpoint here"):
+        load_agent(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable agent checkpoint"):
+        load_agent(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not an rlinterp agent checkpoint"):
+        load_agent(foreign)

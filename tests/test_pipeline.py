@@ -1,0 +1,129 @@
+"""The DVC pipeline end to end on tiny params, in a temporary copy of the repository."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rlinterp.agent.checkpoint import file_sha256
+from rlinterp.store import RolloutStore
+
+from tests.conftest import ROOT, tiny_params_dict
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "rlinterp tests", "GIT_AUTHOR_EMAIL": "tests@rlinterp.invalid",
+                "GIT_COMMITTER_NAME": "rlinterp tests", "GIT_COMMITTER_EMAIL": "tests@rlinterp.invalid"}
+
+
+def environment() -> dict[str, str]:
+    """The test's Python first on PATH, so stage commands (`python stages/...`) run in this environment."""
+    env = {**os.environ, **GIT_IDENTITY}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def make_repo(tmp_path: Path, params: dict) -> Path:
+    """Copy the project's source files (not data/ or metrics/) into a fresh git + DVC repository."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    repo = tmp_path / "repo"
+    for name in listed:
+        if name.split("/")[0] in ("data", "metrics", "plots") or name == "dvc.lock":
+            continue
+        source = ROOT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        subprocess.run(command, cwd=repo, check=True, env=environment())
+    return repo
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=environment(),
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_tiny_repro_end_to_end(tmp_path):
+    repo = make_repo(tmp_path, tiny_params_dict())
+    dvc(repo, "repro")
+
+    summary = json.loads((repo / "metrics/train_agent.json").read_text())
+    assert summary["total_steps"] == 512 and summary["resumed_from_step"] == 0
+    curve = (repo / "plots/train_agent/plots/metrics/episode_return.tsv").read_text().splitlines()
+    assert curve[0] == "step\tepisode_return" and len(curve) >= 2
+
+    report = json.loads((repo / "metrics/agent.json").read_text())
+    assert report["checkpoint_step"] == 512 and report["episodes_per_policy"] == 4
+    for levels in ("train_levels", "unseen_levels"):
+        side = report[levels]
+        assert 0 <= side["best_constant"]["action"] < 15
+        for policy in ("agent", "memoryless_agent", "random", "best_constant"):
+            r = side[policy]
+            assert r["episodes"] == 4 and 0 <= r["mean_return"] <= 10
+            assert r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
+            assert r["completion_rate"] == pytest.approx(r["mean_return"] / 10)   # CoinRun pays 10 at the coin
+        assert side["agent_minus_best_constant"] == pytest.approx(
+            side["agent"]["mean_return"] - side["best_constant"]["mean_return"])
+    baselines = json.loads((repo / "metrics/baselines.json").read_text())
+    best = max(range(15), key=lambda a: baselines["train_levels"][f"constant_{a}"]["mean_return"])
+    assert report["train_levels"]["best_constant"]["mean_return"] == \
+        baselines["train_levels"][f"constant_{best}"]["mean_return"]
+    assert (repo / "plots/evaluate_agent/returns.png").stat().st_size > 10_000
+
+    recorded = json.loads((repo / "metrics/record.json").read_text())
+    store = RolloutStore(repo / "data/rollouts.zarr")
+    assert recorded["episodes"] == store.num_episodes == 8 and recorded["steps"] == store.num_steps
+    assert store.attrs["agent_sha256"] == file_sha256(repo / "data/agent/checkpoint.pt")
+    assert store.attrs["stage"] == "record" and store.attrs["env"]["name"] == "coinrun"
+    assert recorded["mean_return"] == pytest.approx(float(store.episode_info()["return"].mean()))
+    assert recorded["obs_compression_ratio"] > 5 and recorded["steps_per_s"] > 0
+    assert (repo / "plots/record/episode_000.gif").stat().st_size > 1000
+
+    again = dvc(repo, "repro")
+    assert "Running stage" not in again.stdout                                # nothing changed, nothing runs
+
+    # A bad param stops the stage with one clear line, leaving the agent checkpoint as it was.
+    before = (repo / "data/agent/checkpoint.pt").read_bytes()
+    params = tiny_params_dict()
+    params["train_agent"]["learning_rate"] = -0.1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = dvc(repo, "repro", "train_agent", check=False)
+    assert failed.returncode != 0
+    assert "error: params.yaml: train_agent.learning_rate = -0.1: expected a number > 0" in failed.stderr
+    assert (repo / "data/agent/checkpoint.pt").read_bytes() == before
+
+
+def test_killed_training_resumes_from_its_checkpoint(tmp_path):
+    params = tiny_params_dict()
+    params["train_agent"]["total_steps"] = 4096            # 16 updates of 8 envs x 32 steps
+    repo = make_repo(tmp_path, params)
+    checkpoint = repo / "data/agent/checkpoint.pt"
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_agent"], cwd=repo, env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    step = 0
+    while step < 1024 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        if checkpoint.exists():
+            step = torch.load(checkpoint, weights_only=True)["step"]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 1024 <= step < 4096, "training was not caught mid-run"
+
+    resumed = dvc(repo, "repro", "train_agent")
+    assert "resuming from step" in resumed.stdout
+    summary = json.loads((repo / "metrics/train_agent.json").read_text())
+    assert summary["resumed_from_step"] >= 1024 and summary["total_steps"] == 4096

@@ -1,0 +1,139 @@
+"""RolloutStore: round trip of every array, episode boundaries across shards, windows, and refusals."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from rlinterp.store import RolloutStore, RolloutWriter, StoreError, real_rollout_fields
+
+FIELDS = real_rollout_fields(hidden_size=4, num_actions=3, obs_shape=(2, 2, 3))
+
+
+def random_episode(rng, length):
+    return {"obs": rng.integers(0, 256, (length, 2, 2, 3), dtype=np.uint8),
+            "hx": rng.standard_normal((length, 4)).astype(np.float32),
+            "logits": rng.standard_normal((length, 3)).astype(np.float32),
+            "value": rng.standard_normal(length).astype(np.float32),
+            "action": rng.integers(0, 3, length).astype(np.int32),
+            "reward": rng.standard_normal(length).astype(np.float32),
+            "done": np.arange(length) == length - 1,
+            "level_seed": np.full(length, rng.integers(1000))}
+
+
+def write_store(path, episodes, **kwargs):
+    with RolloutWriter(path, FIELDS, {"stage": "test"}, chunk_steps=4, shard_steps=16, **kwargs) as writer:
+        for i, episode in enumerate(episodes):
+            writer.add_episode(episode, **{"return": float(episode["reward"].sum()),
+                                           "level_seed": int(episode["level_seed"][0]), "completed": i % 2 == 0})
+    return RolloutStore(path)
+
+
+def test_round_trip_of_every_array_across_many_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    episodes = [random_episode(rng, int(n)) for n in rng.integers(1, 30, size=25)]   # ~370 steps, ~23 shards
+    store = write_store(tmp_path / "r.zarr", episodes)
+    assert store.num_episodes == 25 and store.num_steps == sum(len(e["obs"]) for e in episodes)
+    for index, expected in enumerate(episodes):
+        got = store.episode(index)
+        assert set(got) == set(expected)
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"episode {index} {name}")
+    info = store.episode_info()
+    np.testing.assert_array_equal(info["length"], [len(e["obs"]) for e in episodes])
+    np.testing.assert_allclose(info["return"], [e["reward"].sum() for e in episodes], rtol=1e-6)
+    np.testing.assert_array_equal(info["completed"], np.arange(25) % 2 == 0)
+    # Boundaries: done exactly at each episode end, and ends are cumulative lengths.
+    done = store["done"][:]
+    np.testing.assert_array_equal(np.flatnonzero(done) + 1, store.episode_ends)
+    # Files grow with shards, not with episodes: one file per shard per array plus metadata.
+    shard_files = len(os.listdir(tmp_path / "r.zarr" / "obs" / "c"))
+    assert shard_files == -(-store.num_steps // 16)
+
+
+def test_plain_zarr_reads_the_store(tmp_path):
+    rng = np.random.default_rng(1)
+    episodes = [random_episode(rng, 5), random_episode(rng, 7)]
+    write_store(tmp_path / "r.zarr", episodes)
+    group = zarr.open_group(tmp_path / "r.zarr", mode="r")
+    assert group.attrs["schema_version"] == 1 and group.attrs["complete"] is True
+    np.testing.assert_array_equal(group["meta/episode_ends"][:], [5, 12])
+    np.testing.assert_array_equal(group["hx"][5:12], episodes[1]["hx"])
+
+
+def test_windows_are_cut_and_masked_at_episode_end(tmp_path):
+    rng = np.random.default_rng(2)
+    episodes = [random_episode(rng, 10), random_episode(rng, 6)]
+    store = write_store(tmp_path / "r.zarr", episodes)
+    w = store.windows(np.array([0, 7, 10]), length=5, fields=["obs", "action"])
+    np.testing.assert_array_equal(w["mask"], [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(w["action"][1, :3], episodes[0]["action"][7:10])
+    assert (w["obs"][1, 3:] == 0).all()
+    np.testing.assert_array_equal(w["obs"][2], episodes[1]["obs"][:5])
+    sampled = store.sample_windows(64, 4, np.random.default_rng(0), episodes=np.array([1]))
+    assert sampled["obs"].shape == (64, 4, 2, 2, 3) and sampled["mask"][:, 0].all()
+    starts_in_episode_1 = [any((w == episodes[1]["obs"][k]).all() for k in range(6)) for w in sampled["obs"][:, 0]]
+    assert all(starts_in_episode_1)
+
+
+def test_refuses_incomplete_other_version_and_inconsistent_stores(tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "r.zarr"
+    with pytest.raises(StoreError, match="no rollout store here"):
+        RolloutStore(path)
+    write_store(path, [random_episode(rng, 5)])
+    group = zarr.open_group(path, mode="r+")
+    group.attrs["schema_version"] = 99
+    with pytest.raises(StoreError, match="schema_version 99, expected 1"):
+        RolloutStore(path)
+    group.attrs["schema_version"] = 1
+    group.attrs["complete"] = False
+    with pytest.raises(StoreError, match="incomplete"):
+        RolloutStore(path)
+    group.attrs["complete"] = True
+    group["hx"].resize((4, 4))
+    with pytest.raises(StoreError, match=r"arrays disagree in length: \{'hx': 4\}, expected 5 steps"):
+        RolloutStore(path)
+
+
+def test_failed_writer_leaves_no_store(tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "r.zarr"
+    with pytest.raises(RuntimeError):
+        with RolloutWriter(path, FIELDS, {}, chunk_steps=4, shard_steps=16) as writer:
+            writer.add_episode(random_episode(rng, 40), **{"return": 0.0, "level_seed": 0, "completed": False})
+            raise RuntimeError("interrupted")
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+KILLED_WRITER = """
+import sys, time, numpy as np
+sys.path.insert(0, {tests!r})
+from test_store import FIELDS, random_episode
+from rlinterp.store import RolloutWriter
+writer = RolloutWriter({path!r}, FIELDS, {{}}, chunk_steps=4, shard_steps=16)
+rng = np.random.default_rng(0)
+for i in range(1000000):
+    writer.add_episode(random_episode(rng, 20), **{{"return": 0.0, "level_seed": 0, "completed": False}})
+    if i == 20:
+        print("writing", flush=True)
+"""
+
+
+def test_store_killed_mid_write_is_never_readable_as_complete(tmp_path):
+    path = tmp_path / "r.zarr"
+    code = KILLED_WRITER.format(tests=os.path.dirname(__file__), path=str(path))
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not path.exists()
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(p.name.startswith(".r.zarr.incomplete-") for p in leftovers)
+    with pytest.raises(StoreError, match="incomplete"):
+        RolloutStore(leftovers[0])
