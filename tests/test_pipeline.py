@@ -62,8 +62,8 @@ def test_tiny_repro_end_to_end(tmp_path):
 
     summary = json.loads((repo / "metrics/train_agent.json").read_text())
     assert summary["total_steps"] == 512 and summary["resumed_from_step"] == 0
-    curve = (repo / "plots/train_agent/plots/metrics/episode_return.tsv").read_text().splitlines()
-    assert curve[0] == "step\tepisode_return" and len(curve) >= 2
+    curve = (repo / "plots/train_agent/plots/metrics/policy_loss.tsv").read_text().splitlines()
+    assert curve[0] == "step\tpolicy_loss" and [row.split()[0] for row in curve[1:]] == ["256", "512"]
 
     report = json.loads((repo / "metrics/agent.json").read_text())
     assert report["checkpoint_step"] == 512 and report["episodes_per_policy"] == 4
