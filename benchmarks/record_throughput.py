@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from rlinterp.agent.checkpoint import build_agent, load_agent
+from rlinterp.agent.model import sample_actions
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS, VecProcgen
 from rlinterp.record import record_rollouts
@@ -33,7 +34,7 @@ def measure_bound(params, agent, num_envs: int, steps: int) -> float:
         _, obs, first = env.observe()
         out = agent.step(torch.from_numpy(obs), hx, torch.from_numpy(first))
         hx = out.hx
-        env.act(torch.multinomial(torch.softmax(out.logits, -1), 1).squeeze(-1).numpy())
+        env.act(sample_actions(out.logits).numpy())
         env.observe()
     return steps * num_envs / (time.perf_counter() - start)
 

@@ -71,7 +71,8 @@ class TrainAgentConfig:
     bptt_steps: int = param("length of the sequences the GRU is re-run over in training; divides num_steps",
                             ge=1)
     epochs: int = param("PPO epochs per rollout", ge=1)
-    minibatches: int = param("minibatches per epoch; each holds num_envs/minibatches whole env sequences", ge=1)
+    minibatches: int = param("minibatches per epoch; they split the num_envs x num_steps / bptt_steps sequences",
+                             ge=1)
     learning_rate: float = param("Adam learning rate", gt=0)
     anneal_lr: bool = param("decay the learning rate linearly to zero over total_steps")
     adam_eps: float = param("Adam epsilon", gt=0)

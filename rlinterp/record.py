@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.model import RecurrentAgent, sample_actions
 from rlinterp.config import EnvConfig
 from rlinterp.envs import VecProcgen
 from rlinterp.store import RolloutWriter
@@ -52,7 +52,7 @@ def record_rollouts(env_config: EnvConfig, agent: RecurrentAgent, writer: Rollou
         _, obs, first = env.observe()
         out = agent.step(torch.from_numpy(obs).to(device), hx, torch.from_numpy(first).to(device))
         hx = out.hx
-        action = torch.multinomial(torch.softmax(out.logits, -1), 1, generator=generator).squeeze(-1)
+        action = sample_actions(out.logits, generator)
         action_np = action.cpu().numpy()
         finished = env.act(action_np)
         reward, _, done = env.observe()

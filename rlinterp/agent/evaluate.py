@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.model import RecurrentAgent, sample_actions
 from rlinterp.config import EnvConfig, EvaluateConfig
 from rlinterp.envs import VecProcgen
 
@@ -33,8 +33,7 @@ class AgentPolicy:
         out = self.agent.step(torch.from_numpy(obs).to(self.device), self.hx,
                               torch.from_numpy(reset).to(self.device))
         self.hx = out.hx
-        probs = torch.softmax(out.logits, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).cpu().numpy()
+        return sample_actions(out.logits, self.generator).cpu().numpy()
 
 
 class RandomPolicy:

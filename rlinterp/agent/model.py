@@ -65,6 +65,11 @@ class ImpalaEncoder(nn.Module):
         return F.relu(self.fc(F.relu(x).flatten(1)))
 
 
+def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One action per row, drawn from the policy the logits define."""
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+
+
 @dataclass
 class AgentOutput:
     """One agent step (or a sequence of steps, with a leading time axis)."""
