@@ -126,6 +126,76 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
+class SimulatorConfig:
+    num_init_steps: int = param("real frames the encoder sees; the last one is also the first simulated step "
+                                "(original 3)", ge=2)
+    num_sim_steps: int = param("simulated steps per window (original 32)", ge=1)
+    image_pool: int = param("simulate frames at 64/image_pool pixels, upsampled for the agent (original 1)",
+                            choices=(1, 2, 4))
+    bottleneck: str = param("vae: Gaussian latent with a KL to N(0, I); sphere: unit vector with a uniformity "
+                            "loss (the original's final code)", choices=("vae", "sphere"))
+    bottleneck_size: int = param("size of the latent the encoder emits (original 128)", ge=1)
+    encoder_channels: tuple[int, ...] = param("channels of the context encoder's down blocks, each halving the "
+                                              "resolution (original 64, 64, 64, 128)")
+    encoder_gru_size: int = param("GRU over the context frames' embeddings (original 512)", ge=1)
+    deter_size: int = param("deterministic (layer-normalised GRU) state (original 512)", ge=1)
+    stoch_groups: int = param("categorical latents in the stochastic state (original 32)", ge=1)
+    stoch_classes: int = param("classes per categorical latent (original 32)", ge=2)
+    hidden_size: int = param("width of the state-space model's MLPs (original 1000)", ge=1)
+    decoder_depth: int = param("base channels of the image decoder (original 48)", ge=1)
+    embed_depth: int = param("base channels of the posterior's frame encoder (original 32)", ge=1)
+    head_layers: int = param("hidden layers of the reward and done heads (original 4)", ge=0)
+    head_size: int = param("width of the reward and done heads (original 400)", ge=1)
+
+
+@dataclass(frozen=True)
+class TrainSimulatorConfig:
+    seed: int = param("seed of torch, window sampling and the held-out split", ge=0)
+    total_windows: int = param("training windows (batches x batch_size) to train for", ge=1)
+    batch_size: int = param("windows per batch (original 2)", ge=1)
+    learning_rate: float = param("Adam learning rate (original 5e-4)", gt=0)
+    max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
+    heldout_fraction: float = param("fraction of episodes held out for the metrics", gt=0, le=0.5)
+    eval_windows: int = param("held-out windows the final metrics are computed on", ge=1)
+    imagine_steps: int = param("last steps of each window simulated from prior states and the agent's own "
+                               "actions instead of posteriors and recorded actions (original 0)", ge=0)
+    kl_weight: float = param("weight of the balanced prior/posterior KL (original 12)", ge=0)
+    kl_balance: float = param("share of the KL gradient that trains the prior (original 0.8)", ge=0, le=1)
+    image_weight: float = param("weight of the image loss, 0.5 x sum of squared pixel errors", ge=0)
+    reward_weight: float = param("weight of the reward loss", ge=0)
+    done_weight: float = param("weight of the episode-end (done) loss", ge=0)
+    hx_weight: float = param("weight of the agent-hx loss, 0.5 x squared error", ge=0)
+    env_update_weight: float = param("weight of the penalty on deterministic-state change (original 0.5)", ge=0)
+    init_weight: float = param("weight of the initial hx / previous-action auxiliary loss (original 1)", ge=0)
+    bottleneck_weight: float = param("weight of the bottleneck loss: KL to N(0, I) for vae, uniformity for "
+                                     "sphere", ge=0)
+    num_workers: int = param("background processes reading windows from the store (0 = in the main process)",
+                             ge=0)
+    log_every: int = param("batches between logged curve points", ge=1)
+    checkpoint_every: int = param("batches between checkpoints (resume point)", ge=1)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    seed: int = param("seed of prior latents and stochastic states", ge=0)
+    prior_samples: int = param("samples from random latents drawn from the bottleneck's prior", ge=0)
+    informed_samples: int = param("samples encoding the start of held-out real episodes (at most one each)", ge=0)
+    num_steps: int = param("simulated steps per sample", ge=1)
+    batch_size: int = param("samples simulated together", ge=1)
+    modal: bool = param("most likely categorical states instead of sampled ones (the original's generation mode)")
+    videos: int = param("sample GIFs written to plots/sample/", ge=0)
+
+
+@dataclass(frozen=True)
+class PredictionQualityConfig:
+    seed: int = param("seed of the held-out window choice", ge=0)
+    windows: int = param("held-out windows to measure on", ge=1)
+    num_steps: int = param("simulated steps per window (may exceed simulator.num_sim_steps to see drift)", ge=1)
+    batch_size: int = param("windows simulated together", ge=1)
+    videos: int = param("open-loop videos (real | simulated | error) written to plots/prediction_quality/", ge=0)
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -133,6 +203,10 @@ class Params:
     train_agent: TrainAgentConfig = param("PPO training")
     evaluate: EvaluateConfig = param("agent evaluation against baseline policies")
     record: RecordConfig = param("recording real rollouts")
+    simulator: SimulatorConfig = param("the generative model of agent-environment rollouts")
+    train_simulator: TrainSimulatorConfig = param("training the simulator")
+    sample: SampleConfig = param("simulated rollouts")
+    prediction_quality: PredictionQualityConfig = param("prediction quality of the simulator over its horizon")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
@@ -140,6 +214,14 @@ class Params:
             raise ConfigError(
                 f"evaluate.test_start_level = {ev.test_start_level}: expected a level outside the "
                 f"training levels [{env.start_level}, {env.start_level + env.num_levels})")
+        sim, train_sim = self.simulator, self.train_simulator
+        if train_sim.imagine_steps >= sim.num_sim_steps:
+            raise ConfigError(f"train_simulator.imagine_steps = {train_sim.imagine_steps}: expected fewer than "
+                              f"simulator.num_sim_steps = {sim.num_sim_steps}")
+        size = 64 // sim.image_pool
+        if size % 2 ** len(sim.encoder_channels) or size >> len(sim.encoder_channels) < 2:
+            raise ConfigError(f"simulator.encoder_channels = {list(sim.encoder_channels)}: each halves the "
+                              f"{size}-pixel frame; expected at most {(size // 2).bit_length() - 1} entries")
 
 
 def _describe(spec: dict[str, Any], kind: str) -> str:

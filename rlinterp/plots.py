@@ -34,3 +34,43 @@ def policy_returns(results: dict[str, dict[str, dict[str, float]]], path: str | 
         ax.set_title(levels.replace("_", " "))
         ax.set_xlabel("mean episode return (95% CI)")
     save_figure(fig, path)
+
+
+def open_loop_strip(real, simulated, path: str | Path, title: str = "") -> None:
+    """Rows real | simulated | |error| of one window, columns the simulated steps; tensors (K, 3, S, S) in [0, 1]."""
+    steps = len(real)
+    fig, axes = plt.subplots(3, steps, figsize=(0.9 * steps, 3), squeeze=False)
+    error = (real - simulated).abs().mean(1, keepdim=True).expand_as(real)
+    for row, (label, frames) in enumerate((("real", real), ("simulated", simulated), ("|error|", error))):
+        for k in range(steps):
+            ax = axes[row][k]
+            ax.imshow(frames[k].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if row == 0:
+                ax.set_title(str(k), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: str | Path) -> None:
+    """One panel per measure: median over windows against the simulated step, IQR shaded, per predictor."""
+    measures = list(curves)
+    cols = 4
+    rows = -(-len(measures) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    colours = {"simulator": "tab:blue", "copy_last": "tab:orange", "mean_frame": "tab:gray"}
+    for ax, measure in zip(axes.flat, measures):
+        for predictor, stats in curves[measure].items():
+            steps = range(1, len(stats["median"]) + 1)
+            ax.plot(steps, stats["median"], label=predictor, color=colours.get(predictor))
+            ax.fill_between(steps, stats["q25"], stats["q75"], alpha=0.2, color=colours.get(predictor))
+        ax.set_title(measure.replace("_", " "), fontsize=9)
+        ax.set_xlabel("simulated step k", fontsize=8)
+    for ax in list(axes.flat)[len(measures):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

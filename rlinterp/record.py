@@ -17,18 +17,34 @@ from rlinterp.store import RolloutWriter
 
 
 class EpisodeBuffers:
-    """Per-env lists of per-step records, handed over as whole episodes."""
+    """Per-env episode buffers, filled for all envs at once: one vectorised write per field per step.
 
-    def __init__(self, num_envs: int):
-        self.steps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
+    Arrays are (num_envs, capacity, ...) and grow (doubling) when an episode outlasts the capacity; a finished
+    episode is one slice of its env's row.
+    """
+
+    def __init__(self, num_envs: int, capacity: int = 128):
+        self.num_envs, self.capacity = num_envs, capacity
+        self.arrays: dict[str, np.ndarray] = {}
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
 
     def append(self, step: dict[str, np.ndarray]) -> None:
-        for i, buffer in enumerate(self.steps):
-            buffer.append({name: values[i] for name, values in step.items()})
+        if not self.arrays:
+            self.arrays = {name: np.empty((self.num_envs, self.capacity, *v.shape[1:]), v.dtype)
+                           for name, v in step.items()}
+        if self.lengths.max() == self.capacity:
+            self.capacity *= 2
+            for name, old in self.arrays.items():
+                self.arrays[name] = np.empty((self.num_envs, self.capacity, *old.shape[2:]), old.dtype)
+                self.arrays[name][:, :old.shape[1]] = old
+        rows = np.arange(self.num_envs)
+        for name, values in step.items():
+            self.arrays[name][rows, self.lengths] = values
+        self.lengths += 1
 
     def pop(self, env_index: int) -> dict[str, np.ndarray]:
-        steps, self.steps[env_index] = self.steps[env_index], []
-        return {name: np.stack([s[name] for s in steps]) for name in steps[0]}
+        length, self.lengths[env_index] = self.lengths[env_index], 0
+        return {name: values[env_index, :length].copy() for name, values in self.arrays.items()}
 
 
 @torch.inference_mode()
@@ -57,9 +73,9 @@ def record_rollouts(env_config: EnvConfig, agent: RecurrentAgent, writer: Rollou
         finished = env.act(action_np)
         reward, _, done = env.observe()
         steps += num_envs
-        buffers.append({"obs": obs.copy(), "hx": out.hx.cpu().numpy(), "logits": out.logits.cpu().numpy(),
+        buffers.append({"obs": obs, "hx": out.hx.cpu().numpy(), "logits": out.logits.cpu().numpy(),
                         "value": out.value.cpu().numpy(), "action": action_np.astype(np.int32),
-                        "reward": reward.copy(), "done": done.copy(), "level_seed": levels.copy()})
+                        "reward": reward, "done": done, "level_seed": levels})
         for episode in finished:
             i = episode.env_index
             record = buffers.pop(i)

@@ -18,6 +18,13 @@ TINY = {
                     "checkpoint_every": 1},
     "evaluate": {"num_envs": 4, "episodes_per_env": 1},
     "record": {"episodes": 8, "num_envs": 4, "chunk_steps": 32, "shard_steps": 128, "videos": 1},
+    "simulator": {"num_sim_steps": 4, "image_pool": 4, "bottleneck_size": 8, "encoder_channels": [4, 8],
+                  "encoder_gru_size": 16, "deter_size": 16, "stoch_groups": 4, "stoch_classes": 4, "hidden_size": 16,
+                  "decoder_depth": 4, "embed_depth": 4, "head_layers": 1, "head_size": 8},
+    "train_simulator": {"total_windows": 16, "batch_size": 4, "eval_windows": 8, "num_workers": 0, "log_every": 1,
+                        "checkpoint_every": 2},
+    "sample": {"prior_samples": 4, "informed_samples": 1, "num_steps": 5, "batch_size": 4, "videos": 2},
+    "prediction_quality": {"windows": 8, "num_steps": 5, "batch_size": 4, "videos": 1},
 }
 
 

@@ -59,5 +59,5 @@ def test_mismatched_and_broken_checkpoints(params, tiny_train, tmp_path):
         load_agent(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(CheckpointError, match="not an rlinterp agent checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint format None, expected rlinterp.agent/1"):
         load_agent(foreign)

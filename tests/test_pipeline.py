@@ -92,6 +92,37 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert recorded["obs_compression_ratio"] > 5 and recorded["steps_per_s"] > 0
     assert (repo / "plots/record/episode_000.gif").stat().st_size > 1000
 
+    simulated = json.loads((repo / "metrics/simulator.json").read_text())
+    sim = tiny_params_dict()["simulator"]
+    assert simulated["windows"] == 16 and simulated["heldout_windows"] > 0
+    assert set(simulated["heldout_loss"]) >= {"image", "reward", "done", "hx", "kl", "env_update", "init",
+                                              "bottleneck", "loss"}
+    mse = simulated["open_loop_obs_mse"]
+    assert 0 < mse["simulator"] < 1 and 0 < mse["copy_last_frame"] < 1 and 0 < mse["mean_frame"] < 1
+    assert simulated["obs_mse_ratio_to_copy_last_frame"] == pytest.approx(mse["simulator"] / mse["copy_last_frame"])
+    assert len(simulated["open_loop_obs_mse_per_step"]["simulator"]) == sim["num_sim_steps"]
+    state = torch.load(repo / "data/simulator/checkpoint.pt", weights_only=True)
+    assert state["agent_sha256"] == file_sha256(repo / "data/agent/checkpoint.pt") and state["batch"] == 4
+    image_curve = (repo / "plots/train_simulator/plots/metrics/image.tsv").read_text().splitlines()
+    assert [row.split()[0] for row in image_curve[1:]] == ["4", "8", "12", "16"]
+    assert (repo / "plots/simulator/open_loop_0.png").stat().st_size > 5000
+
+    samples = RolloutStore(repo / "data/samples.zarr")
+    assert samples.num_episodes == 5 and samples.num_steps == 25
+    assert samples.attrs["agent_sha256"] == state["agent_sha256"]
+    assert {"env_h", "env_z", "latent", "source_step"} <= set(samples.fields)
+    assert (samples["source_step"][:20] == -1).all() and (samples["source_step"][20:] >= 0).all()
+    assert (repo / "plots/sample/prior_0000.gif").exists() and (repo / "plots/sample/informed_0004.gif").exists()
+
+    quality = json.loads((repo / "metrics/prediction_quality.json").read_text())
+    assert quality["windows"] == 8 and quality["num_steps"] == 5
+    assert set(quality["obs_mse"]) >= {"simulator", "copy_last", "mean_frame", "best_baseline"}
+    assert 0 <= quality["action_agreement"]["simulator"] <= 1
+    curve = (repo / "plots/prediction_quality/obs_mse.csv").read_text().splitlines()
+    assert curve[0].startswith("k,simulator,simulator_q25,simulator_q75,copy_last") and len(curve) == 6
+    shown = dvc(repo, "plots", "show", "--json").stdout
+    assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
+
     again = dvc(repo, "repro")
     assert "Running stage" not in again.stdout                                # nothing changed, nothing runs
 

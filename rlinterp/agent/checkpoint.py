@@ -35,25 +35,29 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically write `state` (tensors, state dicts and plain Python values only)."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], fmt: str = FORMAT) -> None:
+    """Atomically write `state` (tensors, state dicts and plain Python values only), tagged with `fmt`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
+    torch.save({"format": fmt, **state}, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fmt: str = FORMAT,
+                    producer: str = "train_agent") -> dict[str, Any]:
+    """A checkpoint of format `fmt` (written by stage `producer`), or a CheckpointError saying what is wrong."""
     path = Path(path)
+    what = fmt.split("/")[0].split(".")[-1]
     if not path.is_file():
-        raise CheckpointError(f"{path}: no agent checkpoint here (expected the output of the train_agent stage)")
+        raise CheckpointError(f"{path}: no {what} checkpoint here (expected the output of the {producer} stage)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable agent checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an rlinterp agent checkpoint (expected format {FORMAT})")
+        raise CheckpointError(f"{path}: not a readable {what} checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {fmt} (written by {producer})")
     return state
 
 

@@ -58,7 +58,10 @@ class ImpalaEncoder(nn.Module):
         self.fc = nn.Linear(in_channels * height * width, fc_size)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.embed_pixels(obs.permute(0, 3, 1, 2).float().div_(255.0))
+
+    def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Float frames (N, C, H, W) in [0, 1]: the differentiable entry the simulator feeds decoded frames to."""
         if self.input_pool > 1:
             x = F.avg_pool2d(x, self.input_pool)
         x = self.stages(x.contiguous(memory_format=torch.channels_last))
@@ -120,8 +123,15 @@ class RecurrentAgent(nn.Module):
 
         Where `first` is set the episode has just started and the incoming state is replaced by zeros.
         """
-        features = self.hook_features(self.encoder(obs))
-        hx = self.hook_hx(self.gru(features, hx * (~first).unsqueeze(-1).to(hx.dtype)))
+        return self._recur(self.encoder(obs), hx * (~first).unsqueeze(-1).to(hx.dtype))
+
+    def step_pixels(self, pixels: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
+        """One step on float frames (B, 3, 64, 64) in [0, 1], never resetting: the simulator's agent step."""
+        return self._recur(self.encoder.embed_pixels(pixels), hx)
+
+    def _recur(self, features: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
+        features = self.hook_features(features)
+        hx = self.hook_hx(self.gru(features, hx))
         logits, value = self.heads(hx)
         return AgentOutput(features, hx, logits, value)
 

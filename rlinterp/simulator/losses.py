@@ -1,0 +1,118 @@
+"""The simulator's training objective: every term of the original, each weighted by a param, and every
+per-step term masked after the episode ends (the original masked only the hx term)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from rlinterp.config import SimulatorConfig, TrainSimulatorConfig
+from rlinterp.simulator.model import Latent, Rollout, Simulator
+
+
+@dataclass
+class Window:
+    """A batch of training windows, time-major, aligned to simulated steps (see the model's docstring)."""
+    context: torch.Tensor      # (B, c, 3, S, S) frames the encoder sees
+    frames: torch.Tensor       # (K, B, 3, S, S) real frames of the simulated steps
+    hx: torch.Tensor           # (K, B, H) agent state after each real frame
+    action: torch.Tensor       # (K, B) recorded action at each simulated step (fed to the next one)
+    reward: torch.Tensor       # (K, B)
+    done: torch.Tensor         # (K, B) float
+    mask: torch.Tensor         # (K, B) float: 1 on real steps of the episode
+    hx_prev: torch.Tensor      # (B, H) agent state before step 0
+    action_prev: torch.Tensor  # (B,) action into step 0
+
+
+def window_from_batch(batch: dict[str, torch.Tensor], simulator: Simulator) -> Window:
+    """Store windows (B, c + K - 1, ...) -> a time-major `Window` at the simulator's resolution."""
+    c = simulator.config.num_init_steps
+    frames = simulator.frames_from_obs(batch["obs"])
+
+    def sim(x: torch.Tensor) -> torch.Tensor:
+        return x[:, c - 1:].transpose(0, 1)
+
+    return Window(context=frames[:, :c], frames=sim(frames), hx=sim(batch["hx"]), action=sim(batch["action"]),
+                  reward=sim(batch["reward"]).float(), done=sim(batch["done"]).float(),
+                  mask=sim(batch["mask"]).float(), hx_prev=batch["hx"][:, c - 2],
+                  action_prev=batch["action"][:, c - 2])
+
+
+def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of independent categoricals (..., groups, classes), summed over groups."""
+    p_log = p_logits.log_softmax(-1)
+    return (p_log.exp() * (p_log - q_logits.log_softmax(-1))).sum((-2, -1))
+
+
+def balanced_kl(post_logits: torch.Tensor, prior_logits: torch.Tensor, balance: float) -> torch.Tensor:
+    """DreamerV2's KL balancing: `balance` of the gradient trains the prior towards the posterior."""
+    to_prior = categorical_kl(post_logits.detach(), prior_logits)
+    to_post = categorical_kl(post_logits, prior_logits.detach())
+    return balance * to_prior + (1 - balance) * to_post
+
+
+def uniformity_loss(latent: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """log mean_{i != j} exp(-t ||v_i - v_j||^2) (Wang & Isola 2020): minimal for latents spread uniformly over
+    the sphere, so random unit vectors look like encoded ones."""
+    sq = torch.cdist(latent, latent).pow(2)
+    off = ~torch.eye(len(latent), dtype=torch.bool, device=latent.device)
+    return torch.logsumexp(-temperature * sq[off], dim=0) - torch.log(off.sum().float())
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per row."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+
+
+def bottleneck_loss(latent: Latent, config: SimulatorConfig) -> torch.Tensor:
+    if config.bottleneck == "vae":
+        return gaussian_kl(latent.mean, latent.logvar).mean()
+    return uniformity_loss(latent.value) if len(latent.value) > 1 else latent.value.new_zeros(())
+
+
+def step_losses(rollout: Rollout, window: Window) -> dict[str, torch.Tensor]:
+    """Per-step, unweighted terms (K, B) before masking."""
+    image = 0.5 * (rollout.frames - window.frames).pow(2).sum((-3, -2, -1))
+    terms = {"image": image,
+             "reward": 0.5 * (rollout.reward - window.reward).pow(2),
+             "done": F.binary_cross_entropy_with_logits(rollout.done_logit, window.done, reduction="none"),
+             "hx": 0.5 * (rollout.agent_hx - window.hx).pow(2).sum(-1),
+             "env_update": rollout.env_update}
+    kl = torch.zeros_like(image)
+    if rollout.post_logits is not None:
+        posterior_steps = len(rollout.post_logits)
+        kl = torch.cat([categorical_kl(rollout.post_logits, rollout.prior_logits[:posterior_steps]),
+                        kl[posterior_steps:]])
+    terms["kl"] = kl
+    return terms
+
+
+def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, window: Window,
+                   config: TrainSimulatorConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted objective (sum over steps, mean over the batch) and each unweighted term for logging."""
+    terms = step_losses(rollout, window)
+    if rollout.post_logits is not None:     # the optimised KL is balanced; the logged one is the plain KL
+        posterior_steps = len(rollout.post_logits)
+        balanced = balanced_kl(rollout.post_logits, rollout.prior_logits[:posterior_steps], config.kl_balance)
+        optimised_kl = torch.cat([balanced, torch.zeros_like(terms["kl"][posterior_steps:])])
+    else:
+        optimised_kl = terms["kl"]
+    mask = window.mask
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        return (x * mask).sum(0).mean()
+
+    init_hx, init_action_logits = simulator.initial_agent_inputs(latent.value.detach())
+    init = ((init_hx - window.hx_prev).pow(2).sum(-1)
+            + F.cross_entropy(init_action_logits, window.action_prev.long(), reduction="none")).mean()
+    parts = {name: reduce(value) for name, value in terms.items()}
+    parts["init"] = init
+    parts["bottleneck"] = bottleneck_loss(latent, simulator.config)
+    total = (config.image_weight * parts["image"] + config.reward_weight * parts["reward"]
+             + config.done_weight * parts["done"] + config.hx_weight * parts["hx"]
+             + config.env_update_weight * parts["env_update"] + config.kl_weight * reduce(optimised_kl)
+             + config.init_weight * init + config.bottleneck_weight * parts["bottleneck"])
+    stats = {name: float(value.detach()) for name, value in parts.items()}
+    stats["loss"] = float(total.detach())
+    return total, stats

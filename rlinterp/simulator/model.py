@@ -1,0 +1,231 @@
+"""The agent-environment simulator: a generative model of rollouts with the frozen agent inside its loop.
+
+    context frames --encoder--> latent (the "bottleneck") --converters--> simulator state, agent hx, previous action
+    each step: (state, action) --layer-norm GRU--> deterministic h --prior/posterior--> categorical z
+               (h, z) --decoders--> frame, reward, done;   frame --frozen agent--> hx, logits, value, action
+               the agent's action (straight-through one-hot) or the recorded one drives the next step
+
+Everything is differentiable: a gradient of any agent output at step t reaches the latent through the agent, the
+decoded frames and the simulated dynamics. The agent's weights are frozen (`requires_grad_(False)`) and never in
+an optimiser. Hook points on the agent (`hook_hx`, ...) fire in this loop as in the real environment.
+
+Window alignment (store conventions: hx[s] is the agent's state after seeing obs[s], action[s] was taken at s,
+reward[s] and done[s] follow action[s]); with c = num_init_steps, simulated step i is window step s = c - 1 + i:
+    encoder input  obs[0 : c]          agent hx before step 0   hx[c - 2]      action into step 0   action[c - 2]
+    step i labels  obs[s], hx[s], reward[s], done[s]            action into step i + 1 (teacher forcing) action[s]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.config import SimulatorConfig
+from rlinterp.simulator.networks import DownBlock, FrameEmbedder, ImageDecoder, NormGRUCell, mlp
+
+FRAME_SIZE = 64
+
+
+def straight_through_onehot(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """One-hot of `index` in the forward pass whose gradient flows into `probs` (straight-through)."""
+    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return onehot + probs - probs.detach()
+
+
+@dataclass
+class Latent:
+    """The encoder's output: the latent that drives a rollout, plus what its loss needs."""
+    value: torch.Tensor                  # (B, bottleneck_size) the latent itself
+    mean: torch.Tensor | None = None     # vae only: posterior mean and log-variance
+    logvar: torch.Tensor | None = None
+
+
+@dataclass
+class Rollout:
+    """A simulated window, time-major lists stacked to (K, B, ...)."""
+    frames: torch.Tensor          # decoded frames (K, B, 3, S, S) in [0, 1] (clamped, identity gradient)
+    reward: torch.Tensor          # (K, B)
+    done_logit: torch.Tensor      # (K, B)
+    env_h: torch.Tensor           # deterministic state (K, B, deter)
+    env_z: torch.Tensor           # stochastic one-hot state (K, B, groups * classes)
+    prior_logits: torch.Tensor    # (K, B, groups, classes)
+    post_logits: torch.Tensor | None   # (K, B, groups, classes) where the posterior was used, else None
+    imagined: torch.Tensor        # (K,) bool: prior state used at this step
+    env_update: torch.Tensor      # (K, B) L2 norm of the change of the deterministic state
+    agent_hx: torch.Tensor        # (K, B, H) agent state after seeing the decoded frame
+    agent_logits: torch.Tensor    # (K, B, A)
+    agent_value: torch.Tensor     # (K, B)
+    agent_action: torch.Tensor    # (K, B) the agent's argmax action
+
+
+class Simulator(nn.Module):
+    """Encoder + converters + recurrent state-space stepper + decoders. The agent is passed to `rollout`."""
+
+    def __init__(self, config: SimulatorConfig, agent_hidden_size: int, num_actions: int):
+        super().__init__()
+        self.config = config
+        self.size = FRAME_SIZE // config.image_pool
+        self.num_actions = num_actions
+        self.agent_hidden_size = agent_hidden_size
+        c = config
+        stoch = c.stoch_groups * c.stoch_classes
+        # context encoder: down blocks per frame, a GRU over the context, an MLP to the latent's parameters
+        blocks, channels, size = [], 3, self.size
+        for out in c.encoder_channels:
+            blocks.append(DownBlock(channels, out, size))
+            channels, size = out, size // 2
+        self.frame_encoder = nn.Sequential(*blocks, nn.Flatten())
+        self.context_gru = nn.GRU(channels * size * size, c.encoder_gru_size)
+        width = c.encoder_gru_size
+        self.to_latent = mlp(width, width, c.bottleneck_size * (2 if c.bottleneck == "vae" else 1), layers=2)
+        # converters from the latent to the initial states
+        self.to_env_state = mlp(c.bottleneck_size, (c.bottleneck_size + c.deter_size + stoch) // 2,
+                                c.deter_size + stoch, layers=2)
+        self.to_agent_hx = mlp(c.bottleneck_size, (c.bottleneck_size + agent_hidden_size) // 2, agent_hidden_size,
+                               layers=2)
+        self.to_action = mlp(c.bottleneck_size, (c.bottleneck_size + num_actions) // 2, num_actions, layers=2)
+        # recurrent state-space model
+        self.state_input = nn.Linear(stoch, c.hidden_size)
+        self.action_input = nn.Linear(num_actions, c.hidden_size, bias=False)
+        self.input_norm = nn.LayerNorm(c.hidden_size, eps=1e-3)
+        self.gru = NormGRUCell(c.hidden_size, c.deter_size)
+        self.prior = mlp(c.deter_size, c.hidden_size, stoch, layers=1, norm=True)
+        self.embedder = FrameEmbedder(self.size, c.embed_depth)
+        self.post_deter = nn.Linear(c.deter_size, c.hidden_size)
+        self.post_embed = nn.Linear(self.embedder.out_size, c.hidden_size, bias=False)
+        self.post_out = nn.Sequential(nn.LayerNorm(c.hidden_size, eps=1e-3), nn.ELU(), nn.Linear(c.hidden_size, stoch))
+        # decoders from the feature (h, z)
+        feature = c.deter_size + stoch
+        self.image_decoder = ImageDecoder(feature, self.size, c.decoder_depth)
+        self.reward_head = mlp(feature, c.head_size, 1, c.head_layers, norm=True)
+        self.done_head = mlp(feature, c.head_size, 1, c.head_layers, norm=True)
+
+    # -- frames ---------------------------------------------------------------------------------------
+    def frames_from_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 obs (..., 64, 64, 3) -> float frames (..., 3, S, S) in [0, 1] at the simulator's resolution."""
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *obs.shape[-3:]).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.config.image_pool > 1:
+            x = F.avg_pool2d(x, self.config.image_pool)
+        return x.reshape(*lead, *x.shape[1:])
+
+    def agent_pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """Simulated frames -> the 64x64 frames the agent sees (nearest upsampling)."""
+        if self.config.image_pool == 1:
+            return frames
+        return F.interpolate(frames, scale_factor=self.config.image_pool, mode="nearest")
+
+    # -- latent ---------------------------------------------------------------------------------------
+    def encode(self, context: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Latent:
+        """Context frames (B, c, 3, S, S) -> latent. A vae draws from its posterior when `sample`."""
+        batch, steps = context.shape[:2]
+        embedded = self.frame_encoder(context.flatten(0, 1) - 0.5).view(batch, steps, -1)
+        _, last = self.context_gru(embedded.transpose(0, 1))
+        params = self.to_latent(last[0])
+        if self.config.bottleneck == "sphere":
+            return Latent(F.normalize(params, dim=-1))
+        mean, logvar = params.chunk(2, dim=-1)
+        logvar = logvar.clamp(-10, 5)
+        if not sample:
+            return Latent(mean, mean, logvar)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        return Latent(mean + noise * (0.5 * logvar).exp(), mean, logvar)
+
+    def prior_latent(self, batch: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+                     ) -> torch.Tensor:
+        """Latents drawn from the prior: N(0, I) for vae, uniform on the unit sphere for sphere."""
+        noise = torch.randn(batch, self.config.bottleneck_size, generator=generator, device=device)
+        return F.normalize(noise, dim=-1) if self.config.bottleneck == "sphere" else noise
+
+    # -- dynamics -------------------------------------------------------------------------------------
+    def _stoch(self, logits: torch.Tensor, modal: bool, generator: torch.Generator | None) -> torch.Tensor:
+        """Straight-through one-hot categorical sample (or mode) of logits (B, groups, classes), flattened."""
+        probs = logits.softmax(-1)
+        if modal:
+            index = probs.argmax(-1)
+        else:
+            flat = probs.detach().reshape(-1, probs.shape[-1])
+            index = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+        return straight_through_onehot(probs, index).flatten(1)
+
+    def _group(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.view(-1, self.config.stoch_groups, self.config.stoch_classes)
+
+    def initial_agent_inputs(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The converters' predictions of the agent's hx (tanh) and the logits of the action before step 0.
+
+        Training fits them on a detached latent (losses.py), so they never shape the latent; in generation
+        they drive the rollout and gradients flow through them."""
+        return torch.tanh(self.to_agent_hx(latent)), self.to_action(latent)
+
+    def rollout(self, latent: torch.Tensor, agent: RecurrentAgent, steps: int, *,
+                frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
+                agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
+                imagine_from: int | None = None, modal: bool = False,
+                generator: torch.Generator | None = None, action_hook=None) -> Rollout:
+        """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
+
+        frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
+            without them every step uses the prior.
+        actions (K, B) int: recorded actions fed to step i + 1 at steps before `imagine_from` (teacher
+            forcing); otherwise the agent's own straight-through argmax action.
+        agent_hx (B, H), action_prev (B,) int: the agent's state and the action before step 0; default: the
+            converters' predictions from the latent (generation).
+        modal: use the most likely categorical state instead of sampling (the original's generation mode).
+        action_hook(step, onehot) -> onehot: optional edit of the action fed to the next step.
+        """
+        c = self.config
+        imagine_from = (steps if frames is not None else 0) if imagine_from is None else imagine_from
+        if frames is None and imagine_from > 0:
+            raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
+        state = self.to_env_state(latent)
+        h, z_logits = state[:, :c.deter_size], self._group(state[:, c.deter_size:])
+        z = self._stoch(z_logits, modal, generator)
+        init_hx, init_action_logits = self.initial_agent_inputs(latent)
+        hx = init_hx if agent_hx is None else agent_hx
+        if action_prev is None:
+            action = straight_through_onehot(init_action_logits.softmax(-1), init_action_logits.argmax(-1))
+        else:
+            action = F.one_hot(action_prev.long(), self.num_actions).to(latent.dtype)
+        embeds = self.embedder(frames[:imagine_from].flatten(0, 1)).view(imagine_from, latent.shape[0], -1) \
+            if imagine_from > 0 else None
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in (
+            "frames", "reward", "done_logit", "env_h", "env_z", "prior_logits", "post_logits", "env_update",
+            "agent_hx", "agent_logits", "agent_value", "agent_action")}
+        for i in range(steps):
+            x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
+            h_new = self.gru(x, h)
+            out["env_update"].append((h_new - h).norm(dim=-1))
+            h = h_new
+            prior_logits = self._group(self.prior(h))
+            out["prior_logits"].append(prior_logits)
+            if i < imagine_from:
+                post_logits = self._group(self.post_out(self.post_deter(h) + self.post_embed(embeds[i])))
+                out["post_logits"].append(post_logits)
+                z = self._stoch(post_logits, False, generator)
+            else:
+                z = self._stoch(prior_logits, modal, generator)
+            feature = torch.cat([h, z], dim=-1)
+            decoded = self.image_decoder(feature)
+            frame = decoded + (decoded.clamp(0, 1) - decoded).detach()   # clamp forward, identity gradient
+            agent_out = agent.step_pixels(self.agent_pixels(frame), hx)
+            hx = agent_out.hx
+            probs = agent_out.logits.softmax(-1)
+            greedy = probs.argmax(-1)
+            if actions is not None and i < imagine_from:
+                action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
+            else:
+                action = straight_through_onehot(probs, greedy)
+            if action_hook is not None:
+                action = action_hook(i, action)
+            for key, value in (("frames", frame), ("reward", self.reward_head(feature).squeeze(-1)),
+                               ("done_logit", self.done_head(feature).squeeze(-1)), ("env_h", h), ("env_z", z),
+                               ("agent_hx", hx), ("agent_logits", agent_out.logits),
+                               ("agent_value", agent_out.value), ("agent_action", greedy)):
+                out[key].append(value)
+        stacked = {k: torch.stack(v) if v else None for k, v in out.items()}
+        imagined = torch.arange(steps, device=latent.device) >= imagine_from
+        return Rollout(**stacked, imagined=imagined)

@@ -1,0 +1,91 @@
+"""Simulated agent-environment rollouts, written as a RolloutStore so every analysis runs on them as on real ones.
+
+Each sample is one "episode" of `num_steps` simulated steps, closed loop: the frozen agent acts (argmax) on the
+decoded frames and its action drives the simulator. Two ways to start:
+    prior     a random latent from the bottleneck's prior; the converters give the agent's hx and last action
+    informed  the encoded first frames of a held-out real episode, starting the agent from its real hx
+Besides the real-rollout fields, a simulated store holds per step `env_h` (deterministic state), `env_z` (the
+class of each categorical latent), `latent` (the sample's latent, repeated), `done_prob`, and `source_step`
+(first global step of the real window an informed sample encodes, in the real store; -1 for prior samples).
+`done` is the simulator's prediction (done_prob > 0.5); `completed` marks samples where it predicted an end.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.simulator.losses import window_from_batch
+from rlinterp.simulator.model import Simulator
+from rlinterp.store import FieldSpec, RolloutStore, RolloutWriter, real_rollout_fields
+
+
+def sample_fields(simulator: Simulator) -> dict[str, FieldSpec]:
+    c = simulator.config
+    return {**real_rollout_fields(simulator.agent_hidden_size, simulator.num_actions),
+            "env_h": FieldSpec((c.deter_size,), np.float32), "env_z": FieldSpec((c.stoch_groups,), np.int16),
+            "latent": FieldSpec((c.bottleneck_size,), np.float32), "done_prob": FieldSpec((), np.float32),
+            "source_step": FieldSpec((), np.int64)}
+
+
+def frames_to_obs(frames: torch.Tensor, simulator: Simulator) -> np.ndarray:
+    """Simulated frames (..., 3, S, S) in [0, 1] -> uint8 obs (..., 64, 64, 3), as the agent saw them."""
+    lead = frames.shape[:-3]
+    pixels = simulator.agent_pixels(frames.reshape(-1, *frames.shape[-3:]))
+    obs = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return obs.reshape(*lead, *obs.shape[1:]).cpu().numpy()
+
+
+@torch.no_grad()
+def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, generator: torch.Generator,
+                   modal: bool, latent: torch.Tensor, agent_hx: torch.Tensor | None = None,
+                   action_prev: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Closed-loop rollouts from `latent` (B, bottleneck): every sample field as (B, steps, ...)."""
+    out = simulator.rollout(latent, agent, steps, agent_hx=agent_hx, action_prev=action_prev, modal=modal,
+                            generator=generator)
+    c = simulator.config
+    done_prob = torch.sigmoid(out.done_logit)
+    fields = {"obs": frames_to_obs(out.frames, simulator), "hx": out.agent_hx, "logits": out.agent_logits,
+              "value": out.agent_value, "action": out.agent_action.int(), "reward": out.reward,
+              "done": done_prob > 0.5, "done_prob": done_prob, "env_h": out.env_h,
+              "env_z": out.env_z.view(steps, -1, c.stoch_groups, c.stoch_classes).argmax(-1).short(),
+              "latent": latent.expand(steps, -1, -1)}
+    return {k: np.swapaxes(v if isinstance(v, np.ndarray) else v.cpu().numpy(), 0, 1) for k, v in fields.items()}
+
+
+def write_samples(writer: RolloutWriter, batch: dict[str, np.ndarray], level_seeds: np.ndarray,
+                  source_steps: np.ndarray) -> None:
+    for b in range(len(level_seeds)):
+        steps = {name: values[b] for name, values in batch.items()}
+        length = len(steps["obs"])
+        steps["level_seed"] = np.full(length, level_seeds[b], dtype=np.int64)
+        steps["source_step"] = np.full(length, source_steps[b], dtype=np.int64)
+        writer.add_episode(steps, **{"return": float(steps["reward"].sum()), "level_seed": int(level_seeds[b]),
+                                     "completed": bool(steps["done"].any())})
+
+
+def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutWriter, *, prior_samples: int,
+                   informed_episodes: np.ndarray, real: RolloutStore, steps: int, batch_size: int, seed: int,
+                   modal: bool, device: str | torch.device = "cpu", progress: bool = True) -> None:
+    """Write `prior_samples` prior samples, then one informed sample per episode of `informed_episodes`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    c = simulator.config.num_init_steps
+    bar = tqdm(total=prior_samples + len(informed_episodes), desc="sample", unit="sample", disable=not progress)
+    for start in range(0, prior_samples, batch_size):
+        count = min(batch_size, prior_samples - start)
+        latent = simulator.prior_latent(count, generator, device)
+        batch = simulate_batch(simulator, agent, steps, generator, modal, latent)
+        write_samples(writer, batch, np.full(count, -1), np.full(count, -1))
+        bar.update(count)
+    for start in range(0, len(informed_episodes), batch_size):
+        episodes = informed_episodes[start:start + batch_size]
+        first = real.episode_starts[episodes]
+        windows = real.windows(first, c, ["obs", "hx", "action", "reward", "done"])
+        window = window_from_batch({k: torch.from_numpy(v).to(device) for k, v in windows.items()}, simulator)
+        latent = simulator.encode(window.context, sample=False).value
+        batch = simulate_batch(simulator, agent, steps, generator, modal, latent, window.hx_prev, window.action_prev)
+        seeds = np.asarray(real["level_seed"].get_orthogonal_selection((first,)))
+        write_samples(writer, batch, seeds, first)
+        bar.update(len(episodes))
+    bar.close()

@@ -1,0 +1,150 @@
+"""Training the simulator on recorded windows, resumable from its checkpoint, which names its agent.
+
+A checkpoint is resumed only when params, training code and the agent's sha256 all match; loading a simulator
+beside another agent than the one it was trained with is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.config import ConfigError, SimulatorConfig, TrainSimulatorConfig, build_section, to_dict
+from rlinterp.simulator import data, losses, model, networks
+from rlinterp.simulator.losses import simulator_loss, window_from_batch
+from rlinterp.simulator.model import Simulator
+from rlinterp.store import RolloutStore
+
+FORMAT = "rlinterp.simulator/1"
+
+
+def training_code_hash() -> str:
+    """sha256 of the modules that define a simulator training run."""
+    digest = hashlib.sha256()
+    for module in (data, losses, model, networks, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def training_config(sim_config: SimulatorConfig, config: TrainSimulatorConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the params and the training code."""
+    return {"simulator": to_dict(sim_config), "train_simulator": to_dict(config), "code_sha256": training_code_hash()}
+
+
+def resumable_checkpoint(path: str | Path, run_config: dict[str, Any], agent_sha256: str,
+                         device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The checkpoint at `path` if it was written by a run of `run_config` beside this agent, else None."""
+    if not Path(path).exists():
+        return None
+    state = load_checkpoint(path, device, fmt=FORMAT, producer="train_simulator")
+    return state if state.get("config") == run_config and state.get("agent_sha256") == agent_sha256 else None
+
+
+def build_simulator(config: SimulatorConfig, agent: RecurrentAgent) -> Simulator:
+    return Simulator(config, agent.hidden_size, agent.num_actions)
+
+
+def load_simulator(path: str | Path, agent: RecurrentAgent, agent_sha256: str, expected: SimulatorConfig | None = None,
+                   device: str | torch.device = "cpu") -> tuple[Simulator, dict[str, Any]]:
+    """The trained simulator in eval mode; refused if it was trained beside another agent or other params."""
+    state = load_checkpoint(path, device, fmt=FORMAT, producer="train_simulator")
+    if state.get("agent_sha256") != agent_sha256:
+        raise CheckpointError(f"{path}: simulator was trained with agent sha256 {state.get('agent_sha256')}, but "
+                              f"the agent given has sha256 {agent_sha256}; re-run train_simulator")
+    try:
+        config = build_section(SimulatorConfig, state["config"]["simulator"], "simulator")
+    except (KeyError, ConfigError) as err:
+        raise CheckpointError(f"{path}: checkpoint has no valid simulator config ({err})") from err
+    if expected is not None and config != expected:
+        raise CheckpointError(f"{path}: simulator was built with {config}, but params.yaml has {expected}; re-run "
+                              f"train_simulator or restore the matching params")
+    simulator = build_simulator(config, agent).to(device)
+    simulator.load_state_dict(state["model"])
+    simulator.eval()
+    return simulator, {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+
+
+def mean_frame(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096) -> torch.Tensor:
+    """The mean frame of (up to `max_steps` evenly spaced steps of) `episodes`, at the simulator's resolution."""
+    steps = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in episodes])
+    steps = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).astype(int)]
+    obs = torch.from_numpy(np.asarray(store["obs"].get_orthogonal_selection((steps,))))
+    return simulator.frames_from_obs(obs).mean(0)
+
+
+def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path,
+                    agent: RecurrentAgent, agent_sha256: str, checkpoint_path: str | Path, device: str = "cpu",
+                    log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True
+                    ) -> tuple[Simulator, dict[str, Any]]:
+    """Train (or resume) until `config.total_windows` windows; returns the simulator and a run summary."""
+    torch.manual_seed(config.seed)
+    device = torch.device(device)
+    agent.requires_grad_(False)
+    agent.eval()
+    store = RolloutStore(store_path)
+    if store.attrs.get("agent_sha256") != agent_sha256:
+        raise CheckpointError(f"{store_path}: recorded with agent sha256 {store.attrs.get('agent_sha256')}, but "
+                              f"the agent given has sha256 {agent_sha256}; re-run the record stage")
+    train_episodes, _ = data.split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
+    simulator = build_simulator(sim_config, agent).to(device)
+    optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
+    run_config = training_config(sim_config, config)
+    batch_index, resumed_from = 0, 0
+    checkpoint_path = Path(checkpoint_path)
+    state = resumable_checkpoint(checkpoint_path, run_config, agent_sha256, device)
+    if state is not None:
+        simulator.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batch_index = resumed_from = int(state["batch"])
+    num_batches = -(-config.total_windows // config.batch_size)
+    length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
+    batches = data.window_loader(str(store_path), train_episodes, sim_config.num_init_steps, length,
+                                 config.batch_size, config.seed + batch_index, config.num_workers)
+    generator = torch.Generator(device=device).manual_seed(config.seed + batch_index)
+    imagine_from = sim_config.num_sim_steps - config.imagine_steps
+
+    def checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {"model": simulator.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "batch": batch_index, "config": run_config, "agent_sha256": agent_sha256},
+                        fmt=FORMAT)
+
+    simulator.train()
+    running: dict[str, float] = {}
+    bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator", disable=not progress)
+    while batch_index < num_batches:
+        window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
+        latent = simulator.encode(window.context, generator=generator)
+        rollout = simulator.rollout(latent.value, agent, sim_config.num_sim_steps, frames=window.frames,
+                                    actions=window.action, agent_hx=window.hx_prev, action_prev=window.action_prev,
+                                    imagine_from=imagine_from, generator=generator)
+        loss, stats = simulator_loss(simulator, latent, rollout, window, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm))
+        optimizer.step()
+        batch_index += 1
+        for name, value in stats.items():
+            running[name] = running.get(name, 0.0) + value
+        if batch_index % config.log_every == 0 or batch_index == num_batches:
+            count = config.log_every if batch_index % config.log_every == 0 else batch_index % config.log_every
+            means = {name: value / count for name, value in running.items()}
+            running = {}
+            if log is not None:
+                log(batch_index * config.batch_size, means)
+            bar.set_postfix(loss=f"{means['loss']:.1f}", image=f"{means['image']:.1f}")
+        if batch_index % config.checkpoint_every == 0 or batch_index == num_batches:
+            checkpoint()
+        bar.update(1)
+    bar.close()
+    simulator.eval()
+    return simulator, {"batches": batch_index, "windows": batch_index * config.batch_size,
+                       "resumed_from_windows": resumed_from * config.batch_size,
+                       "simulated_steps": batch_index * config.batch_size * sim_config.num_sim_steps}

@@ -1,0 +1,69 @@
+"""Stage prediction_quality: the simulator against held-out real rollouts, step by step, beside trivial
+predictors; a curve file per measure for `dvc plots diff`, headline metrics, and open-loop videos."""
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rlinterp import plots
+from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
+from rlinterp.simulator.sample import frames_to_obs
+from rlinterp.simulator.train import load_simulator, mean_frame
+from rlinterp.store import RolloutStore
+from rlinterp.video import write_gif
+
+AGENT = "data/agent/checkpoint.pt"
+SIMULATOR = "data/simulator/checkpoint.pt"
+REAL = "data/rollouts.zarr"
+METRICS = "metrics/prediction_quality.json"
+CURVES = "plots/prediction_quality"
+
+
+def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
+    """k, then median/q25/q75 per predictor (the median columns are named after the predictor)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["k"] + [f"{p}{s}" for p in stats for s in ("", "_q25", "_q75")])
+        for k in range(len(next(iter(stats.values()))["median"])):
+            writer.writerow([k + 1] + [f"{stats[p][s][k]:.6g}" for p in stats for s in ("median", "q25", "q75")])
+    os.replace(tmp, path)
+
+
+@stage_main
+def main() -> None:
+    params = load_params("params.yaml")
+    device = setup_torch(params.compute)
+    config, sim = params.prediction_quality, params.simulator
+    agent, _ = load_agent(AGENT, device, expected=params.agent)
+    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=sim, device=device)
+    real = RolloutStore(REAL)
+    train_episodes, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
+                                             params.train_simulator.seed)
+    length = sim.num_init_steps + config.num_steps - 1
+    windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
+                              PREDICTION_FIELDS)
+    values, mask, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
+                                               mean_frame(real, train_episodes, simulator).to(device))
+    headline, curves = summarise(values, mask)
+    write_json(METRICS, {"windows": int(mask.shape[1]), "num_steps": config.num_steps, **headline})
+    out = Path(CURVES)
+    out.mkdir(parents=True, exist_ok=True)
+    for measure, stats in curves.items():
+        write_curve(out / f"{measure}.csv", stats)
+    plots.prediction_curves(curves, out / "curves.png")
+    real_obs, sim_obs = (frames_to_obs(example[k], simulator) for k in ("real", "simulated"))
+    error = (np.abs(real_obs.astype(np.int16) - sim_obs.astype(np.int16))).astype(np.uint8)
+    for b in range(min(config.videos, real_obs.shape[1])):
+        steps = int(example["mask"][:, b].sum())
+        write_gif(out / f"open_loop_{b}.gif", np.concatenate([real_obs[:steps, b], sim_obs[:steps, b],
+                                                             error[:steps, b]], axis=2), fps=6)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Stage train_simulator: the generative model of rollouts, trained on data/rollouts.zarr with the frozen agent in
+its loop; held-out metrics beside the copy-last-frame and mean-frame baselines."""
+import torch
+from dvclive import Live
+
+from rlinterp import plots
+from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.evaluate import evaluate_simulator, open_loop
+from rlinterp.simulator.losses import window_from_batch
+from rlinterp.simulator.train import mean_frame, resumable_checkpoint, train_simulator, training_config
+from rlinterp.store import RolloutStore
+
+AGENT = "data/agent/checkpoint.pt"
+STORE = "data/rollouts.zarr"
+CHECKPOINT = "data/simulator/checkpoint.pt"
+CURVES = "plots/train_simulator"
+METRICS = "metrics/simulator.json"
+FIGURES = "plots/simulator"
+
+
+@stage_main
+def main() -> None:
+    params = load_params("params.yaml")
+    device = setup_torch(params.compute)
+    agent, _ = load_agent(AGENT, device, expected=params.agent)
+    agent_sha256 = file_sha256(AGENT)
+    sim, config = params.simulator, params.train_simulator
+    resume = resumable_checkpoint(CHECKPOINT, training_config(sim, config), agent_sha256, device) is not None
+    print("train_simulator: resuming from its checkpoint" if resume else
+          "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")
+    with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+        def log(windows: int, stats: dict[str, float]) -> None:
+            live.step = windows
+            for name, value in stats.items():
+                live.log_metric(name, value, plot=True)
+            live.next_step()
+
+        simulator, summary = train_simulator(sim, config, STORE, agent, agent_sha256, CHECKPOINT, str(device), log)
+
+    store = RolloutStore(STORE)
+    train_episodes, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
+    length = sim.num_init_steps + sim.num_sim_steps - 1
+    windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)
+    batches = batches_of(windows, config.batch_size, device)
+    report = evaluate_simulator(simulator, agent, batches, config, mean_frame(store, train_episodes, simulator).to(device))
+    write_json(METRICS, {**summary, **report})
+    with torch.no_grad():
+        window = window_from_batch(batches[0], simulator)
+        predicted = open_loop(simulator, agent, window).frames
+    for b in range(min(4, predicted.shape[1])):
+        plots.open_loop_strip(window.frames[:, b].cpu(), predicted[:, b].cpu(), f"{FIGURES}/open_loop_{b}.png",
+                              title="held-out window: real | open-loop simulation (recorded actions) | error")
+
+
+if __name__ == "__main__":
+    main()

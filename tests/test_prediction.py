@@ -1,0 +1,93 @@
+"""Prediction-quality measures on known inputs, and simulated samples written as rollout stores."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlinterp.agent.checkpoint import build_agent
+from rlinterp.simulator import quality
+from rlinterp.simulator.losses import window_from_batch
+from rlinterp.simulator.sample import record_samples, sample_fields
+from rlinterp.simulator.train import build_simulator
+from rlinterp.store import RolloutStore, RolloutWriter
+
+from tests.test_simulator import numbered_store
+
+
+def frames(k=4, b=3, size=16, seed=0):
+    return 0.1 + 0.8 * torch.rand(k, b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identical_inputs_score_perfectly():
+    x = frames()
+    assert quality.mse(x, x).abs().max() == 0
+    assert torch.isinf(quality.psnr(x, x)).all()
+    assert torch.allclose(quality.ssim(x, x), torch.ones(4, 3), atol=1e-6)
+    h = torch.randn(4, 3, 8)
+    assert torch.allclose(quality.cosine(h, h), torch.ones(4, 3), atol=1e-6)
+    logits = torch.randn(4, 3, 15)
+    assert (quality.action_agreement(logits, logits) == 1).all()
+    assert quality.policy_kl(logits, logits).abs().max() < 1e-6
+
+
+def test_known_perturbations_give_known_values():
+    x = frames()
+    shifted = x + 0.1                                          # still inside [0, 1]
+    assert torch.allclose(quality.mse(shifted, x), torch.full((4, 3), 0.01), atol=1e-6)
+    assert torch.allclose(quality.psnr(shifted, x), torch.full((4, 3), 20.0), atol=1e-3)
+    assert (quality.ssim(shifted, x) < 1).all() and (quality.ssim(torch.rand_like(x), x) < 0.2).all()
+    h = torch.randn(4, 3, 8)
+    assert torch.allclose(quality.cosine(-h, h), -torch.ones(4, 3), atol=1e-6)
+    logits = torch.randn(4, 3, 15)
+    assert quality.policy_kl(logits + 3.0, logits).abs().max() < 1e-5      # same policy, shifted logits
+    flipped = logits.clone()
+    flipped.scatter_(-1, logits.argmax(-1, keepdim=True), -100.0)          # the favourite becomes impossible
+    assert (quality.action_agreement(flipped, logits) == 0).all()
+    uniform = torch.zeros(1, 1, 15)
+    certain = torch.full((1, 1, 15), -1e4)
+    certain[..., 0] = 0
+    assert float(quality.policy_kl(uniform, certain)) == pytest.approx(math.log(15), abs=1e-4)
+
+
+def test_median_and_iqr_over_masked_windows():
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
+    stats = quality.median_iqr(values, mask)
+    assert stats["median"][0] == 2.5 and stats["q25"][0] == 1.75 and stats["q75"][0] == 3.25
+    assert math.isnan(stats["median"][1])
+
+
+def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent).eval()
+    real = numbered_store(tmp_path / "real.zarr", agent.hidden_size, [10, 12, 9, 15])
+    episodes = np.array([1, 3])
+    steps, c = 5, params.simulator.num_init_steps
+    with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
+        record_samples(simulator, agent, writer, prior_samples=3, informed_episodes=episodes, real=real, steps=steps,
+                       batch_size=2, seed=0, modal=True, progress=False)
+    samples = RolloutStore(tmp_path / "samples.zarr")
+    assert samples.num_episodes == 5 and (samples.episode_ends == np.arange(1, 6) * steps).all()
+    info = samples.episode_info()
+    assert list(info["level_seed"][:3]) == [-1, -1, -1]
+    for index, episode in zip((3, 4), episodes):
+        sample = samples.episode(index)
+        start = real.episode_starts[episode]
+        assert (sample["source_step"] == start).all() and info["level_seed"][index] == real["level_seed"][start]
+        window = window_from_batch({k: torch.from_numpy(v) for k, v in
+                                    real.windows(np.array([start]), c, ["obs", "hx", "action", "reward",
+                                                                        "done"]).items()}, simulator)
+        with torch.no_grad():
+            latent = simulator.encode(window.context, sample=False).value
+            first = simulator.rollout(latent, agent, 1, agent_hx=window.hx_prev, action_prev=window.action_prev,
+                                      modal=True)
+        np.testing.assert_allclose(sample["latent"][0], latent[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(sample["hx"][0], first.agent_hx[0, 0].numpy(), atol=1e-5)
+        assert (sample["latent"] == sample["latent"][0]).all()
+    prior = samples.episode(0)
+    assert np.linalg.norm(prior["latent"][0]) == pytest.approx(1.0, abs=1e-5)      # sphere prior
+    assert (prior["source_step"] == -1).all() and prior["obs"].shape == (steps, 64, 64, 3)

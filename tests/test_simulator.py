@@ -1,0 +1,204 @@
+"""The simulator: window alignment, gradients through agent and simulated environment, frozen agent, losses."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from rlinterp.agent.checkpoint import CheckpointError, build_agent
+from rlinterp.simulator import model as sim_model
+from rlinterp.simulator.data import WindowStream, split_episodes, valid_starts
+from rlinterp.simulator.losses import balanced_kl, categorical_kl, simulator_loss, uniformity_loss, window_from_batch
+from rlinterp.simulator.train import build_simulator, load_simulator, train_simulator
+from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
+
+
+def numbered_store(path, hidden_size: int, lengths: list[int]) -> RolloutStore:
+    """A store whose every per-step field encodes the global step index s, so alignment can be read back."""
+    fields = real_rollout_fields(hidden_size, 15)
+    with RolloutWriter(path, fields, {"stage": "test", "agent_sha256": "numbered"}, chunk_steps=8,
+                       shard_steps=16) as writer:
+        start = 0
+        for length in lengths:
+            s = np.arange(start, start + length)
+            writer.add_episode({
+                "obs": np.broadcast_to((s % 251).astype(np.uint8)[:, None, None, None], (length, 64, 64, 3)).copy(),
+                "hx": np.repeat(s[:, None].astype(np.float32), hidden_size, 1),
+                "logits": np.zeros((length, 15), np.float32), "value": s.astype(np.float32),
+                "action": (s % 15).astype(np.int32), "reward": s.astype(np.float32),
+                "done": np.arange(length) == length - 1, "level_seed": np.full(length, start)},
+                **{"return": float(s.sum()), "length": length, "level_seed": start, "completed": True})
+            start += length
+    return RolloutStore(path)
+
+
+@pytest.fixture
+def setup(params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent)
+    return params, agent, simulator
+
+
+def test_window_alignment_follows_the_store_conventions(tmp_path, setup):
+    params, agent, simulator = setup
+    c, k = params.simulator.num_init_steps, params.simulator.num_sim_steps
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 5, 30])
+    length = c + k - 1
+    starts = np.array([0, 21, 26])          # inside episode 0; episode 1 cut after 2 simulated steps; episode 2
+    batch = {n: torch.from_numpy(x) for n, x in store.windows(starts, length, ["obs", "hx", "action", "reward",
+                                                                             "done"]).items()}
+    window = window_from_batch(batch, simulator)
+    for b, s0 in enumerate(starts):
+        pixel = window.context[b, :, 0, 0, 0] * 255
+        np.testing.assert_allclose(pixel.numpy(), (s0 + np.arange(c)) % 251, atol=1e-3)
+        assert window.hx_prev[b, 0] == s0 + c - 2 and window.action_prev[b] == (s0 + c - 2) % 15
+        end = store.episode_ends[np.searchsorted(store.episode_ends, s0, side="right")]
+        for i in range(k):
+            s = s0 + c - 1 + i                                     # simulated step i is window step c - 1 + i
+            real = s < end
+            assert window.mask[i, b] == real
+            if real:
+                assert window.frames[i, b, 0, 0, 0] * 255 == pytest.approx(s % 251, abs=1e-3)
+                assert window.hx[i, b, 0] == s and window.reward[i, b] == s and window.action[i, b] == s % 15
+                assert window.done[i, b] == (s == end - 1)
+            else:
+                assert window.frames[i, b].abs().sum() == 0 and window.reward[i, b] == 0
+
+
+def test_streamed_windows_stay_in_their_training_episodes(tmp_path, setup):
+    params, agent, simulator = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [12, 3, 40, 25, 9, 31])
+    train, heldout = split_episodes(store.num_episodes, 0.3, seed=1)
+    assert len(heldout) == 2 and not set(train) & set(heldout)
+    c, length = 3, 6
+    stream = iter(WindowStream(str(store.path), train, c, length, batch_size=4, seed=0, block_steps=16))
+    allowed = set(valid_starts(store, train, c))
+    for _ in range(20):
+        batch = stream.__next__()
+        first = batch["hx"][:, 0, 0].numpy().astype(int)
+        assert set(first) <= allowed                                 # never a held-out or too-short start
+        reference = store.windows(first, length, ["hx", "reward", "done"])
+        for name in ("hx", "reward", "done", "mask"):
+            np.testing.assert_array_equal(batch[name].numpy(), reference[name])
+
+
+def test_shapes_through_a_full_window(setup):
+    params, agent, simulator = setup
+    cfg = params.simulator
+    batch, k, size = 3, cfg.num_sim_steps, 64 // cfg.image_pool
+    context = torch.rand(batch, cfg.num_init_steps, 3, size, size)
+    latent = simulator.encode(context)
+    assert latent.value.shape == (batch, cfg.bottleneck_size)
+    assert torch.allclose(latent.value.norm(dim=-1), torch.ones(batch))       # sphere bottleneck
+    out = simulator.rollout(latent.value, agent, k, frames=torch.rand(k, batch, 3, size, size),
+                            actions=torch.randint(15, (k, batch)))
+    assert out.frames.shape == (k, batch, 3, size, size) and out.frames.min() >= 0 and out.frames.max() <= 1
+    assert out.agent_hx.shape == (k, batch, agent.hidden_size) and out.agent_logits.shape == (k, batch, 15)
+    assert out.env_h.shape == (k, batch, cfg.deter_size)
+    assert out.env_z.shape == (k, batch, cfg.stoch_groups * cfg.stoch_classes)
+    assert out.env_z.sum(-1).allclose(torch.full((k, batch), float(cfg.stoch_groups)))   # one class per group
+    assert out.post_logits.shape == out.prior_logits.shape == (k, batch, cfg.stoch_groups, cfg.stoch_classes)
+    prior_only = simulator.rollout(simulator.prior_latent(batch), agent, k, modal=True)
+    assert prior_only.post_logits is None and prior_only.imagined.all()
+
+
+def test_value_gradient_reaches_the_latent_and_matches_finite_differences(setup, monkeypatch):
+    params, agent, simulator = setup
+    agent.double()
+    simulator.double()
+    k = params.simulator.num_sim_steps
+    with torch.no_grad():                     # keep decoded frames inside [0, 1], where the clamp is inactive
+        simulator.image_decoder.net[-1].weight.mul_(0.1)
+    latent = simulator.prior_latent(2).double().requires_grad_(True)
+    frames = simulator.rollout(latent, agent, k, modal=True).frames
+    assert 0 < frames.min() and frames.max() < 1
+
+    def last_value(z: torch.Tensor) -> torch.Tensor:
+        return simulator.rollout(z, agent, k, modal=True).agent_value[-1].sum()
+
+    last_value(latent).backward()
+    assert torch.isfinite(latent.grad).all() and latent.grad.abs().sum() > 0
+    # the straight-through one-hots make the forward pass piecewise constant in z; with their soft relaxation
+    # the forward pass is smooth and autograd must agree with finite differences along a random direction
+    monkeypatch.setattr(sim_model, "straight_through_onehot", lambda probs, index: probs)
+    latent.grad = None
+    last_value(latent).backward()
+    direction = torch.randn_like(latent)
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = (last_value(latent + eps * direction) - last_value(latent - eps * direction)) / (2 * eps)
+    analytic = (latent.grad * direction).sum()
+    assert float(analytic) != 0
+    assert float(analytic) == pytest.approx(float(numeric), rel=1e-5, abs=1e-9)
+
+
+def test_kl_is_zero_when_posterior_equals_prior():
+    logits = torch.randn(5, 4, 8)
+    assert categorical_kl(logits, logits).abs().max() < 1e-6
+    assert balanced_kl(logits, logits.clone(), 0.8).abs().max() < 1e-6
+    assert (categorical_kl(logits, torch.randn(5, 4, 8)) > 0).all()
+
+
+def test_uniformity_prefers_spread_latents():
+    spread = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+    clumped = torch.nn.functional.normalize(torch.ones(64, 8) + 0.05 * torch.randn(64, 8), dim=-1)
+    assert uniformity_loss(spread) < uniformity_loss(clumped) - 1
+
+
+def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, setup):
+    _, agent, _ = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    path = tmp_path / "sim.pt"
+    config = dataclasses.replace(params.train_simulator, total_windows=8, checkpoint_every=1)
+    simulator, summary = train_simulator(params.simulator, config, store.path, agent, "numbered", path,
+                                         progress=False)
+    assert summary["batches"] == 2 and summary["resumed_from_windows"] == 0
+    for name, value in agent.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in agent.parameters())
+    more = dataclasses.replace(config, total_windows=12)
+    _, summary = train_simulator(params.simulator, more, store.path, agent, "numbered", path, progress=False)
+    assert summary["resumed_from_windows"] == 0                     # other params: not resumed
+    _, summary = train_simulator(params.simulator, more, store.path, agent, "numbered", path, progress=False)
+    assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3
+    loaded, meta = load_simulator(path, agent, "numbered", expected=params.simulator)
+    assert meta["batch"] == 3
+    with pytest.raises(CheckpointError, match="trained with agent sha256 numbered"):
+        load_simulator(path, agent, "another-agent")
+    with pytest.raises(CheckpointError, match="recorded with agent sha256 numbered"):
+        train_simulator(params.simulator, more, store.path, agent, "another-agent", tmp_path / "x.pt",
+                        progress=False)
+
+
+def test_overfitting_one_window_cuts_the_image_loss_tenfold(params, setup):
+    _, agent, simulator = setup
+    cfg = params.simulator
+    k, size = cfg.num_sim_steps, 64 // cfg.image_pool
+    torch.manual_seed(1)
+    # a structured window: a bright square that moves one pixel per step over a dark background
+    frames = torch.full((cfg.num_init_steps + k - 1, 3, size, size), 0.1)
+    for t in range(len(frames)):
+        frames[t, :, 4:9, t:t + 5] = 0.9
+    obs = (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    obs = obs.repeat_interleave(cfg.image_pool, 1).repeat_interleave(cfg.image_pool, 2)[None]
+    length = obs.shape[1]
+    batch = {"obs": obs, "hx": torch.zeros(1, length, agent.hidden_size), "action": torch.zeros(1, length, dtype=torch.int32),
+             "reward": torch.zeros(1, length), "done": torch.zeros(1, length, dtype=torch.bool),
+             "mask": torch.ones(1, length, dtype=torch.bool)}
+    window = window_from_batch(batch, simulator)
+    optimizer = torch.optim.Adam(simulator.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        latent = simulator.encode(window.context)
+        rollout = simulator.rollout(latent.value, agent, k, frames=window.frames, actions=window.action,
+                                    agent_hx=window.hx_prev, action_prev=window.action_prev)
+        loss, stats = simulator_loss(simulator, latent, rollout, window, params.train_simulator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(stats["image"])
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
