@@ -103,7 +103,7 @@ def main() -> None:
     report("CPU profile (params.yaml)", params, args.updates)
     original = dataclasses.replace(
         params, agent=dataclasses.replace(params.agent, channels=(16, 32, 32), blocks_per_stage=2, fc_size=64,
-                                          hidden_size=64, input_pool=1),
+                                          hidden_size=64, input_pool=1, input_downsample="average"),
         train_agent=dataclasses.replace(params.train_agent, num_envs=64, num_steps=args.original_steps, epochs=3,
                                         minibatches=8))
     report("original widths", original, args.updates)

@@ -53,7 +53,10 @@ class AgentConfig:
     blocks_per_stage: int = param("residual blocks per IMPALA stage (original: 2)", ge=0)
     fc_size: int = param("width of the fc layer between the CNN and the GRU", ge=1)
     hidden_size: int = param("GRU hidden size: the hx that is analysed (original: 64)", ge=1)
-    input_pool: int = param("average-pool the frame by this factor before the CNN (original: 1)", ge=1)
+    input_pool: int = param("shrink the frame by this factor before the CNN (original: 1)", ge=1)
+    input_downsample: str = param("how input_pool shrinks the frame: average its pixels, or space_to_depth (stack "
+                                  "each pool x pool block as channels: smaller but lossless)",
+                                  choices=("average", "space_to_depth"))
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,32 @@ class PredictionQualityConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    seed: int = param("seed of subsamples, decompositions, clustering and embeddings", ge=0)
+    fit_samples: int = param("rows the decompositions and clusters are fitted on (all rows are projected)", ge=10)
+    pca_components: int = param("principal components kept (original 64; at most the state size)", ge=2)
+    ica_components: int = param("independent components, fitted on the leading whitened PCs (original 16)", ge=1)
+    ica_max_iter: int = param("FastICA iterations (original 8000)", ge=1)
+    ica_tol: float = param("FastICA tolerance (original 0.02)", gt=0)
+    nmf_components: int = param("NMF factors of the shifted states (original 16)", ge=1)
+    nmf_max_iter: int = param("NMF iterations", ge=1)
+    outlier_sigma: float = param("rows whose 5-NN distance exceeds mean + sigma * std are left out of the fits "
+                                 "(original 2; 0 keeps all)", ge=0)
+    clusters: int = param("clusters (original 32 for agent hx)", ge=2)
+    cluster_method: str = param("kmeans, or ward (agglomerative, on the fit subsample)", choices=("kmeans", "ward"))
+    embedding_methods: tuple[str, ...] = param("2-D embeddings to compute: tsne and/or umap")
+    embedding_samples: int = param("rows embedded in 2-D (t-SNE and UMAP are super-linear)", ge=10)
+    example_episodes: int = param("episodes drawn as paths and as IC activations over time", ge=0)
+    exemplars: int = param("frames shown per cluster", ge=0)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.embedding_methods if m not in ("tsne", "umap")]
+        if unknown:
+            raise ConfigError(f"analysis.embedding_methods = {list(self.embedding_methods)}: expected entries "
+                              f"from tsne, umap")
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -207,6 +236,7 @@ class Params:
     train_simulator: TrainSimulatorConfig = param("training the simulator")
     sample: SampleConfig = param("simulated rollouts")
     prediction_quality: PredictionQualityConfig = param("prediction quality of the simulator over its horizon")
+    analysis: AnalysisConfig = param("decompositions, clusters and embeddings of states")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate

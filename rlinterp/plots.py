@@ -74,3 +74,76 @@ def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def explained_variance(ratio, shuffled_ratio, path: str | Path, title: str = "") -> None:
+    """Per-PC and cumulative explained variance, beside the same for column-shuffled states."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    pcs = np.arange(1, len(ratio) + 1)
+    ax.bar(pcs, ratio, color="tab:blue", label="per PC")
+    ax.plot(pcs, np.cumsum(ratio), color="tab:blue", label="cumulative")
+    ax.plot(np.arange(1, len(shuffled_ratio) + 1), np.cumsum(shuffled_ratio), color="tab:gray", linestyle="--",
+            label="cumulative, shuffled columns")
+    ax.axhline(0.95, color="k", linewidth=0.5)
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("share of variance")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def embedding_panels(coords, colours: dict, paths: list, path: str | Path, title: str = "") -> None:
+    """2-D embedding coloured by each entry of `colours` (name -> (values, categorical)); `paths` are arrays of
+    row indices into coords drawn as lines (example episodes in time order)."""
+    fig, axes = plt.subplots(1, len(colours), figsize=(3.6 * len(colours), 3.4), squeeze=False)
+    for ax, (name, (values, categorical)) in zip(axes[0], colours.items()):
+        scatter = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=3, cmap="tab20" if categorical else "viridis")
+        for rows in paths:
+            ax.plot(coords[rows, 0], coords[rows, 1], color="k", linewidth=0.6, alpha=0.8)
+            ax.scatter(coords[rows[:1], 0], coords[rows[:1], 1], color="k", marker="o", s=12)
+        if not categorical:
+            fig.colorbar(scatter, ax=ax, fraction=0.046)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def activity_over_time(episodes: list, path: str | Path, title: str = "") -> None:
+    """Heat maps of component activations (T, C) over time, one per example episode."""
+    if not episodes:
+        return
+    fig, axes = plt.subplots(len(episodes), 1, figsize=(8, 1.8 * len(episodes)), squeeze=False)
+    for ax, activity in zip(axes[:, 0], episodes):
+        limit = max(float(abs(activity).max()), 1e-6)
+        image = ax.imshow(activity.T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_ylabel("IC")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def cluster_summary(clusters: list[dict], action_names, path: str | Path, title: str = "") -> None:
+    """Per cluster (rows): exemplar frames, then the action distribution; size, mean value and reward in the label."""
+    if not clusters:
+        return
+    frames = max(len(c["frames"]) for c in clusters)
+    fig, axes = plt.subplots(len(clusters), frames + 1, figsize=(1.3 * frames + 4, 1.4 * len(clusters)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * frames + [3]})
+    for row, info in zip(axes, clusters):
+        for ax in row[:frames]:
+            ax.axis("off")
+        for ax, frame in zip(row, info["frames"]):
+            ax.imshow(frame)
+        row[0].set_title(f"cluster {info['cluster']}: {info['size']} steps, value {info['value']:.2f}, "
+                         f"reward {info['reward']:.2f}", fontsize=7, loc="left")
+        row[-1].bar(range(len(info["actions"])), info["actions"], color="tab:blue")
+        row[-1].set_xticks(range(len(action_names)))
+        row[-1].set_xticklabels(action_names, rotation=90, fontsize=5)
+        row[-1].set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)

@@ -1,11 +1,13 @@
 """What every stage needs around the science: torch set-up, atomic outputs, and one-line errors."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,32 @@ def write_json(path: str | Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move `source` to `target`, replacing any old `target`; `target` never holds a partial result."""
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, trash)
+        os.replace(source, target)
+        shutil.rmtree(trash)
+    else:
+        os.replace(source, target)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Fill a hidden temporary directory; it replaces `path` only if the block finishes without an error."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.incomplete-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_directory(tmp, target)
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:

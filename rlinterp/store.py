@@ -36,6 +36,8 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from rlinterp.runtime import replace_directory
+
 SCHEMA_VERSION = 1
 EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
 EPISODE_DTYPES = {"return": np.float32, "length": np.int64, "level_seed": np.int64, "completed": np.bool_}
@@ -152,17 +154,6 @@ class RolloutWriter:
             self.abort()
         elif not self.closed:
             self.close()
-
-
-def replace_directory(source: Path, target: Path) -> None:
-    """Move `source` to `target`, replacing any old `target`; `target` never holds a partial result."""
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash)
-    else:
-        os.replace(source, target)
 
 
 class RolloutStore:

@@ -13,7 +13,7 @@ from rlinterp.runtime import setup_torch, stage_main, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_simulator, mean_frame
+from rlinterp.simulator.train import load_simulator, real_steps
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
@@ -49,7 +49,7 @@ def main() -> None:
     windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
                               PREDICTION_FIELDS)
     values, mask, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
-                                               mean_frame(real, train_episodes, simulator).to(device))
+                                               real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device))
     headline, curves = summarise(values, mask)
     write_json(METRICS, {"windows": int(mask.shape[1]), "num_steps": config.num_steps, **headline})
     out = Path(CURVES)

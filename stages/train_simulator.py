@@ -8,9 +8,9 @@ from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
-from rlinterp.simulator.evaluate import evaluate_simulator, open_loop
+from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch
-from rlinterp.simulator.train import mean_frame, resumable_checkpoint, train_simulator, training_config
+from rlinterp.simulator.train import real_steps, resumable_checkpoint, train_simulator, training_config
 from rlinterp.store import RolloutStore
 
 AGENT = "data/agent/checkpoint.pt"
@@ -45,8 +45,12 @@ def main() -> None:
     length = sim.num_init_steps + sim.num_sim_steps - 1
     windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)
     batches = batches_of(windows, config.batch_size, device)
-    report = evaluate_simulator(simulator, agent, batches, config, mean_frame(store, train_episodes, simulator).to(device))
-    write_json(METRICS, {**summary, **report})
+    reference = {k: v.to(device) for k, v in real_steps(store, train_episodes, simulator).items()}
+    unseen = {k: v.to(device) for k, v in real_steps(store, heldout, simulator, max_steps=1024).items()}
+    report = evaluate_simulator(simulator, agent, batches, config, reference["frames"].mean(0))
+    realism = prior_realism(simulator, agent, reference, unseen, samples=64, steps=sim.num_sim_steps,
+                            seed=config.seed)
+    write_json(METRICS, {**summary, **report, "prior_realism": realism})
     with torch.no_grad():
         window = window_from_batch(batches[0], simulator)
         predicted = open_loop(simulator, agent, window).frames

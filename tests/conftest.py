@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "compute": {"num_threads": 1},
-    "agent": {"channels": [4, 8], "blocks_per_stage": 1, "fc_size": 32, "hidden_size": 16, "input_pool": 1},
+    "agent": {"channels": [4, 8], "blocks_per_stage": 1, "fc_size": 32, "hidden_size": 16, "input_pool": 1,
+              "input_downsample": "average"},
     "train_agent": {"total_steps": 512, "num_envs": 8, "num_steps": 32, "bptt_steps": 16, "epochs": 1, "minibatches": 2,
                     "checkpoint_every": 1},
     "evaluate": {"num_envs": 4, "episodes_per_env": 1},
@@ -25,6 +26,8 @@ TINY = {
                         "checkpoint_every": 2},
     "sample": {"prior_samples": 4, "informed_samples": 1, "num_steps": 5, "batch_size": 4, "videos": 2},
     "prediction_quality": {"windows": 8, "num_steps": 5, "batch_size": 4, "videos": 1},
+    "analysis": {"fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
+                 "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2},
 }
 
 

@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from rlinterp.agent.checkpoint import file_sha256
+from rlinterp.analysis.decompose import Basis
 from rlinterp.store import RolloutStore
 
 from tests.conftest import ROOT, tiny_params_dict
@@ -101,6 +103,9 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert 0 < mse["simulator"] < 1 and 0 < mse["copy_last_frame"] < 1 and 0 < mse["mean_frame"] < 1
     assert simulated["obs_mse_ratio_to_copy_last_frame"] == pytest.approx(mse["simulator"] / mse["copy_last_frame"])
     assert len(simulated["open_loop_obs_mse_per_step"]["simulator"]) == sim["num_sim_steps"]
+    realism = simulated["prior_realism"]
+    assert realism["prior_hx_nn_ratio"] == pytest.approx(realism["prior_hx_nn_distance"] /
+                                                         realism["heldout_hx_nn_distance"])
     state = torch.load(repo / "data/simulator/checkpoint.pt", weights_only=True)
     assert state["agent_sha256"] == file_sha256(repo / "data/agent/checkpoint.pt") and state["batch"] == 4
     image_curve = (repo / "plots/train_simulator/plots/metrics/image.tsv").read_text().splitlines()
@@ -120,6 +125,18 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert 0 <= quality["action_agreement"]["simulator"] <= 1
     curve = (repo / "plots/prediction_quality/obs_mse.csv").read_text().splitlines()
     assert curve[0].startswith("k,simulator,simulator_q25,simulator_q75,copy_last") and len(curve) == 6
+    for name, source, field in (("agent_hx_real", store, "hx"), ("agent_hx_sim", samples, "hx"),
+                                ("env_h", samples, "env_h"), ("latent", samples, "latent")):
+        analysed = json.loads((repo / f"metrics/analysis/{name}.json").read_text())
+        basis = Basis.load(repo / f"data/analysis/{name}/basis.npz")
+        projections = np.load(repo / f"data/analysis/{name}/projections.npz")
+        rows = source.episode_starts if name == "latent" else np.arange(source.num_steps)
+        np.testing.assert_array_equal(projections["rows"], rows)
+        x = np.asarray(source[field][:])[rows].reshape(len(rows), -1)
+        np.testing.assert_allclose(projections["ica"], basis.ica(x), rtol=1e-3, atol=1e-3)   # stored basis
+        assert analysed["rows"] == len(rows) and sum(analysed["cluster_sizes"]) == len(rows)
+        assert len(projections["labels"]) == len(rows)
+        assert (repo / f"plots/analysis/{name}/embedding_tsne.png").stat().st_size > 5000
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 

@@ -41,14 +41,17 @@ class ConvSequence(nn.Module):
 
 
 class ImpalaEncoder(nn.Module):
-    """uint8 frames (N, H, W, C) -> features (N, fc_size). `input_pool` > 1 average-pools the frame first."""
+    """uint8 frames (N, H, W, C) -> features (N, fc_size). `input_pool` > 1 shrinks the frame first, by
+    averaging pool x pool blocks or by stacking them as channels (space_to_depth, which loses nothing)."""
 
     def __init__(self, obs_shape: tuple[int, int, int], channels: tuple[int, ...], blocks_per_stage: int,
-                 fc_size: int, input_pool: int = 1):
+                 fc_size: int, input_pool: int = 1, input_downsample: str = "average"):
         super().__init__()
         height, width, in_channels = obs_shape
-        self.input_pool = input_pool
+        self.input_pool, self.space_to_depth = input_pool, input_downsample == "space_to_depth"
         height, width = height // input_pool, width // input_pool
+        if self.space_to_depth:
+            in_channels *= input_pool ** 2
         stages = []
         for out_channels in channels:
             stages.append(ConvSequence(in_channels, out_channels, blocks_per_stage))
@@ -63,7 +66,7 @@ class ImpalaEncoder(nn.Module):
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Float frames (N, C, H, W) in [0, 1]: the differentiable entry the simulator feeds decoded frames to."""
         if self.input_pool > 1:
-            x = F.avg_pool2d(x, self.input_pool)
+            x = F.pixel_unshuffle(x, self.input_pool) if self.space_to_depth else F.avg_pool2d(x, self.input_pool)
         x = self.stages(x.contiguous(memory_format=torch.channels_last))
         return F.relu(self.fc(F.relu(x).flatten(1)))
 
@@ -86,11 +89,13 @@ class RecurrentAgent(nn.Module):
     """IMPALA-CNN + GRU actor-critic. The hidden state is zeroed at every episode start."""
 
     def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, channels: tuple[int, ...] = (16, 32, 32),
-                 blocks_per_stage: int = 2, fc_size: int = 256, hidden_size: int = 64, input_pool: int = 1):
+                 blocks_per_stage: int = 2, fc_size: int = 256, hidden_size: int = 64, input_pool: int = 1,
+                 input_downsample: str = "average"):
         super().__init__()
         self.hidden_size = hidden_size
         self.num_actions = num_actions
-        self.encoder = ImpalaEncoder(obs_shape, tuple(channels), blocks_per_stage, fc_size, input_pool)
+        self.encoder = ImpalaEncoder(obs_shape, tuple(channels), blocks_per_stage, fc_size, input_pool,
+                                     input_downsample)
         self.gru = nn.GRUCell(fc_size, hidden_size)
         self.policy_head = nn.Linear(hidden_size, num_actions)
         self.value_head = nn.Linear(hidden_size, 1)

@@ -22,6 +22,31 @@ def open_loop(simulator: Simulator, agent: RecurrentAgent, window: Window) -> Ro
                              modal=True)
 
 
+def nearest_distance(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance from each query row to its nearest reference row."""
+    return torch.cdist(queries.flatten(1).float(), reference.flatten(1).float()).min(dim=1).values
+
+
+@torch.no_grad()
+def prior_realism(simulator: Simulator, agent: RecurrentAgent, reference: dict[str, torch.Tensor],
+                  heldout: dict[str, torch.Tensor], samples: int, steps: int, seed: int) -> dict[str, float]:
+    """How close random-prior rollouts come to real data: the mean distance from each simulated step's agent hx
+    (and frame) to its nearest neighbour among real training steps (`reference`: hx (N, H), frames (N, 3, S, S)),
+    divided by the same distance for held-out real steps (`heldout`). 1 means as close as unseen real data."""
+    generator = torch.Generator(device=reference["hx"].device).manual_seed(seed)
+    latent = simulator.prior_latent(samples, generator, reference["hx"].device)
+    rollout = simulator.rollout(latent, agent, steps, modal=True, generator=generator)
+    simulated = {"hx": rollout.agent_hx.flatten(0, 1), "frames": rollout.frames.flatten(0, 1)}
+    report = {}
+    for name in ("hx", "frames"):
+        prior = float(nearest_distance(simulated[name], reference[name]).mean())
+        real = float(nearest_distance(heldout[name], reference[name]).mean())
+        report[f"prior_{name}_nn_distance"] = prior
+        report[f"heldout_{name}_nn_distance"] = real
+        report[f"prior_{name}_nn_ratio"] = prior / real
+    return report
+
+
 @torch.no_grad()
 def evaluate_simulator(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
                        config: TrainSimulatorConfig, mean_frame: torch.Tensor) -> dict:

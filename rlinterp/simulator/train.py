@@ -72,12 +72,15 @@ def load_simulator(path: str | Path, agent: RecurrentAgent, agent_sha256: str, e
     return simulator, {k: v for k, v in state.items() if k not in ("model", "optimizer")}
 
 
-def mean_frame(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096) -> torch.Tensor:
-    """The mean frame of (up to `max_steps` evenly spaced steps of) `episodes`, at the simulator's resolution."""
+def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096
+               ) -> dict[str, torch.Tensor]:
+    """Up to `max_steps` evenly spaced steps of `episodes`: agent hx (N, H) and frames at the simulator's
+    resolution (N, 3, S, S). Reference data for baselines (the mean frame) and realism measures."""
     steps = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in episodes])
     steps = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).astype(int)]
     obs = torch.from_numpy(np.asarray(store["obs"].get_orthogonal_selection((steps,))))
-    return simulator.frames_from_obs(obs).mean(0)
+    hx = torch.from_numpy(np.asarray(store["hx"].get_orthogonal_selection((steps,))))
+    return {"hx": hx, "frames": simulator.frames_from_obs(obs)}
 
 
 def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path,

@@ -1,0 +1,1 @@
+"""Analyses of state vectors: pure functions on arrays."""

@@ -1,0 +1,76 @@
+"""One analysis of a set of state vectors (agent hx, simulator state or latents), beside structureless baselines.
+
+`analyse_states` fits the decompositions on a subsample, projects every row, clusters, embeds a subsample in 2-D,
+and measures each result against the same computation on column-shuffled data (every dimension keeps its
+values, every dependence between dimensions is destroyed): structure counts only where it beats that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlinterp.analysis.cluster import cluster, embed, silhouette, subsample
+from rlinterp.analysis.decompose import Basis, components_for, fit_basis, shuffled_columns
+from rlinterp.config import AnalysisConfig
+
+
+@dataclass
+class StateAnalysis:
+    basis: Basis
+    pca: np.ndarray             # (N, P) PC loadings of every row
+    ica: np.ndarray             # (N, C) independent-component activations of every row
+    labels: np.ndarray          # (N,) cluster of every row
+    embedding_rows: np.ndarray  # (M,) rows embedded in 2-D
+    embeddings: dict[str, np.ndarray]   # method -> (M, 2)
+    shuffled_variance_ratio: np.ndarray  # PCA explained-variance ratios of the column-shuffled baseline
+    metrics: dict
+
+
+def excess_kurtosis(s: np.ndarray) -> np.ndarray:
+    s = (s - s.mean(0)) / s.std(0).clip(1e-12)
+    return (s ** 4).mean(0) - 3.0
+
+
+def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None) -> StateAnalysis:
+    """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding."""
+    rng = np.random.default_rng(config.seed)
+    x = np.asarray(x, dtype=np.float64)
+    fit_rows = subsample(len(x), config.fit_samples, rng)
+    basis, inliers = fit_basis(x[fit_rows], config.pca_components, config.ica_components, config.nmf_components,
+                               config.seed, config.ica_max_iter, config.ica_tol, config.nmf_max_iter,
+                               config.outlier_sigma)
+    pca, ica = basis.pca(x), basis.ica(x)
+    n95 = components_for(basis.pca_variance_ratio)
+    features = pca[:, :max(n95, 2)]
+    labels = cluster(features, config.clusters, config.cluster_method, config.seed, fit_rows)
+    score_rows = subsample(len(x), 2000, rng)
+    # baselines: the same computations on column-shuffled data
+    shuffled = shuffled_columns(x[fit_rows], rng)
+    shuffled_basis, _ = fit_basis(shuffled, config.pca_components, 1, 1, config.seed, outlier_sigma=0)
+    shuffled_features = shuffled_basis.pca(shuffled)[:, :features.shape[1]]
+    shuffled_labels = cluster(shuffled_features, config.clusters, config.cluster_method, config.seed,
+                              np.arange(len(shuffled)))
+    shuffled_score_rows = subsample(len(shuffled), 2000, rng)
+    whitened = pca[fit_rows][:, :ica.shape[1]] / np.sqrt(basis.pca_variance[:ica.shape[1]])
+    rotation, _ = np.linalg.qr(rng.standard_normal((ica.shape[1], ica.shape[1])))
+    extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
+                                      must_embed if must_embed is not None else np.zeros(0, np.int64)]))
+    embeddings = {method: embed(features[extra], method, config.seed) for method in config.embedding_methods}
+    sizes = np.bincount(labels, minlength=int(labels.max()) + 1)
+    metrics = {
+        "rows": len(x), "dims": x.shape[1], "fit_rows": len(fit_rows), "inlier_fraction": float(inliers.mean()),
+        "pca_components_for_95pct": n95, "pca_components_for_95pct_shuffled":
+            components_for(shuffled_basis.pca_variance_ratio),
+        "pca_first_ratio": float(basis.pca_variance_ratio[0]),
+        "pca_first_ratio_shuffled": float(shuffled_basis.pca_variance_ratio[0]),
+        "ica_components": int(ica.shape[1]),
+        "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(ica[fit_rows])).mean()),
+        "random_rotation_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(whitened @ rotation.T)).mean()),
+        "ica_variance_ratio": [float(v) for v in basis.ica_variance_ratio],
+        "clusters": int(len(sizes)), "cluster_method": config.cluster_method,
+        "cluster_sizes": [int(s) for s in sizes],
+        "silhouette": silhouette(features, labels, score_rows, config.seed),
+        "silhouette_shuffled": silhouette(shuffled_features, shuffled_labels, shuffled_score_rows, config.seed),
+    }
+    return StateAnalysis(basis, pca, ica, labels, extra, embeddings, shuffled_basis.pca_variance_ratio, metrics)

@@ -1,0 +1,80 @@
+"""Stage analyse@NAME: PCA, ICA, NMF, clusters and 2-D embeddings of one kind of state in one rollout store.
+
+    python stages/analyse.py NAME STORE FIELD [--per-episode]
+
+Writes data/analysis/NAME/{basis,projections}.npz (bases for later stages; every row's loadings, IC activations
+and cluster), metrics/analysis/NAME.json and figures in plots/analysis/NAME/. --per-episode analyses one vector
+per episode (e.g. a sample's latent, constant over its steps).
+"""
+import argparse
+
+import numpy as np
+
+from rlinterp import plots
+from rlinterp.analysis.states import analyse_states
+from rlinterp.config import load_params
+from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
+from rlinterp.runtime import StageError, atomic_directory, stage_main, write_json
+from rlinterp.store import RolloutStore
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("store")
+    parser.add_argument("field")
+    parser.add_argument("--per-episode", action="store_true")
+    args = parser.parse_args()
+    config = load_params("params.yaml").analysis
+    store = RolloutStore(args.store)
+    if args.field not in store.fields:
+        raise StageError(f"{args.store}: no per-step array {args.field!r} to analyse (it has {', '.join(store.fields)})")
+    rows = store.episode_starts if args.per_episode else np.arange(store.num_steps)
+    x = np.asarray(store[args.field].get_orthogonal_selection((rows,)) if args.per_episode else store[args.field][:])
+    x = x.reshape(len(x), -1)
+    episode = np.searchsorted(store.episode_ends, rows, side="right")
+    timestep = rows - store.episode_starts[episode]
+    length = store.episode_ends[episode] - store.episode_starts[episode]
+    context = {name: np.asarray(store[name].get_orthogonal_selection((rows,))) for name in ("value", "action", "reward")}
+    examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
+                                            for e in range(min(config.example_episodes, store.num_episodes))]
+    result = analyse_states(x, config, np.concatenate(examples) if examples else None)
+
+    with atomic_directory(f"data/analysis/{args.name}") as out:
+        result.basis.save(out / "basis.npz")
+        np.savez(out / "projections.npz", rows=rows, pca=result.pca[:, :16].astype(np.float32),
+                 ica=result.ica.astype(np.float32), labels=result.labels, embedding_rows=result.embedding_rows,
+                 **{f"embedding_{m}": e for m, e in result.embeddings.items()})
+    write_json(f"metrics/analysis/{args.name}.json", {"store": args.store, "field": args.field, **result.metrics})
+
+    figures = f"plots/analysis/{args.name}"
+    title = f"{args.field} of {args.store}"
+    plots.explained_variance(result.basis.pca_variance_ratio, result.shuffled_variance_ratio,
+                             f"{figures}/explained_variance.png", title)
+    shown = result.embedding_rows
+    position = {row: i for i, row in enumerate(shown)}
+    paths = [np.array([position[r] for r in rows_ if r in position]) for rows_ in examples]
+    colours = {"cluster": (result.labels[shown], True), "value": (context["value"][shown], False),
+               "action": (context["action"][shown], True), "timestep": (timestep[shown], False),
+               "episode progress": (timestep[shown] / np.maximum(length[shown] - 1, 1), False)}
+    for method, coords in result.embeddings.items():
+        plots.embedding_panels(coords, colours, paths, f"{figures}/embedding_{method}.png", f"{title}: {method}")
+    plots.activity_over_time([result.ica[rows_] for rows_ in examples], f"{figures}/ica_over_time.png",
+                             f"{title}: IC activations of example episodes")
+    summaries = []
+    has_obs = "obs" in store.fields
+    for c in range(min(8, int(result.labels.max()) + 1)):
+        members = np.flatnonzero(result.labels == c)
+        centre = result.pca[members, :8].mean(0)
+        nearest = members[np.argsort(((result.pca[members, :8] - centre) ** 2).sum(1))[:config.exemplars]]
+        frames = ([np.asarray(store["obs"][int(rows[i])]) for i in np.sort(nearest)] if has_obs else [])
+        summaries.append({"cluster": c, "size": len(members), "frames": frames,
+                          "value": float(context["value"][members].mean()),
+                          "reward": float(context["reward"][members].mean()),
+                          "actions": np.bincount(context["action"][members], minlength=NUM_ACTIONS) / len(members)})
+    plots.cluster_summary(summaries, ACTION_NAMES, f"{figures}/clusters.png", f"{title}: largest clusters")
+
+
+if __name__ == "__main__":
+    main()
