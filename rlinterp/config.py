@@ -225,6 +225,20 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class BehavioursConfig:
+    seed: int = param("seed of clustering", ge=0)
+    lags: tuple[int, ...] = param("steps k of the state changes x_t - x_{t+k} in the features (original 2, 4, 6)")
+    env_components: int = param("leading simulator-state PCs joined to the agent hx (original 16)", ge=1)
+    clusters: int = param("behaviours (original 32)", ge=2)
+    cluster_method: str = param("kmeans, or ward", choices=("kmeans", "ward"))
+    videos: int = param("exemplar GIFs per behaviour", ge=0)
+
+    def __post_init__(self) -> None:
+        if any(lag < 1 for lag in self.lags):
+            raise ConfigError(f"behaviours.lags = {list(self.lags)}: expected positive step counts")
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -237,6 +251,7 @@ class Params:
     sample: SampleConfig = param("simulated rollouts")
     prediction_quality: PredictionQualityConfig = param("prediction quality of the simulator over its horizon")
     analysis: AnalysisConfig = param("decompositions, clusters and embeddings of states")
+    behaviours: BehavioursConfig = param("behaviour clusters of simulated agent-environment dynamics")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
@@ -248,6 +263,9 @@ class Params:
         if train_sim.imagine_steps >= sim.num_sim_steps:
             raise ConfigError(f"train_simulator.imagine_steps = {train_sim.imagine_steps}: expected fewer than "
                               f"simulator.num_sim_steps = {sim.num_sim_steps}")
+        if max(self.behaviours.lags) >= self.sample.num_steps:
+            raise ConfigError(f"behaviours.lags = {list(self.behaviours.lags)}: expected lags shorter than "
+                              f"sample.num_steps = {self.sample.num_steps}")
         size = 64 // sim.image_pool
         if size % 2 ** len(sim.encoder_channels) or size >> len(sim.encoder_channels) < 2:
             raise ConfigError(f"simulator.encoder_channels = {list(sim.encoder_channels)}: each halves the "

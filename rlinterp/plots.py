@@ -147,3 +147,24 @@ def cluster_summary(clusters: list[dict], action_names, path: str | Path, title:
         row[-1].set_yticks([])
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
+
+
+def behaviour_summary(behaviours: list[dict], action_names, path: str | Path) -> None:
+    """Per behaviour (rows): action distribution, and the mean IC activations over the sample (IC x step)."""
+    if not behaviours:
+        return
+    fig, axes = plt.subplots(len(behaviours), 2, figsize=(10, 1.6 * len(behaviours)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2]})
+    limit = max(float(abs(b["ic_profile"]).max()) for b in behaviours) or 1.0
+    for (bars, heat), info in zip(axes, behaviours):
+        bars.bar(range(len(action_names)), info["action_distribution"], color="tab:blue")
+        bars.set_xticks(range(len(action_names)))
+        bars.set_xticklabels(action_names, rotation=90, fontsize=5)
+        bars.set_title(f"behaviour {info['behaviour']}: {info['samples']} samples, value {info['mean_value']:.2f}",
+                       fontsize=7, loc="left")
+        heat.imshow(info["ic_profile"].T, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
+                    interpolation="nearest")
+        heat.set_ylabel("IC", fontsize=7)
+    axes[-1, 1].set_xlabel("simulated step")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -28,6 +28,7 @@ TINY = {
     "prediction_quality": {"windows": 8, "num_steps": 5, "batch_size": 4, "videos": 1},
     "analysis": {"fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
                  "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2},
+    "behaviours": {"lags": [1, 2], "env_components": 4, "clusters": 3, "videos": 1},
 }
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from rlinterp.analysis.behaviour import cluster_behaviours, dynamics_features
 from rlinterp.analysis.cluster import cluster
 from rlinterp.analysis.decompose import Basis, fit_basis, shuffled_columns
 from rlinterp.analysis.states import analyse_states
@@ -76,3 +77,26 @@ def test_stored_basis_reproduces_projections(tmp_path):
     np.testing.assert_allclose(loaded.pca(x), basis.pca(x))
     np.testing.assert_allclose(loaded.ica(x), basis.ica(x))
     assert (loaded.nmf_components >= 0).all()
+
+
+def test_dynamics_features_stack_states_and_their_changes():
+    states = np.arange(2 * 7 * 3, dtype=float).reshape(2, 7, 3)
+    features = dynamics_features(states, (2, 4))
+    assert features.shape == (2, 3, 9)
+    np.testing.assert_array_equal(features[1, 2, :3], states[1, 2])
+    np.testing.assert_array_equal(features[1, 2, 3:6], states[1, 2] - states[1, 4])
+    np.testing.assert_array_equal(features[0, 0, 6:], states[0, 0] - states[0, 4])
+
+
+def test_behaviours_recover_planted_dynamics():
+    rng = np.random.default_rng(0)
+    kinds = rng.integers(3, size=300)
+    drift = rng.standard_normal((3, 10)) * 2                        # each behaviour moves the state its own way
+    steps = np.arange(12)[None, :, None]
+    states = rng.standard_normal((300, 1, 10)) * 0.3 + drift[kinds][:, None, :] * steps / 4
+    states = states + 0.1 * rng.standard_normal(states.shape)
+    windows, behaviour, metrics = cluster_behaviours(states, (2, 4), clusters=3, method="kmeans", seed=0)
+    assert windows.shape == (300, 8)
+    assert adjusted_rand_score(kinds, behaviour) > 0.9
+    assert metrics["silhouette"] > metrics["silhouette_shuffled"]
+    assert metrics["within_sample_agreement"] > metrics["within_sample_agreement_shuffled"] + 0.3

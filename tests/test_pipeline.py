@@ -137,6 +137,11 @@ def test_tiny_repro_end_to_end(tmp_path):
         assert analysed["rows"] == len(rows) and sum(analysed["cluster_sizes"]) == len(rows)
         assert len(projections["labels"]) == len(rows)
         assert (repo / f"plots/analysis/{name}/embedding_tsne.png").stat().st_size > 5000
+    behaviours = json.loads((repo / "metrics/behaviours.json").read_text())
+    labels = np.load(repo / "data/behaviours/labels.npz")
+    assert labels["behaviour"].shape == (samples.num_episodes,) and labels["window_labels"].shape == (5, 3)
+    assert sum(b["samples"] for b in behaviours["behaviours"]) == samples.num_episodes
+    assert (repo / "plots/behaviours/behaviours.png").stat().st_size > 5000
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 

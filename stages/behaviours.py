@@ -1,0 +1,66 @@
+"""Stage behaviours: cluster the combined agent-and-simulator dynamics of simulated samples into behaviours.
+
+Reads data/samples.zarr and the bases of the analyse stages (simulator-state PCs for the features; the real
+agent-hx ICs for each behaviour's typical IC profile). Writes data/behaviours/labels.npz, metrics/behaviours.json
+and, per behaviour, an exemplar GIF and a summary figure in plots/behaviours/.
+"""
+import numpy as np
+
+from rlinterp import plots
+from rlinterp.analysis.behaviour import cluster_behaviours
+from rlinterp.analysis.decompose import Basis
+from rlinterp.config import load_params
+from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
+from rlinterp.runtime import StageError, atomic_directory, stage_main, write_json
+from rlinterp.store import RolloutStore
+from rlinterp.video import write_gif
+
+SAMPLES = "data/samples.zarr"
+ENV_BASIS = "data/analysis/env_h/basis.npz"
+HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
+OUT = "data/behaviours"
+METRICS = "metrics/behaviours.json"
+FIGURES = "plots/behaviours"
+
+
+@stage_main
+def main() -> None:
+    config = load_params("params.yaml").behaviours
+    samples = RolloutStore(SAMPLES)
+    lengths = samples.episode_ends - samples.episode_starts
+    if len(set(lengths)) != 1:
+        raise StageError(f"{SAMPLES}: samples of different lengths {sorted(set(lengths))[:5]}; expected one length")
+    shape = (samples.num_episodes, int(lengths[0]))
+    hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
+    env_basis, hx_basis = Basis.load(ENV_BASIS), Basis.load(HX_BASIS)
+    env_pcs = env_basis.pca(np.asarray(samples["env_h"][:]))[:, :config.env_components].reshape(*shape, -1)
+    states = np.concatenate([hx, env_pcs], axis=-1)
+    window_labels, behaviour, metrics = cluster_behaviours(states, tuple(config.lags), config.clusters,
+                                                           config.cluster_method, config.seed)
+    actions = np.asarray(samples["action"][:]).reshape(shape)
+    values = np.asarray(samples["value"][:]).reshape(shape)
+    ics = hx_basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(*shape, -1)
+    summaries, per_behaviour = [], []
+    for b in range(metrics["clusters"]):
+        members = np.flatnonzero(behaviour == b)
+        if len(members) == 0:
+            continue
+        summary = {"behaviour": b, "samples": int(len(members)),
+                   "mean_value": float(values[members].mean()),
+                   "action_distribution": (np.bincount(actions[members].ravel(), minlength=NUM_ACTIONS)
+                                           / actions[members].size).round(4).tolist(),
+                   "top_action": ACTION_NAMES[int(np.bincount(actions[members].ravel()).argmax())]}
+        per_behaviour.append(summary)
+        summaries.append({**summary, "ic_profile": ics[members].mean(0)})
+        for i, sample in enumerate(members[:config.videos]):
+            frames = samples.episode(int(sample), ["obs"])["obs"]
+            write_gif(f"{FIGURES}/behaviour_{b:02d}_sample_{int(sample):04d}.gif", frames, fps=8)
+    with atomic_directory(OUT) as out:
+        np.savez(out / "labels.npz", window_labels=window_labels, behaviour=behaviour)
+    write_json(METRICS, {**metrics, "samples": int(samples.num_episodes), "lags": list(config.lags),
+                         "behaviours": per_behaviour})
+    plots.behaviour_summary(summaries, ACTION_NAMES, f"{FIGURES}/behaviours.png")
+
+
+if __name__ == "__main__":
+    main()
