@@ -239,6 +239,21 @@ class BehavioursConfig:
 
 
 @dataclass(frozen=True)
+class SaliencyConfig:
+    seed: int = param("seed of the SmoothGrad noise and of the random-direction baseline", ge=0)
+    samples: tuple[str, ...] = param("sample ids in data/samples.zarr: ids like 3, or ranges like '0 to 8' (end "
+                                     "exclusive)")
+    combine: bool = param("one saliency map at the mean latent of the chosen samples instead of one per sample")
+    num_steps: int = param("simulated steps re-run from each sample's latent", ge=1)
+    timesteps: tuple[int, ...] = param("steps t whose targets are explained (original 4)")
+    noise_samples: int = param("SmoothGrad copies of the latent, the first unperturbed (original 9)", ge=1)
+    noise_scale: float = param("std of the Gaussian noise added to the latent (original 1.25e-4)", ge=0)
+    blur_kernel: int = param("Gaussian blur kernel of the frame maps in the figures (0 = none; original 5)", ge=0)
+    blur_sigma: float = param("Gaussian blur sigma (original 5)", gt=0)
+    videos: int = param("saliency overlay GIFs written to plots/saliency/", ge=0)
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -252,6 +267,7 @@ class Params:
     prediction_quality: PredictionQualityConfig = param("prediction quality of the simulator over its horizon")
     analysis: AnalysisConfig = param("decompositions, clusters and embeddings of states")
     behaviours: BehavioursConfig = param("behaviour clusters of simulated agent-environment dynamics")
+    saliency: SaliencyConfig = param("SmoothGrad saliency through the simulator")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
@@ -266,6 +282,10 @@ class Params:
         if max(self.behaviours.lags) >= self.sample.num_steps:
             raise ConfigError(f"behaviours.lags = {list(self.behaviours.lags)}: expected lags shorter than "
                               f"sample.num_steps = {self.sample.num_steps}")
+        late = [t for t in self.saliency.timesteps if not 0 <= t < self.saliency.num_steps]
+        if late:
+            raise ConfigError(f"saliency.timesteps = {list(self.saliency.timesteps)}: expected steps in "
+                              f"[0, saliency.num_steps = {self.saliency.num_steps})")
         size = 64 // sim.image_pool
         if size % 2 ** len(sim.encoder_channels) or size >> len(sim.encoder_channels) < 2:
             raise ConfigError(f"simulator.encoder_channels = {list(sim.encoder_channels)}: each halves the "

@@ -168,3 +168,17 @@ def behaviour_summary(behaviours: list[dict], action_names, path: str | Path) ->
     axes[-1, 1].set_xlabel("simulated step")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def lookback(curves: dict, t: int, path: str | Path) -> None:
+    """Frame-saliency magnitude at each step up to t (how far back a target looks), one line per target/mode."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for label, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", markersize=3, label=label,
+                linestyle="--" if "without" in label else "-")
+    ax.axvline(t, color="k", linewidth=0.5)
+    ax.set_xlabel("simulated step (target at the vertical line)")
+    ax.set_ylabel("sum |d target / d frame|")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    save_figure(fig, path)

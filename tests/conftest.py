@@ -29,6 +29,7 @@ TINY = {
     "analysis": {"fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
                  "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2},
     "behaviours": {"lags": [1, 2], "env_components": 4, "clusters": 3, "videos": 1},
+    "saliency": {"samples": ["0 to 2"], "num_steps": 4, "timesteps": [2], "noise_samples": 2, "videos": 1},
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+import zarr
 
 from rlinterp.agent.checkpoint import file_sha256
 from rlinterp.analysis.decompose import Basis
@@ -142,6 +143,14 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert labels["behaviour"].shape == (samples.num_episodes,) and labels["window_labels"].shape == (5, 3)
     assert sum(b["samples"] for b in behaviours["behaviours"]) == samples.num_episodes
     assert (repo / "plots/behaviours/behaviours.png").stat().st_size > 5000
+    salient = json.loads((repo / "metrics/saliency.json").read_text())
+    assert salient["samples"] == 2 and salient["targets"] == 2 + 4 + 1            # value, action, 4 ICs, random
+    share = salient["with_env_grads"]["value"]["share_of_frame_saliency_before_t"]
+    assert 0 <= share <= 1
+    maps = zarr.open_group(repo / "data/saliency.zarr", mode="r")
+    assert maps["with_env_grads/value/frames"].shape == (2, 1, 4, 3, 16, 16)
+    assert np.abs(maps["with_env_grads/value/frames"][:, :, 3]).max() == 0      # after the target step: nothing
+    assert (repo / "plots/saliency/lookback.png").stat().st_size > 5000
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 
