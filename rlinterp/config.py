@@ -254,6 +254,31 @@ class SaliencyConfig:
 
 
 @dataclass(frozen=True)
+class InterventionSpec:
+    source: tuple[int, ...] = param("components edited (the original's swap_directions_from)")
+    target: tuple[int | None, ...] = param("per source: the component to swap it with, or null to collapse it "
+                                           "(the original's swap_directions_to)")
+
+    def __post_init__(self) -> None:
+        if len(self.source) != len(self.target):
+            raise ConfigError(f"intervention source {list(self.source)} and target {list(self.target)}: expected "
+                              f"lists of equal length")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    seed: int = param("seed of the environments, action sampling, random baseline basis and bootstrap", ge=0)
+    basis: str = param("basis of the edited directions: ica or pca of the real agent hx", choices=("ica", "pca"))
+    interventions: dict[str, InterventionSpec] = param("name -> intervention, one validate stage each")
+    levels: str = param("train or unseen levels for the real-environment runs", choices=("train", "unseen"))
+    num_envs: int = param("parallel environments in the real-environment runs", ge=1)
+    episodes_per_env: int = param("episodes per environment (same level seeds for control and edit)", ge=1)
+    sim_samples: int = param("simulated rollouts from the first prior latents of data/samples.zarr", ge=1)
+    bootstrap_samples: int = param("bootstrap and permutation resamples", ge=100)
+    videos: int = param("side-by-side GIFs (control | edited) from the simulator", ge=0)
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -268,6 +293,7 @@ class Params:
     analysis: AnalysisConfig = param("decompositions, clusters and embeddings of states")
     behaviours: BehavioursConfig = param("behaviour clusters of simulated agent-environment dynamics")
     saliency: SaliencyConfig = param("SmoothGrad saliency through the simulator")
+    validate: ValidateConfig = param("hidden-state interventions and their effect on behaviour")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
@@ -316,6 +342,11 @@ def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _convert(value, options[0], key, spec)
+    if origin is dict:
+        item = typing.get_args(hint)[1]
+        if not isinstance(value, dict) or not value:
+            raise fail(f"a non-empty mapping of names to {getattr(item, '__name__', 'values')}")
+        return {str(k): _convert(v, item, f"{key}.{k}", {}) for k, v in value.items()}
     if origin is tuple:
         item = typing.get_args(hint)[0]
         if not isinstance(value, list) or not value:

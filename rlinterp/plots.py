@@ -182,3 +182,18 @@ def lookback(curves: dict, t: int, path: str | Path) -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=6)
     save_figure(fig, path)
+
+
+def action_distributions(runs: dict, action_names, path: str | Path, title: str = "") -> None:
+    """Grouped bars: each run's share of every action."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(8, 3))
+    width = 0.8 / len(runs)
+    for i, (name, shares) in enumerate(runs.items()):
+        ax.bar(np.arange(len(action_names)) + i * width, shares, width, label=name)
+    ax.set_xticks(np.arange(len(action_names)) + 0.4 - width / 2)
+    ax.set_xticklabels(action_names, rotation=90, fontsize=7)
+    ax.set_ylabel("share of steps")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)

@@ -30,6 +30,8 @@ TINY = {
                  "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2},
     "behaviours": {"lags": [1, 2], "env_components": 4, "clusters": 3, "videos": 1},
     "saliency": {"samples": ["0 to 2"], "num_steps": 4, "timesteps": [2], "noise_samples": 2, "videos": 1},
+    "validate": {"interventions": {"collapse_ic0": {"source": [0], "target": [None]}}, "num_envs": 4,
+                 "episodes_per_env": 1, "sim_samples": 4, "bootstrap_samples": 200, "videos": 1},
 }
 
 

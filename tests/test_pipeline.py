@@ -151,6 +151,13 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert maps["with_env_grads/value/frames"].shape == (2, 1, 4, 3, 16, 16)
     assert np.abs(maps["with_env_grads/value/frames"][:, :, 3]).max() == 0      # after the target step: nothing
     assert (repo / "plots/saliency/lookback.png").stat().st_size > 5000
+    validated = json.loads((repo / "metrics/validation/collapse_ic0.json").read_text())
+    real = validated["real"]["edited"]
+    assert real["return"]["difference"] == pytest.approx(real["return"]["edited"] - real["return"]["control"])
+    assert 0 < real["return"]["p_value"] <= 1 and 0 <= real["action_distribution"]["total_variation"] <= 1
+    assert sum(real["end_causes"]["control"].values()) == pytest.approx(1.0)
+    assert len(validated["simulated"]["edited"]["ic_activation_shift"]) == 4
+    assert (repo / "plots/validation/collapse_ic0/real_actions.png").stat().st_size > 5000
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 
