@@ -279,6 +279,16 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class DynamicsConfig:
+    seed: int = param("seed of the shuffled baseline", ge=0)
+    max_lag: int = param("largest lag k of cross-correlations and Jacobians (original 10)", ge=1)
+    target_step: int = param("step t whose ICs are differentiated with respect to earlier steps (original 4)", ge=1)
+    samples: int = param("prior samples whose Jacobians are computed", ge=1)
+    batch_size: int = param("samples differentiated together", ge=1)
+    plotted_behaviours: int = param("behaviours with their own heat maps (besides all samples)", ge=0)
+
+
+@dataclass(frozen=True)
 class Params:
     compute: ComputeConfig = param("where torch runs")
     env: EnvConfig = param("the environment")
@@ -294,6 +304,7 @@ class Params:
     behaviours: BehavioursConfig = param("behaviour clusters of simulated agent-environment dynamics")
     saliency: SaliencyConfig = param("SmoothGrad saliency through the simulator")
     validate: ValidateConfig = param("hidden-state interventions and their effect on behaviour")
+    dynamics: DynamicsConfig = param("cross-correlation and Jacobians of hidden-state components")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
@@ -312,6 +323,10 @@ class Params:
         if late:
             raise ConfigError(f"saliency.timesteps = {list(self.saliency.timesteps)}: expected steps in "
                               f"[0, saliency.num_steps = {self.saliency.num_steps})")
+        dyn = self.dynamics
+        if not dyn.max_lag <= dyn.target_step < self.sample.num_steps:
+            raise ConfigError(f"dynamics.target_step = {dyn.target_step}: expected max_lag = {dyn.max_lag} <= "
+                              f"target_step < sample.num_steps = {self.sample.num_steps}")
         size = 64 // sim.image_pool
         if size % 2 ** len(sim.encoder_channels) or size >> len(sim.encoder_channels) < 2:
             raise ConfigError(f"simulator.encoder_channels = {list(sim.encoder_channels)}: each halves the "

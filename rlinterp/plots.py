@@ -197,3 +197,32 @@ def action_distributions(runs: dict, action_names, path: str | Path, title: str 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, path)
+
+
+def matrix_grid(matrices: dict, path: str | Path, title: str = "") -> None:
+    """Rows: named stacks of (K, C, C) matrices; columns: lag k. Symmetric colour scale per row."""
+    lags = max(len(m) for m in matrices.values())
+    fig, axes = plt.subplots(len(matrices), lags, figsize=(1.9 * lags, 2.0 * len(matrices)), squeeze=False)
+    for row, (name, stack) in zip(axes, matrices.items()):
+        limit = max(float(abs(stack[1:] if len(stack) > 1 else stack).max()), 1e-9)
+        for k, ax in enumerate(row):
+            ax.axis("off")
+            if k < len(stack):
+                ax.imshow(stack[k], cmap="RdBu_r", vmin=-limit, vmax=limit)
+                ax.set_title(f"{name}\nk = {k}" if k == 0 else f"k = {k}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def consistency_curves(results: dict, path: str | Path) -> None:
+    """Sign agreement of cross-correlation and Jacobian per lag, per gradient mode, with the shuffled baseline."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for mode, rows in results.items():
+        lags = [r["lag"] for r in rows]
+        ax.plot(lags, [r["sign_agreement"] for r in rows], marker="o", label=mode.replace("_", " "))
+        ax.plot(lags, [r["sign_agreement_shuffled"] for r in rows], linestyle=":", color="gray")
+    ax.axhline(0.5, color="k", linewidth=0.5)
+    ax.set_xlabel("lag k")
+    ax.set_ylabel("sign agreement (dotted: shuffled)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)

@@ -32,6 +32,7 @@ TINY = {
     "saliency": {"samples": ["0 to 2"], "num_steps": 4, "timesteps": [2], "noise_samples": 2, "videos": 1},
     "validate": {"interventions": {"collapse_ic0": {"source": [0], "target": [None]}}, "num_envs": 4,
                  "episodes_per_env": 1, "sim_samples": 4, "bootstrap_samples": 200, "videos": 1},
+    "dynamics": {"max_lag": 2, "target_step": 3, "samples": 4, "batch_size": 2, "plotted_behaviours": 1},
 }
 
 

@@ -158,6 +158,14 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert sum(real["end_causes"]["control"].values()) == pytest.approx(1.0)
     assert len(validated["simulated"]["edited"]["ic_activation_shift"]) == 4
     assert (repo / "plots/validation/collapse_ic0/real_actions.png").stat().st_size > 5000
+    dynamics = json.loads((repo / "metrics/dynamics.json").read_text())
+    assert dynamics["jacobian_samples"] == 4 and dynamics["max_lag"] == 2
+    rows = dynamics["groups"]["all"]["consistency_with_env"]
+    assert [r["lag"] for r in rows] == [1, 2] and all(0 <= r["sign_agreement"] <= 1 for r in rows)
+    arrays = np.load(repo / "data/dynamics/dynamics.npz")
+    assert arrays["all__xcorr"].shape == (3, 4, 4) and arrays["all__jacobian_with_env"].shape == (3, 4, 4)
+    np.testing.assert_allclose(arrays["all__jacobian_without_env"][0], np.eye(4), atol=1e-4)   # k = 0: identity
+    assert (repo / "plots/dynamics/consistency.png").stat().st_size > 5000
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 

@@ -1,0 +1,91 @@
+"""Stage dynamics: cross-correlation and Jacobians of the agent-hx ICs over simulated samples, with and without
+gradients through the simulated environment, and their consistency; overall and per behaviour.
+
+Writes data/dynamics.npz, metrics/dynamics.json and heat maps in plots/dynamics/.
+"""
+import numpy as np
+import torch
+
+from rlinterp import plots
+from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.analysis.decompose import Basis
+from rlinterp.config import load_params
+from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
+from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
+from rlinterp.simulator.train import load_simulator
+from rlinterp.store import RolloutStore
+
+AGENT = "data/agent/checkpoint.pt"
+SIMULATOR = "data/simulator/checkpoint.pt"
+SAMPLES = "data/samples.zarr"
+HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
+BEHAVIOURS = "data/behaviours/labels.npz"
+OUT = "data/dynamics"
+METRICS = "metrics/dynamics.json"
+FIGURES = "plots/dynamics"
+
+
+@stage_main
+def main() -> None:
+    params = load_params("params.yaml")
+    device = setup_torch(params.compute)
+    config = params.dynamics
+    agent, _ = load_agent(AGENT, device, expected=params.agent)
+    agent.requires_grad_(False)
+    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
+    samples = RolloutStore(SAMPLES)
+    steps = int(samples.episode_ends[0])
+    basis = Basis.load(HX_BASIS)
+    hx = np.asarray(samples["hx"][:]).reshape(samples.num_episodes, steps, -1)
+    activations = basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(samples.num_episodes, steps, -1)
+    behaviour = np.load(BEHAVIOURS)["behaviour"]
+    prior = np.flatnonzero(np.asarray(samples["source_step"].get_orthogonal_selection((samples.episode_starts,))) < 0)
+    if config.target_step >= steps or len(prior) == 0:
+        raise StageError(f"dynamics.target_step = {config.target_step}: expected a step of the {steps}-step prior "
+                         f"samples in {SAMPLES} ({len(prior)} prior samples found)")
+    chosen = prior[:config.samples]
+    latents = torch.from_numpy(np.asarray(samples["latent"].get_orthogonal_selection(
+        (samples.episode_starts[chosen],)))).to(device)
+    readout, directions, mean = (torch.as_tensor(a, dtype=torch.float32) for a in
+                                 (basis.ica_unmixing, basis.ica_directions, basis.mean))
+    jac = {}
+    for mode, env_grads in (("with_env", True), ("without_env", False)):
+        parts = [jacobians(simulator, agent, latents[i:i + config.batch_size], config.target_step + 1,
+                           config.target_step, readout, directions, mean, env_grads).cpu().numpy()
+                 for i in range(0, len(latents), config.batch_size)]
+        jac[mode] = np.concatenate(parts)                                  # (N, tau, C, C)
+
+    groups = {"all": np.arange(samples.num_episodes)}
+    groups.update({f"behaviour_{b}": np.flatnonzero(behaviour == b) for b in np.unique(behaviour)})
+    report, arrays = {"samples": int(samples.num_episodes), "jacobian_samples": int(len(chosen)),
+                      "target_step": config.target_step, "max_lag": config.max_lag, "groups": {}}, {}
+    for group, members in groups.items():
+        jac_members = np.isin(chosen, members)
+        if len(members) < 2 or not jac_members.any():
+            continue
+        xcorr = cross_correlation(activations[members], config.max_lag)
+        entry = {"samples": int(len(members)), "jacobian_samples": int(jac_members.sum())}
+        arrays[f"{group}/xcorr"] = xcorr
+        for mode in jac:
+            per_lag = lagged(jac[mode][jac_members].mean(0), config.max_lag)
+            arrays[f"{group}/jacobian_{mode}"] = per_lag
+            entry[f"consistency_{mode}"] = consistency(xcorr, per_lag, config.seed)
+        report["groups"][group] = entry
+    overall = report["groups"]["all"]
+    for mode in jac:
+        rows = overall[f"consistency_{mode}"]
+        report[f"sign_agreement_{mode}"] = float(np.mean([r["sign_agreement"] for r in rows]))
+        report[f"sign_agreement_{mode}_shuffled"] = float(np.mean([r["sign_agreement_shuffled"] for r in rows]))
+    with atomic_directory(OUT) as out:
+        np.savez(out / "dynamics.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
+    write_json(METRICS, report)
+    for group in [g for g in report["groups"]][:1 + config.plotted_behaviours]:
+        plots.matrix_grid({"cross-correlation": arrays[f"{group}/xcorr"],
+                           "Jacobian, agent + environment": arrays[f"{group}/jacobian_with_env"],
+                           "Jacobian, agent only": arrays[f"{group}/jacobian_without_env"]},
+                          f"{FIGURES}/{group}.png", f"{group}: IC i at t (rows) -> IC j at t + k (columns)")
+    plots.consistency_curves({mode: overall[f"consistency_{mode}"] for mode in jac}, f"{FIGURES}/consistency.png")
+
+
+if __name__ == "__main__":
+    main()
