@@ -69,6 +69,16 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     replace_directory(tmp, target)
 
 
+def curve_logger(live) -> Callable[[int, dict[str, float]], None]:
+    """A `log(step, stats)` for training loops that writes one DVCLive point per statistic at `step`."""
+    def log(step: int, stats: dict[str, float]) -> None:
+        live.step = step
+        for name, value in stats.items():
+            live.log_metric(name, value, plot=True)
+        live.next_step()
+    return log
+
+
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
     """Run a stage's main; expected failures (bad params, bad inputs) end with one clear line, exit code 2."""
     from rlinterp.agent.checkpoint import CheckpointError

@@ -204,6 +204,10 @@ class RolloutStore:
             raise KeyError(f"{self.path}: no per-step array {name!r}; it has {', '.join(self.fields)}")
         return self.group[name]
 
+    def rows(self, name: str, steps: np.ndarray) -> np.ndarray:
+        """The per-step array `name` at the global steps `steps` (reads only the chunks that hold them)."""
+        return np.asarray(self[name].get_orthogonal_selection((np.asarray(steps),)))
+
     def episode_info(self) -> dict[str, np.ndarray]:
         """Per-episode return, length, level_seed and completed."""
         return {name: np.asarray(self.group[f"meta/{name}"][:]) for name in EPISODE_FIELDS}

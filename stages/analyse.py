@@ -31,12 +31,12 @@ def main() -> None:
     if args.field not in store.fields:
         raise StageError(f"{args.store}: no per-step array {args.field!r} to analyse (it has {', '.join(store.fields)})")
     rows = store.episode_starts if args.per_episode else np.arange(store.num_steps)
-    x = np.asarray(store[args.field].get_orthogonal_selection((rows,)) if args.per_episode else store[args.field][:])
+    x = store.rows(args.field, rows) if args.per_episode else np.asarray(store[args.field][:])
     x = x.reshape(len(x), -1)
     episode = np.searchsorted(store.episode_ends, rows, side="right")
     timestep = rows - store.episode_starts[episode]
     length = store.episode_ends[episode] - store.episode_starts[episode]
-    context = {name: np.asarray(store[name].get_orthogonal_selection((rows,))) for name in ("value", "action", "reward")}
+    context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
     examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
                                             for e in range(min(config.example_episodes, store.num_episodes))]
     result = analyse_states(x, config, np.concatenate(examples) if examples else None)

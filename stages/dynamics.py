@@ -39,13 +39,12 @@ def main() -> None:
     hx = np.asarray(samples["hx"][:]).reshape(samples.num_episodes, steps, -1)
     activations = basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(samples.num_episodes, steps, -1)
     behaviour = np.load(BEHAVIOURS)["behaviour"]
-    prior = np.flatnonzero(np.asarray(samples["source_step"].get_orthogonal_selection((samples.episode_starts,))) < 0)
+    prior = np.flatnonzero(samples.rows("source_step", samples.episode_starts) < 0)
     if config.target_step >= steps or len(prior) == 0:
         raise StageError(f"dynamics.target_step = {config.target_step}: expected a step of the {steps}-step prior "
                          f"samples in {SAMPLES} ({len(prior)} prior samples found)")
     chosen = prior[:config.samples]
-    latents = torch.from_numpy(np.asarray(samples["latent"].get_orthogonal_selection(
-        (samples.episode_starts[chosen],)))).to(device)
+    latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[chosen])).to(device)
     readout, directions, mean = (torch.as_tensor(a, dtype=torch.float32) for a in
                                  (basis.ica_unmixing, basis.ica_directions, basis.mean))
     jac = {}

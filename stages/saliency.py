@@ -46,8 +46,7 @@ def main() -> None:
     if bad or not ids:
         raise StageError(f"saliency.samples = {list(config.samples)}: expected ids in [0, {samples.num_episodes}) "
                          f"(the samples in {SAMPLES}), got {bad or 'none'}")
-    latents = torch.from_numpy(np.asarray(samples["latent"].get_orthogonal_selection(
-        (samples.episode_starts[ids],)))).to(device)
+    latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[ids])).to(device)
     sphere = params.simulator.bottleneck == "sphere"
     if config.combine:
         latents = combined_latent(latents, sphere)[None]

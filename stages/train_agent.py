@@ -3,7 +3,7 @@ from dvclive import Live
 
 from rlinterp.agent.train import resumable_checkpoint, train_agent, training_config
 from rlinterp.config import load_params
-from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.runtime import curve_logger, setup_torch, stage_main, write_json
 
 CHECKPOINT = "data/agent/checkpoint.pt"
 CURVES = "plots/train_agent"
@@ -20,13 +20,8 @@ def main() -> None:
     print(f"train_agent: resuming from step {state['step']}" if resume else
           "train_agent: no checkpoint of these params and code to resume; training from step 0")
     with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-        def log(step: int, stats: dict[str, float]) -> None:
-            live.step = step
-            for name, value in stats.items():
-                live.log_metric(name, value, plot=True)
-            live.next_step()
-
-        summary = train_agent(params.env, params.agent, params.train_agent, CHECKPOINT, device=str(device), log=log)
+        summary = train_agent(params.env, params.agent, params.train_agent, CHECKPOINT, device=str(device),
+                              log=curve_logger(live))
     write_json(SUMMARY, summary)
 
 

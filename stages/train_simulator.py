@@ -6,7 +6,7 @@ from dvclive import Live
 from rlinterp import plots
 from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.config import load_params
-from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.runtime import curve_logger, setup_torch, stage_main, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch
@@ -32,13 +32,8 @@ def main() -> None:
     print("train_simulator: resuming from its checkpoint" if resume else
           "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")
     with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-        def log(windows: int, stats: dict[str, float]) -> None:
-            live.step = windows
-            for name, value in stats.items():
-                live.log_metric(name, value, plot=True)
-            live.next_step()
-
-        simulator, summary = train_simulator(sim, config, STORE, agent, agent_sha256, CHECKPOINT, str(device), log)
+        simulator, summary = train_simulator(sim, config, STORE, agent, agent_sha256, CHECKPOINT, str(device),
+                                             curve_logger(live))
 
     store = RolloutStore(STORE)
     train_episodes, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)

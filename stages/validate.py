@@ -88,8 +88,7 @@ def main() -> None:
     simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
     samples = RolloutStore(SAMPLES)
     count = min(config.sim_samples, samples.num_episodes)
-    latents = torch.from_numpy(np.asarray(samples["latent"].get_orthogonal_selection(
-        (samples.episode_starts[:count],)))).to(device)
+    latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)
     steps = params.sample.num_steps
     simulated = {}
     for run, intervention in runs.items():

@@ -85,7 +85,7 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
         window = window_from_batch({k: torch.from_numpy(v).to(device) for k, v in windows.items()}, simulator)
         latent = simulator.encode(window.context, sample=False).value
         batch = simulate_batch(simulator, agent, steps, generator, modal, latent, window.hx_prev, window.action_prev)
-        seeds = np.asarray(real["level_seed"].get_orthogonal_selection((first,)))
+        seeds = real.rows("level_seed", first)
         write_samples(writer, batch, seeds, first)
         bar.update(len(episodes))
     bar.close()

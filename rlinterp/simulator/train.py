@@ -78,8 +78,8 @@ def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, 
     resolution (N, 3, S, S). Reference data for baselines (the mean frame) and realism measures."""
     steps = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in episodes])
     steps = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).astype(int)]
-    obs = torch.from_numpy(np.asarray(store["obs"].get_orthogonal_selection((steps,))))
-    hx = torch.from_numpy(np.asarray(store["hx"].get_orthogonal_selection((steps,))))
+    obs = torch.from_numpy(store.rows("obs", steps))
+    hx = torch.from_numpy(store.rows("hx", steps))
     return {"hx": hx, "frames": simulator.frames_from_obs(obs)}
 
 
