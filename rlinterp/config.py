@@ -248,6 +248,10 @@ class SaliencyConfig:
     timesteps: tuple[int, ...] = param("steps t whose targets are explained (original 4)")
     noise_samples: int = param("SmoothGrad copies of the latent, the first unperturbed (original 9)", ge=1)
     noise_scale: float = param("std of the Gaussian noise added to the latent (original 1.25e-4)", ge=0)
+    frame_noise_scale: float = param("std of the Gaussian noise added to every frame the agent sees, per SmoothGrad "
+                                     "copy, in [0, 1] pixel units (0 = none; not in the original)", ge=0, le=1)
+    actions: str = param("action log-probability targets: the greedy action only (original), or also every action",
+                         choices=("greedy", "all"))
     blur_kernel: int = param("Gaussian blur kernel of the frame maps in the figures (0 = none; original 5)", ge=0)
     blur_sigma: float = param("Gaussian blur sigma (original 5)", gt=0)
     videos: int = param("saliency overlay GIFs written to plots/saliency/", ge=0)
@@ -275,7 +279,7 @@ class ValidateConfig:
     episodes_per_env: int = param("episodes per environment (same level seeds for control and edit)", ge=1)
     sim_samples: int = param("simulated rollouts from the first prior latents of data/samples.zarr", ge=1)
     bootstrap_samples: int = param("bootstrap and permutation resamples", ge=100)
-    videos: int = param("side-by-side GIFs (control | edited) from the simulator", ge=0)
+    videos: int = param("side-by-side GIFs (control | edited) of real episodes and of simulated rollouts", ge=0)
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,17 @@ class DynamicsConfig:
     target_step: int = param("step t whose ICs are differentiated with respect to earlier steps (original 4)", ge=1)
     samples: int = param("prior samples whose Jacobians are computed", ge=1)
     batch_size: int = param("samples differentiated together", ge=1)
-    plotted_behaviours: int = param("behaviours with their own heat maps (besides all samples)", ge=0)
+    plotted_behaviours: int = param("behaviours with their own heat maps (besides all samples), those with the "
+                                    "most Jacobian samples", ge=0)
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    samples: int = param("simulated samples exported to the panel, from the first (0 = none)", ge=0)
+    real_episodes: int = param("real episodes exported, from the first (informed samples' episodes are added)",
+                               ge=0)
+    embedding_points: int = param("most points per 2-D embedding (only points of exported items)", ge=1)
+    exemplars: int = param("exemplar samples listed per behaviour", ge=0)
 
 
 @dataclass(frozen=True)
@@ -305,6 +319,7 @@ class Params:
     saliency: SaliencyConfig = param("SmoothGrad saliency through the simulator")
     validate: ValidateConfig = param("hidden-state interventions and their effect on behaviour")
     dynamics: DynamicsConfig = param("cross-correlation and Jacobians of hidden-state components")
+    panel: PanelConfig = param("the interpretability panel (a static web page)")
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate

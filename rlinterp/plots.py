@@ -184,6 +184,24 @@ def lookback(curves: dict, t: int, path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def saliency_strip(frames, maps, path: str | Path, title: str = "") -> None:
+    """Greyscale frames (K, 3, S, S) in [0, 1] under a heat map of saliency magnitude (K, S, S), columns the steps
+    up to the explained one (the last); one colour scale for the strip, so steps compare."""
+    steps = len(frames)
+    limit = max(float(maps.max()), 1e-12)
+    fig, axes = plt.subplots(1, steps, figsize=(1.1 * steps + 0.6, 1.5), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.imshow(frames[k].mean(0).numpy(), cmap="gray", vmin=0, vmax=1)
+        heat = ax.imshow(maps[k].numpy(), cmap="inferno", vmin=0, vmax=limit,
+                         alpha=(maps[k] / limit).clamp(0, 1).numpy() * 0.8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{k} (target)" if k == steps - 1 else str(k), fontsize=7)
+    fig.colorbar(heat, ax=list(axes[0]), fraction=0.02)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
 def action_distributions(runs: dict, action_names, path: str | Path, title: str = "") -> None:
     """Grouped bars: each run's share of every action."""
     import numpy as np
@@ -199,19 +217,33 @@ def action_distributions(runs: dict, action_names, path: str | Path, title: str 
     save_figure(fig, path)
 
 
-def matrix_grid(matrices: dict, path: str | Path, title: str = "") -> None:
-    """Rows: named stacks of (K, C, C) matrices; columns: lag k. Symmetric colour scale per row."""
+def matrix_grid(matrices: dict, path: str | Path, title: str = ""):
+    """Rows: named stacks of (K, C, C) IC-by-IC matrices, [k, i, j] from IC i at step t - k to IC j at step t;
+    columns: lag k. One symmetric colour scale and colour bar per row, since the kinds differ in units; set by lags
+    k >= 1, as k = 0 is often an identity that would wash the rest out. Returns the (closed) figure to inspect."""
     lags = max(len(m) for m in matrices.values())
-    fig, axes = plt.subplots(len(matrices), lags, figsize=(1.9 * lags, 2.0 * len(matrices)), squeeze=False)
-    for row, (name, stack) in zip(axes, matrices.items()):
+    fig, axes = plt.subplots(len(matrices), lags, figsize=(2.1 * lags + 0.8, 2.3 * len(matrices)), squeeze=False,
+                             layout="constrained")
+    for r, (row, (name, stack)) in enumerate(zip(axes, matrices.items())):
         limit = max(float(abs(stack[1:] if len(stack) > 1 else stack).max()), 1e-9)
+        ics = range(stack.shape[-1])
         for k, ax in enumerate(row):
-            ax.axis("off")
-            if k < len(stack):
-                ax.imshow(stack[k], cmap="RdBu_r", vmin=-limit, vmax=limit)
-                ax.set_title(f"{name}\nk = {k}" if k == 0 else f"k = {k}", fontsize=7)
+            if k >= len(stack):
+                ax.axis("off")
+                continue
+            image = ax.imshow(stack[k], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"{name}\nlag k = {k}", fontsize=6)
+            ax.set_xticks(ics, [str(i) for i in ics])
+            ax.set_yticks(ics, [str(i) for i in ics])
+            ax.tick_params(labelsize=5, length=1.5, pad=1, labelleft=k == 0, labelbottom=r == len(axes) - 1)
+            if k == 0:
+                ax.set_ylabel("IC at step t - k (source)", fontsize=6)
+            if r == len(axes) - 1:
+                ax.set_xlabel("IC at step t (target)", fontsize=6)
+        fig.colorbar(image, ax=row, shrink=0.8, pad=0.01).ax.tick_params(labelsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
+    return fig
 
 
 def consistency_curves(results: dict, path: str | Path) -> None:
@@ -224,5 +256,24 @@ def consistency_curves(results: dict, path: str | Path) -> None:
     ax.axhline(0.5, color="k", linewidth=0.5)
     ax.set_xlabel("lag k")
     ax.set_ylabel("sign agreement (dotted: shuffled)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def activation_shifts(series: dict[str, list[dict]], path: str | Path, title: str = "") -> None:
+    """Grouped bars per component: each series' difference with its 95% interval as an error bar."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(8, 3))
+    width = 0.8 / len(series)
+    for i, (name, shifts) in enumerate(series.items()):
+        diff = np.array([s["difference"] for s in shifts])
+        err = np.abs(np.array([[s["ci95_low"] for s in shifts], [s["ci95_high"] for s in shifts]]) - diff)
+        ax.bar(np.arange(len(shifts)) + i * width, diff, width, yerr=err, capsize=2, label=name)
+    count = len(next(iter(series.values())))
+    ax.axhline(0, color="k", linewidth=0.5)
+    ax.set_xticks(np.arange(count) + 0.4 - width / 2)
+    ax.set_xticklabels([f"IC {c}" for c in range(count)], fontsize=7)
+    ax.set_ylabel("mean activation, edited - control")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, path)

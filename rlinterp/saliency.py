@@ -4,8 +4,10 @@ A target is a scalar read from the agent at simulated step t: its value, the log
 the activation of an hx direction (an independent component). SmoothGrad, as in the original: the sample's latent
 is copied `noise_samples` times, every copy but the first perturbed by Gaussian noise of std `noise_scale` (and
 re-normalised for the sphere bottleneck), the closed-loop rollout is run for the batch, and the gradients are
-averaged over the copies. Gradients are read with respect to the decoded frame, the agent hx and the simulator's
-deterministic state at every step (zero leaves added where each tensor is made), and the latent itself.
+averaged over the copies. Optionally every copy's frames also get Gaussian noise of std `frame_noise_scale` where
+the agent reads them (input-space SmoothGrad; the original perturbed only the latent). Gradients are read with
+respect to the decoded frame, the agent hx and the simulator's deterministic state at every step (zero leaves added
+where each tensor is made), and the latent itself.
 With `env_grads=False` actions are detached before they enter the simulated environment, so a target reaches
 earlier steps only through the agent's own memory.
 """
@@ -68,8 +70,13 @@ def smoothgrad_latents(latent: torch.Tensor, copies: int, scale: float, sphere: 
 
 def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, steps: int,
              targets: dict[str, Target], timesteps: list[int], *, noise_samples: int = 9, noise_scale: float = 1.25e-4,
-             env_grads: bool = True, generator: torch.Generator | None = None) -> dict[tuple[str, int], SaliencyMaps]:
-    """(target name, t) -> SaliencyMaps for one sample's latent (D,). One forward pass serves every target."""
+             frame_noise_scale: float = 0.0, env_grads: bool = True, generator: torch.Generator | None = None
+             ) -> dict[tuple[str, int], SaliencyMaps]:
+    """(target name, t) -> SaliencyMaps for one sample's latent (D,). One forward pass serves every target.
+
+    Frame noise is drawn in the rollout's frame hook, so it reaches the agent and nothing else, and the frame maps
+    are gradients at the noisy frame; every copy gets noise, the first included (frames have no 'exact' copy).
+    """
     batch = smoothgrad_latents(latent, noise_samples, noise_scale, simulator.config.bottleneck == "sphere",
                                generator).requires_grad_(True)
     leaves: dict[str, list[torch.Tensor]] = {"frame": [], "env_h": [], "agent_hx": []}
@@ -81,13 +88,19 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, 
             return x + zero
         return hook
 
+    def frame_hook(step: int, frame: torch.Tensor) -> torch.Tensor:
+        if frame_noise_scale > 0:
+            noise = torch.randn(frame.shape, generator=generator, device=frame.device, dtype=frame.dtype)
+            frame = frame + noise * frame_noise_scale
+        return add_leaf("frame")(step, frame)
+
     def hx_hook(module, inputs, output):          # agent.hook_hx: the state its heads read, every step
         return add_leaf("agent_hx")(len(leaves["agent_hx"]), output)
 
     handle = agent.hook_hx.register_forward_hook(hx_hook)
     try:
         rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads,
-                                    hooks={"frame": add_leaf("frame"), "env_h": add_leaf("env_h")})
+                                    hooks={"frame": frame_hook, "env_h": add_leaf("env_h")})
     finally:
         handle.remove()
     results = {}

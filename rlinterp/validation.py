@@ -1,10 +1,13 @@
 """Measuring what an intervention on the hidden state does to behaviour: statistics that compare an edited run
-with its unaltered control on the same level seeds (real environment) or the same latents (simulator)."""
+with its unaltered control on the same level seeds (real environment, read from the runs' RolloutStores) or the
+same latents (simulator)."""
 from __future__ import annotations
 
 import numpy as np
 
 from rlinterp.agent.evaluate import EvalResult
+from rlinterp.analysis.decompose import Basis
+from rlinterp.store import RolloutStore
 
 TIMEOUT_STEPS = 1000   # Procgen ends an episode after 1000 steps
 
@@ -29,6 +32,17 @@ def sign_flip_pvalue(edited: np.ndarray, control: np.ndarray, samples: int, seed
     return float((1 + (null >= observed - 1e-12).sum()) / (samples + 1))
 
 
+def paired_test(edited: np.ndarray, control: np.ndarray, samples: int, seed: int) -> dict[str, float]:
+    """Mean difference, its bootstrap interval and its sign-flip p-value."""
+    return {**bootstrap_difference(edited, control, samples, seed),
+            "p_value": sign_flip_pvalue(edited, control, samples, seed)}
+
+
+def activation_shift(edited: np.ndarray, control: np.ndarray, samples: int, seed: int) -> list[dict[str, float]]:
+    """Per component, the paired test of (N, C) activations (one row per episode or simulated sample)."""
+    return [paired_test(edited[:, c], control[:, c], samples, seed) for c in range(edited.shape[1])]
+
+
 def end_causes(result: EvalResult) -> dict[str, float]:
     """Share of episodes that reached the coin, timed out, or ended otherwise (the agent died)."""
     coin = result.completed
@@ -43,20 +57,47 @@ def action_shift(edited_counts: np.ndarray, control_counts: np.ndarray) -> float
     return float(0.5 * np.abs(p - q).sum())
 
 
-def compare_real(edited: EvalResult, control: EvalResult, edited_actions: np.ndarray, control_actions: np.ndarray,
-                 samples: int, seed: int) -> dict:
-    """Edited vs control on the same level seeds: return, completion, length, how episodes end, actions."""
+def level_order(store: RolloutStore) -> np.ndarray:
+    """Episode indices sorted by level seed: a store lists episodes as they finish, so this is what lines two
+    runs on the same level seeds up episode by episode."""
+    return np.argsort(store.episode_info()["level_seed"], kind="stable")
+
+
+def episode_outcomes(store: RolloutStore) -> EvalResult:
+    """Return, length, completion and level seed of every episode, in level-seed order."""
+    info, order = store.episode_info(), level_order(store)
+    return EvalResult(info["return"][order], info["length"][order], info["completed"][order],
+                      info["level_seed"][order])
+
+
+def episode_ic_means(store: RolloutStore, basis: Basis) -> np.ndarray:
+    """(E, C) each episode's mean IC activation of its recorded hx (the edited state in an edited run), in
+    level-seed order."""
+    ics = basis.ica(np.asarray(store["hx"][:]))
+    lengths = store.episode_ends - store.episode_starts
+    return (np.add.reduceat(ics, store.episode_starts, axis=0) / lengths[:, None])[level_order(store)]
+
+
+def compare_real(edited_store: RolloutStore, control_store: RolloutStore, basis: Basis, samples: int,
+                 seed: int) -> dict:
+    """Edited vs control on the same level seeds: return, completion, length, how episodes end, actions, and
+    the shift of every IC's mean activation."""
+    edited, control = episode_outcomes(edited_store), episode_outcomes(control_store)
     if not np.array_equal(edited.level_seeds, control.level_seeds):
-        raise ValueError("edited and control runs were played on different level seeds")
+        raise ValueError(f"{edited_store.path} and {control_store.path} were played on different level seeds")
     report = {}
     for name, a, b in (("return", edited.returns, control.returns),
                        ("completion", edited.completed, control.completed),
                        ("length", edited.lengths, control.lengths)):
-        report[name] = {"edited": float(np.mean(a)), "control": float(np.mean(b)),
-                        **bootstrap_difference(a, b, samples, seed), "p_value": sign_flip_pvalue(a, b, samples, seed)}
+        report[name] = {"edited": float(np.mean(a)), "control": float(np.mean(b)), **paired_test(a, b, samples, seed)}
     report["end_causes"] = {"edited": end_causes(edited), "control": end_causes(control)}
+    num_actions = control_store["logits"].shape[1]
+    edited_actions, control_actions = (np.bincount(store["action"][:], minlength=num_actions)
+                                       for store in (edited_store, control_store))
     report["action_distribution"] = {
         "edited": (edited_actions / max(edited_actions.sum(), 1)).round(4).tolist(),
         "control": (control_actions / max(control_actions.sum(), 1)).round(4).tolist(),
         "total_variation": action_shift(edited_actions, control_actions)}
+    report["ic_activation_shift"] = activation_shift(episode_ic_means(edited_store, basis),
+                                                     episode_ic_means(control_store, basis), samples, seed)
     return report

@@ -18,3 +18,11 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float = 15.0, scale: in
     tmp = path.with_name(path.stem + ".tmp.gif")
     images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     os.replace(tmp, path)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two (T, H, W, 3) clips next to each other; the shorter one holds its last frame, so both play to their
+    end (an edited episode may last longer or shorter than its control)."""
+    steps = max(len(left), len(right))
+    left, right = (np.pad(clip, [(0, steps - len(clip))] + [(0, 0)] * 3, mode="edge") for clip in (left, right))
+    return np.concatenate([left, right], axis=2)

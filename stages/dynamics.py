@@ -1,7 +1,8 @@
 """Stage dynamics: cross-correlation and Jacobians of the agent-hx ICs over simulated samples, with and without
 gradients through the simulated environment, and their consistency; overall and per behaviour.
 
-Writes data/dynamics.npz, metrics/dynamics.json and heat maps in plots/dynamics/.
+Writes data/dynamics/dynamics.npz, metrics/dynamics.json, and in plots/dynamics/ heat maps (all samples and
+the `plotted_behaviours` behaviours with the most Jacobian samples) and the overall consistency curves.
 """
 import numpy as np
 import torch
@@ -23,6 +24,12 @@ BEHAVIOURS = "data/behaviours/labels.npz"
 OUT = "data/dynamics"
 METRICS = "metrics/dynamics.json"
 FIGURES = "plots/dynamics"
+
+
+def sign_agreement(rows: list[dict], mode: str) -> dict[str, float]:
+    """Mean over lags of a consistency list: one number per group and mode, to compare groups at a glance."""
+    return {f"sign_agreement_{mode}": float(np.mean([r["sign_agreement"] for r in rows])),
+            f"sign_agreement_{mode}_shuffled": float(np.mean([r["sign_agreement_shuffled"] for r in rows]))}
 
 
 @stage_main
@@ -69,20 +76,23 @@ def main() -> None:
             per_lag = lagged(jac[mode][jac_members].mean(0), config.max_lag)
             arrays[f"{group}/jacobian_{mode}"] = per_lag
             entry[f"consistency_{mode}"] = consistency(xcorr, per_lag, config.seed)
+            entry.update(sign_agreement(entry[f"consistency_{mode}"], mode))
         report["groups"][group] = entry
     overall = report["groups"]["all"]
     for mode in jac:
-        rows = overall[f"consistency_{mode}"]
-        report[f"sign_agreement_{mode}"] = float(np.mean([r["sign_agreement"] for r in rows]))
-        report[f"sign_agreement_{mode}_shuffled"] = float(np.mean([r["sign_agreement_shuffled"] for r in rows]))
+        report.update(sign_agreement(overall[f"consistency_{mode}"], mode))
     with atomic_directory(OUT) as out:
         np.savez(out / "dynamics.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
     write_json(METRICS, report)
-    for group in [g for g in report["groups"]][:1 + config.plotted_behaviours]:
+    behaviours = sorted((g for g in report["groups"] if g != "all"),       # the best-estimated ones
+                        key=lambda g: -report["groups"][g]["jacobian_samples"])
+    for group in ["all", *behaviours[:config.plotted_behaviours]]:
+        entry = report["groups"][group]
         plots.matrix_grid({"cross-correlation": arrays[f"{group}/xcorr"],
-                           "Jacobian, agent + environment": arrays[f"{group}/jacobian_with_env"],
-                           "Jacobian, agent only": arrays[f"{group}/jacobian_without_env"]},
-                          f"{FIGURES}/{group}.png", f"{group}: IC i at t (rows) -> IC j at t + k (columns)")
+                           "Jacobian through agent only": arrays[f"{group}/jacobian_without_env"],
+                           "Jacobian through agent + environment": arrays[f"{group}/jacobian_with_env"]},
+                          f"{FIGURES}/{group}.png", f"{group.replace('_', ' ')}: {entry['samples']} samples, "
+                          f"Jacobians of {entry['jacobian_samples']} (target step {config.target_step})")
     plots.consistency_curves({mode: overall[f"consistency_{mode}"] for mode in jac}, f"{FIGURES}/consistency.png")
 
 

@@ -1,9 +1,10 @@
-"""Stage saliency: SmoothGrad maps of value, greedy action and every agent-hx IC (plus a random hx direction as
-the baseline) at chosen steps, with and without gradients through the simulated environment.
+"""Stage saliency: SmoothGrad maps of value, greedy action (optionally every action's log-probability) and every
+agent-hx IC (plus a random hx direction as the baseline) at chosen steps, with and without gradients through the
+simulated environment.
 
 Writes data/saliency.zarr (one array per mode / target / kind, shaped (sample, timestep, step, ...)),
 metrics/saliency.json (how far back each target looks, beside the random direction), and plots/saliency/
-(look-back curves, overlay GIFs of the value target).
+(look-back curves, overlay GIFs of the value target, PNG strips of value / greedy action / first IC).
 """
 import time
 
@@ -15,9 +16,10 @@ from rlinterp import plots
 from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
+from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
-from rlinterp.saliency import (blur, combined_latent, direction_target, greedy_action_target, parse_ids, saliency,
-                               value_target)
+from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
+                               saliency, value_target)
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_simulator
 from rlinterp.store import RolloutStore
@@ -54,7 +56,9 @@ def main() -> None:
     rng = np.random.default_rng(config.seed)
     random_direction = rng.standard_normal(basis.ica_unmixing.shape[1])
     random_direction *= np.linalg.norm(basis.ica_unmixing, axis=1).mean() / np.linalg.norm(random_direction)
-    targets = {"value": value_target, "action": greedy_action_target,
+    actions = {f"action_{name}": action_target(a) for a, name in enumerate(ACTION_NAMES)} \
+        if config.actions == "all" else {}
+    targets = {"value": value_target, "action": greedy_action_target, **actions,
                **{f"ic_{k}": direction_target(row, basis.mean) for k, row in enumerate(basis.ica_unmixing)},
                "random_direction": direction_target(random_direction, basis.mean)}
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -64,7 +68,8 @@ def main() -> None:
         for env_grads in (True, False):
             results[env_grads].append(saliency(simulator, agent, latent, config.num_steps, targets,
                                                list(config.timesteps), noise_samples=config.noise_samples,
-                                               noise_scale=config.noise_scale, env_grads=env_grads,
+                                               noise_scale=config.noise_scale,
+                                               frame_noise_scale=config.frame_noise_scale, env_grads=env_grads,
                                                generator=generator))
     seconds = time.perf_counter() - start
     maps_made = 2 * len(latents) * len(targets) * len(config.timesteps)
@@ -109,6 +114,12 @@ def main() -> None:
         obs = frames_to_obs(rollout.frames[:, 0], simulator)
         overlay = saliency_overlay(obs, blur(maps, config.blur_kernel, config.blur_sigma).numpy(), simulator)
         write_gif(f"{FIGURES}/value_t{t0}_sample_{index:03d}.gif", overlay, fps=4)
+        for name in ("value", "action", "ic_0"):
+            magnitude = results[True][index][(name, t0)].frames.abs().sum(1).cpu()
+            plots.saliency_strip(rollout.frames[:t0 + 1, 0].cpu(),
+                                 blur(magnitude, config.blur_kernel, config.blur_sigma)[:t0 + 1],
+                                 f"{FIGURES}/{name}_t{t0}_sample_{index:03d}.png",
+                                 f"|d {name} at step {t0} / d frame| (blurred), sample {index}, with env grads")
 
 
 def saliency_overlay(obs: np.ndarray, maps: np.ndarray, simulator) -> np.ndarray:

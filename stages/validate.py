@@ -2,10 +2,14 @@
 on the same level seeds as an unaltered control, and in the simulator from the same latents.
 
 Beside it runs the same spec in a random basis (directions of the same lengths, random orientations): the
-effect an arbitrary edit of that size has. Writes metrics/validation/NAME.json and plots/validation/NAME/.
+effect an arbitrary edit of that size has. The real runs are recorded into data/validation/NAME/RUN.zarr (RUN:
+control, edited, random_basis; their hx is the state after the edit, the one the agent acted on) and compared
+from there. Writes metrics/validation/NAME.json and plots/validation/NAME/ (actions, IC shifts, control | edited
+GIFs of real episodes on the same level and of simulated rollouts from the same latent).
 
     python stages/validate.py NAME
 """
+import dataclasses
 import sys
 
 import numpy as np
@@ -13,35 +17,23 @@ import torch
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import file_sha256, load_agent
-from rlinterp.agent.evaluate import AgentPolicy, level_sets, play_episodes
+from rlinterp.agent.evaluate import level_sets
 from rlinterp.analysis.decompose import Basis
-from rlinterp.config import load_params
+from rlinterp.config import config_hash, load_params, to_dict
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
 from rlinterp.interventions import HookedIntervention, Intervention
-from rlinterp.runtime import StageError, setup_torch, stage_main, write_json
+from rlinterp.record import record_rollouts
+from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_simulator
-from rlinterp.store import RolloutStore
-from rlinterp.validation import action_shift, bootstrap_difference, compare_real, sign_flip_pvalue
-from rlinterp.video import write_gif
+from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
+from rlinterp.validation import action_shift, activation_shift, compare_real, level_order, paired_test
+from rlinterp.video import side_by_side, write_gif
 
 AGENT = "data/agent/checkpoint.pt"
 SIMULATOR = "data/simulator/checkpoint.pt"
 SAMPLES = "data/samples.zarr"
 HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
-
-
-class CountingPolicy(AgentPolicy):
-    """The agent's sampled policy, counting the actions it takes."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.counts = np.zeros(NUM_ACTIONS, dtype=np.int64)
-
-    def __call__(self, obs, first):
-        actions = super().__call__(obs, first)
-        self.counts += np.bincount(actions, minlength=NUM_ACTIONS)
-        return actions
 
 
 def random_basis_like(edit: Intervention, seed: int) -> Intervention:
@@ -69,62 +61,66 @@ def main() -> None:
         edit = Intervention.from_spec(basis, config.basis, list(spec.source), list(spec.target))
     except ValueError as err:
         raise StageError(f"validate.interventions {name}: {err}") from err
-    runs = {"control": None, "edited": edit, "random_basis": random_basis_like(edit, config.seed)}
+    # The control runs through the same hook with an empty edit, which returns the state untouched.
+    runs = {"control": dataclasses.replace(edit, pairs=()), "edited": edit,
+            "random_basis": random_basis_like(edit, config.seed)}
+    intervention = {"name": name, "basis": config.basis, "source": list(spec.source), "target": list(spec.target)}
 
     start_level, num_levels = level_sets(params.env, params.evaluate)[f"{config.levels}_levels"]
-    real, counts = {}, {}
-    for run, intervention in runs.items():
-        policy = CountingPolicy(agent, config.seed, device=str(device))
-        hooked = HookedIntervention(agent, intervention) if intervention is not None else None
-        with hooked if hooked is not None else torch.no_grad():
-            real[run] = play_episodes(params.env, policy, config.num_envs, config.episodes_per_env, config.seed,
-                                      start_level, num_levels, desc=f"validate {name}: {run}")
-        counts[run] = policy.counts
-    report = {"intervention": {"name": name, "basis": config.basis, "source": list(spec.source),
-                               "target": list(spec.target)},
-              "real": {run: compare_real(real[run], real["control"], counts[run], counts["control"],
-                                         config.bootstrap_samples, config.seed) for run in ("edited", "random_basis")}}
+    attrs = {"stage": "validate", "intervention": intervention, "agent_sha256": file_sha256(AGENT),
+             "params_hash": config_hash(params.env, params.agent, config), "env": to_dict(params.env),
+             "levels": {"start_level": start_level, "num_levels": num_levels}}
+    fields = real_rollout_fields(params.agent.hidden_size, NUM_ACTIONS)
+    folder = f"data/validation/{name}"
+    with atomic_directory(folder) as tmp:
+        for run, hook in runs.items():
+            with RolloutWriter(tmp / f"{run}.zarr", fields, {**attrs, "run": run}) as writer, \
+                    HookedIntervention(agent, hook):
+                record_rollouts(params.env, agent, writer, config.num_envs, config.episodes_per_env, config.seed,
+                                start_level, num_levels, device)
+    real = {run: RolloutStore(f"{folder}/{run}.zarr") for run in runs}
+    report = {"intervention": intervention,
+              "real": {run: compare_real(real[run], real["control"], basis, config.bootstrap_samples, config.seed)
+                       for run in ("edited", "random_basis")}}
 
     simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
     samples = RolloutStore(SAMPLES)
     count = min(config.sim_samples, samples.num_episodes)
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)
-    steps = params.sample.num_steps
     simulated = {}
-    for run, intervention in runs.items():
-        with torch.no_grad():
-            if intervention is None:
-                simulated[run] = simulator.rollout(latents, agent, steps, modal=True)
-            else:
-                with HookedIntervention(agent, intervention):
-                    simulated[run] = simulator.rollout(latents, agent, steps, modal=True)
-    readout = torch.as_tensor(basis.ica_unmixing, dtype=torch.float32)
-    mean = torch.as_tensor(basis.mean, dtype=torch.float32)
-
-    def ic(rollout):
-        return ((rollout.agent_hx - mean) @ readout.T).mean((0, 1)).numpy()
-
-    control_actions = np.bincount(simulated["control"].agent_action.flatten().numpy(), minlength=NUM_ACTIONS)
-    report["simulated"] = {}
-    for run in ("edited", "random_basis"):
-        actions = np.bincount(simulated[run].agent_action.flatten().numpy(), minlength=NUM_ACTIONS)
-        value, control_value = (simulated[r].agent_value.mean(0).numpy() for r in (run, "control"))
-        report["simulated"][run] = {
-            "action_total_variation": action_shift(actions, control_actions),
-            "action_agreement_with_control": float((simulated[run].agent_action ==
-                                                    simulated["control"].agent_action).float().mean()),
-            "value": {**bootstrap_difference(value, control_value, config.bootstrap_samples, config.seed),
-                      "p_value": sign_flip_pvalue(value, control_value, config.bootstrap_samples, config.seed)},
-            "ic_activation_shift": (ic(simulated[run]) - ic(simulated["control"])).round(4).tolist()}
+    for run, hook in runs.items():
+        with torch.no_grad(), HookedIntervention(agent, hook):
+            simulated[run] = simulator.rollout(latents, agent, params.sample.num_steps, modal=True)
+    actions = {run: np.bincount(r.agent_action.flatten().cpu().numpy(), minlength=NUM_ACTIONS)
+               for run, r in simulated.items()}
+    values = {run: r.agent_value.mean(0).cpu().numpy() for run, r in simulated.items()}       # per sample
+    ics = {run: basis.ica(r.agent_hx.cpu().numpy()).mean(0) for run, r in simulated.items()}  # (samples, C)
+    report["simulated"] = {run: {
+        "action_total_variation": action_shift(actions[run], actions["control"]),
+        "action_agreement_with_control": float((simulated[run].agent_action ==
+                                                simulated["control"].agent_action).float().mean()),
+        "value": paired_test(values[run], values["control"], config.bootstrap_samples, config.seed),
+        "ic_activation_shift": activation_shift(ics[run], ics["control"], config.bootstrap_samples, config.seed)}
+        for run in ("edited", "random_basis")}
     write_json(f"metrics/validation/{name}.json", report)
 
     figures = f"plots/validation/{name}"
-    plots.action_distributions({run: counts[run] / max(counts[run].sum(), 1) for run in runs}, ACTION_NAMES,
-                               f"{figures}/real_actions.png", f"{name}: actions in the real environment")
+    shares = {"control": report["real"]["edited"]["action_distribution"]["control"],
+              **{run: report["real"][run]["action_distribution"]["edited"] for run in ("edited", "random_basis")}}
+    plots.action_distributions(shares, ACTION_NAMES, f"{figures}/real_actions.png",
+                               f"{name}: actions in the real environment")
+    plots.activation_shifts({f"{run} ({where})": report[where][run]["ic_activation_shift"]
+                             for run in ("edited", "random_basis") for where in ("real", "simulated")},
+                            f"{figures}/ic_shifts.png", f"{name}: IC activation, edited - control (95% CI)")
+    control_order, edited_order = level_order(real["control"]), level_order(real["edited"])
+    for index in range(min(config.videos, real["control"].num_episodes)):
+        left = real["control"].episode(int(control_order[index]), ["obs"])["obs"]
+        right = real["edited"].episode(int(edited_order[index]), ["obs"])["obs"]
+        write_gif(f"{figures}/real_{index:03d}.gif", side_by_side(left, right))
     for index in range(min(config.videos, count)):
         left = frames_to_obs(simulated["control"].frames[:, index], simulator)
         right = frames_to_obs(simulated["edited"].frames[:, index], simulator)
-        write_gif(f"{figures}/simulated_{index:03d}.gif", np.concatenate([left, right], axis=2), fps=6)
+        write_gif(f"{figures}/simulated_{index:03d}.gif", side_by_side(left, right), fps=6)
 
 
 if __name__ == "__main__":

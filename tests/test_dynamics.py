@@ -1,12 +1,15 @@
-"""Dynamics: Jacobians of a known linear recurrent system, cross-correlation against numpy, environment path."""
+"""Dynamics: Jacobians of a known linear recurrent system, cross-correlation against numpy, environment path,
+labelled heat maps."""
 from __future__ import annotations
 
 import types
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from rlinterp import plots
 from rlinterp.agent.model import HookPoint
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
 
@@ -84,3 +87,25 @@ def test_consistency_counts_sign_agreement_against_a_shuffled_baseline():
     assert all(r["sign_agreement"] == 1.0 for r in result)
     assert all(r["sign_agreement_shuffled"] < 0.8 for r in result)
     assert consistency(xcorr, -xcorr, seed=0)[0]["sign_agreement"] == 0.0
+
+
+def test_heat_maps_label_the_ics_the_lag_and_the_matrix_kind(tmp_path):
+    stack = np.random.default_rng(0).standard_normal((3, 4, 4))
+    fig = plots.matrix_grid({"cross-correlation": stack, "Jacobian through agent only": stack / 10},
+                            tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 5000
+    panels, colour_bars = fig.axes[:6], fig.axes[6:]
+    assert len(colour_bars) == 2
+    assert [ax.get_title() for ax in panels[:4]] == [f"cross-correlation\nlag k = {k}" for k in range(3)] + \
+        ["Jacobian through agent only\nlag k = 0"]
+    for ax in panels:                                       # IC labels on the outer panels, ticks on all
+        assert list(ax.get_xticks()) == list(ax.get_yticks()) == [0, 1, 2, 3]
+        low, high = ax.images[0].get_clim()
+        assert low == -high
+    for ax in (panels[0], panels[3]):
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2", "3"]
+    for ax in panels[3:]:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "3"]
+    assert "source" in panels[0].get_ylabel() and "target" in panels[3].get_xlabel()
+    assert panels[3].images[0].get_clim() == panels[5].images[0].get_clim()         # shared along the row
+    assert panels[0].images[0].get_clim()[1] == pytest.approx(np.abs(stack[1:]).max())

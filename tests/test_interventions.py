@@ -1,5 +1,8 @@
-"""Hidden-state interventions: projector algebra, swaps, no-op specs, and effects on a synthetic agent."""
+"""Hidden-state interventions: projector algebra, swaps, no-op specs, effects on a synthetic agent, and edited
+real-environment runs recorded and compared with their control."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -7,7 +10,11 @@ import torch
 
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.analysis.decompose import fit_basis
+from rlinterp.envs import NUM_ACTIONS
 from rlinterp.interventions import HookedIntervention, Intervention
+from rlinterp.record import record_rollouts
+from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
+from rlinterp.validation import compare_real, episode_ic_means
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +60,86 @@ def test_empty_spec_is_bit_identical_and_bad_specs_are_refused(basis):
         Intervention.from_spec(basis, "ica", [7], [None])
 
 
-def test_collapsing_a_used_direction_changes_actions_and_an_unused_one_does_not(params):
+def test_collapsing_a_used_direction_changes_policy_and_value_and_an_unused_one_does_not(params):
     torch.manual_seed(0)
     agent = build_agent(params.agent).eval()
     h = agent.hidden_size
     directions = torch.linalg.qr(torch.randn(h, h))[0].T[:2]          # two orthonormal directions in hx space
     edit_used = Intervention(directions, directions, torch.zeros(h), ((0, None),))
     edit_unused = Intervention(directions, directions, torch.zeros(h), ((1, None),))
-    with torch.no_grad():                                             # the policy reads only direction 0
+    with torch.no_grad():                                             # both heads read only direction 0
         agent.policy_head.weight.copy_(torch.randn(agent.num_actions, 1) * 5 * directions[0])
+        agent.value_head.weight.copy_(5 * directions[0][None])
     obs = torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8)
     first = torch.zeros(64, dtype=torch.bool)
     state = torch.randn(64, h, generator=torch.Generator().manual_seed(1)) * 3     # varied incoming states
 
-    def actions(edit=None):
-        with torch.no_grad():
-            if edit is None:
-                return agent.step(obs, state, first).logits.argmax(-1)
-            with HookedIntervention(agent, edit):
-                return agent.step(obs, state, first).logits.argmax(-1)
+    def step(edit=None):
+        with torch.no_grad(), HookedIntervention(agent, edit or dataclasses.replace(edit_used, pairs=())):
+            out = agent.step(obs, state, first)
+        return out.logits.softmax(-1), out.value
 
-    control = actions()
-    assert len(control.unique()) > 1
-    assert (actions(edit_used) != control).float().mean() > 0.3
-    assert torch.equal(actions(edit_unused), control)
+    def total_variation(p, q):
+        return 0.5 * (p - q).abs().sum(-1).mean()
+
+    control_policy, control_value = step()
+    assert len(control_policy.argmax(-1).unique()) > 1
+    used_policy, used_value = step(edit_used)
+    assert total_variation(used_policy, control_policy) > 0.3
+    assert (used_value - control_value).abs().mean() > 0.5
+    unused_policy, unused_value = step(edit_unused)
+    assert total_variation(unused_policy, control_policy) < 1e-5
+    assert torch.allclose(unused_value, control_value, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """One agent on the same seeds: unhooked, hooked with an empty edit, and with IC 0 collapsed."""
+    from rlinterp.config import params_from_dict
+    from tests.conftest import tiny_params_dict
+    params = params_from_dict(tiny_params_dict())
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval()
+    folder = tmp_path_factory.mktemp("validation")
+
+    def record(name, edit=None):
+        fields = real_rollout_fields(params.agent.hidden_size, NUM_ACTIONS)
+        with RolloutWriter(folder / f"{name}.zarr", fields, {"stage": "test"}, 32, 128) as writer:
+            if edit is None:
+                record_rollouts(params.env, agent, writer, 3, 1, seed=5, progress=False)
+            else:
+                with HookedIntervention(agent, edit):
+                    record_rollouts(params.env, agent, writer, 3, 1, seed=5, progress=False)
+        return RolloutStore(folder / f"{name}.zarr")
+
+    unhooked = record("unhooked")
+    basis, _ = fit_basis(np.asarray(unhooked["hx"][:]), 8, 4, 2, seed=0, outlier_sigma=0)
+    collapse = Intervention.from_spec(basis, "ica", [0], [None])
+    return basis, unhooked, record("control", dataclasses.replace(collapse, pairs=())), record("edited", collapse)
+
+
+def test_an_empty_edit_records_bit_identical_rollouts(real_runs):
+    _, unhooked, control, _ = real_runs
+    assert control.fields == unhooked.fields and control.num_steps == unhooked.num_steps
+    for field in unhooked.fields:
+        np.testing.assert_array_equal(control[field][:], unhooked[field][:], err_msg=field)
+    for name, values in unhooked.episode_info().items():
+        np.testing.assert_array_equal(control.episode_info()[name], values, err_msg=name)
+
+
+def test_real_comparison_reads_the_recorded_runs(real_runs):
+    basis, unhooked, control, edited = real_runs
+    assert np.abs(basis.ica(np.asarray(edited["hx"][:]))[:, 0]).max() < 1e-4     # the agent acted on IC 0 = 0
+    report = compare_real(edited, control, basis, samples=200, seed=0)
+    shift = report["ic_activation_shift"]
+    assert len(shift) == 4
+    assert shift[0]["difference"] == pytest.approx(-episode_ic_means(control, basis)[:, 0].mean(), abs=1e-4)
+    assert all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
+    info = control.episode_info()
+    assert report["return"]["control"] == pytest.approx(info["return"].mean())
+    assert report["length"]["control"] == pytest.approx(info["length"].mean())
+    assert sum(report["end_causes"]["edited"].values()) == pytest.approx(1.0)
+    same = compare_real(control, unhooked, basis, samples=200, seed=0)
+    assert same["return"]["difference"] == 0 and same["return"]["p_value"] == 1
+    assert same["action_distribution"]["total_variation"] == 0
+    assert all(s["difference"] == 0 for s in same["ic_activation_shift"])

@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 import zarr
+from PIL import Image
 
 from rlinterp.agent.checkpoint import file_sha256
 from rlinterp.analysis.decompose import Basis
 from rlinterp.store import RolloutStore
+from rlinterp.validation import episode_ic_means
 
 from tests.conftest import ROOT, tiny_params_dict
 
@@ -151,13 +153,30 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert maps["with_env_grads/value/frames"].shape == (2, 1, 4, 3, 16, 16)
     assert np.abs(maps["with_env_grads/value/frames"][:, :, 3]).max() == 0      # after the target step: nothing
     assert (repo / "plots/saliency/lookback.png").stat().st_size > 5000
+    assert (repo / "plots/saliency/ic_0_t2_sample_000.png").stat().st_size > 2000
     validated = json.loads((repo / "metrics/validation/collapse_ic0.json").read_text())
+    runs = {run: RolloutStore(repo / f"data/validation/collapse_ic0/{run}.zarr")
+            for run in ("control", "edited", "random_basis")}
+    control, edited = runs["control"], runs["edited"]
+    assert all(run.num_episodes == 4 and run.attrs["stage"] == "validate" for run in runs.values())
+    np.testing.assert_array_equal(np.sort(edited.episode_info()["level_seed"]),
+                                  np.sort(control.episode_info()["level_seed"]))
     real = validated["real"]["edited"]
+    assert real["return"]["control"] == pytest.approx(float(control.episode_info()["return"].mean()))
+    assert real["return"]["edited"] == pytest.approx(float(edited.episode_info()["return"].mean()))
     assert real["return"]["difference"] == pytest.approx(real["return"]["edited"] - real["return"]["control"])
     assert 0 < real["return"]["p_value"] <= 1 and 0 <= real["action_distribution"]["total_variation"] <= 1
     assert sum(real["end_causes"]["control"].values()) == pytest.approx(1.0)
+    hx_basis = Basis.load(repo / "data/analysis/agent_hx_real/basis.npz")
+    assert np.abs(hx_basis.ica(edited["hx"][:])[:, 0]).max() < 1e-3               # the agent acted on IC 0 = 0
+    shift = real["ic_activation_shift"]
+    assert len(shift) == 4 and all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
+    assert shift[0]["difference"] == pytest.approx(-episode_ic_means(control, hx_basis)[:, 0].mean(), abs=1e-3)
     assert len(validated["simulated"]["edited"]["ic_activation_shift"]) == 4
     assert (repo / "plots/validation/collapse_ic0/real_actions.png").stat().st_size > 5000
+    assert (repo / "plots/validation/collapse_ic0/ic_shifts.png").stat().st_size > 5000
+    assert (repo / "plots/validation/collapse_ic0/real_000.gif").stat().st_size > 1000
+    assert (repo / "plots/validation/collapse_ic0/simulated_000.gif").stat().st_size > 1000
     dynamics = json.loads((repo / "metrics/dynamics.json").read_text())
     assert dynamics["jacobian_samples"] == 4 and dynamics["max_lag"] == 2
     rows = dynamics["groups"]["all"]["consistency_with_env"]
@@ -165,12 +184,36 @@ def test_tiny_repro_end_to_end(tmp_path):
     arrays = np.load(repo / "data/dynamics/dynamics.npz")
     assert arrays["all__xcorr"].shape == (3, 4, 4) and arrays["all__jacobian_with_env"].shape == (3, 4, 4)
     np.testing.assert_allclose(arrays["all__jacobian_without_env"][0], np.eye(4), atol=1e-4)   # k = 0: identity
+    assert 0 <= dynamics["groups"]["all"]["sign_agreement_with_env"] <= 1
     assert (repo / "plots/dynamics/consistency.png").stat().st_size > 5000
+    assert (repo / "plots/dynamics/all.png").stat().st_size > 5000
+    site = repo / "data/panel"
+    manifest = (site / "manifest.js").read_text()
+    manifest = json.loads(manifest[manifest.index("(") + 1:manifest.rindex(")")])
+    assert manifest["missing"] == [] and [i["name"] for i in manifest["interventions"]] == ["collapse_ic0"]
+    items = {item["id"]: item for item in manifest["items"]}
+    samples = RolloutStore(repo / "data/samples.zarr")
+    assert {i for i in items if i.startswith("s")} == {f"s{k}" for k in range(samples.num_episodes)}
+    assert {i for i in items if i.startswith("e")} == {f"e{k}" for k in range(RolloutStore(
+        repo / "data/rollouts.zarr").num_episodes)}
+    assert items["s4"]["real"] is not None and {i for i in items if "saliency" in items[i]} == {"s0", "s1"}
+    assert [e["title"].rsplit(", ", 1)[1] for e in manifest["embeddings"]] == ["tsne", "tsne"]
+    assert all(items[i]["behaviour"] >= 0 for i in items if i.startswith("s"))
+    frames = np.asarray(Image.open(site / "frames/s0.png"))
+    assert np.array_equal(frames[:64, :64], samples.episode(0, ["obs"])["obs"][0])
+    assert json.loads((repo / "metrics/panel.json").read_text())["items"] == len(items)
     shown = dvc(repo, "plots", "show", "--json").stdout
     assert '"prediction_obs_mse"' in shown and "FileNotFoundError" not in shown
 
     again = dvc(repo, "repro")
     assert "Running stage" not in again.stdout                                # nothing changed, nothing runs
+
+    # A variant re-runs exactly the stages downstream of the key it changes, and its metrics can be compared.
+    variant = dvc(repo, "exp", "run", "-S", "behaviours.clusters=2", "-n", "two-behaviours")
+    ran = sorted(line.split("'")[1] for line in variant.stdout.splitlines() if line.startswith("Running stage"))
+    assert ran == ["behaviours", "dynamics", "panel"], variant.stdout
+    assert "two-behaviours" in dvc(repo, "exp", "show", "--csv").stdout
+    assert "behaviours.json" in dvc(repo, "metrics", "diff").stdout
 
     # A bad param stops the stage with one clear line, leaving the agent checkpoint as it was.
     before = (repo / "data/agent/checkpoint.pt").read_bytes()

@@ -7,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from rlinterp import plots
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.agent.model import HookPoint
-from rlinterp.saliency import (combined_latent, direction_target, parse_ids, saliency, smoothgrad_latents,
-                               value_target)
+from rlinterp.config import ConfigError, params_from_dict
+from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
+                               parse_ids, saliency, smoothgrad_latents, value_target)
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.train import build_simulator
@@ -62,7 +64,8 @@ def test_smoothgrad_averages_over_copies_and_zero_noise_is_the_plain_gradient():
     z = torch.randn(5)
     plain = saliency(toy, toy.agent, z, 4, {"value": value_target}, [3], noise_samples=1, noise_scale=0.0)
     smooth = saliency(toy, toy.agent, z, 4, {"value": value_target}, [3], noise_samples=9, noise_scale=0.0)
-    assert torch.allclose(plain[("value", 3)].latent, smooth[("value", 3)].latent, atol=1e-5)
+    for kind in ("frames", "agent_hx", "env_h", "latent"):
+        assert torch.allclose(getattr(plain[("value", 3)], kind), getattr(smooth[("value", 3)], kind), atol=1e-5)
     batch = smoothgrad_latents(z, 9, 0.5, sphere=True, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(batch[0], z / z.norm()) and torch.allclose(batch.norm(dim=1), torch.ones(9))
     assert (batch[1:] - batch[0]).norm(dim=1).min() > 0
@@ -113,3 +116,83 @@ def test_combine_mode_and_id_parsing():
     combined = combined_latent(latents, sphere=True)
     assert torch.allclose(combined, latents.mean(0) / latents.mean(0).norm())
     assert parse_ids(["0 to 4"]) == [0, 1, 2, 3] and parse_ids([3, 7, "10 to 12"]) == [3, 7, 10, 11]
+
+
+def tiny_models(params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent).eval()
+    return agent, simulator
+
+
+def test_frame_noise_changes_the_maps_and_zero_frame_noise_is_the_plain_result(params):
+    agent, simulator = tiny_models(params)
+    z = simulator.prior_latent(1, generator=torch.Generator().manual_seed(1))[0]
+    steps = params.simulator.num_sim_steps
+    targets = {"value": value_target, "action": greedy_action_target}
+
+    def run(frame_noise_scale):
+        return saliency(simulator, agent, z, steps, targets, [steps - 1], noise_samples=3, noise_scale=0.01,
+                        frame_noise_scale=frame_noise_scale, generator=torch.Generator().manual_seed(0))
+
+    plain = saliency(simulator, agent, z, steps, targets, [steps - 1], noise_samples=3, noise_scale=0.01,
+                     generator=torch.Generator().manual_seed(0))
+    off, noisy, again = run(0.0), run(0.05), run(0.05)
+    for key in plain:
+        for kind in ("frames", "agent_hx", "env_h", "latent"):
+            assert torch.equal(getattr(off[key], kind), getattr(plain[key], kind))
+            assert torch.equal(getattr(noisy[key], kind), getattr(again[key], kind))     # deterministic per seed
+            assert torch.isfinite(getattr(noisy[key], kind)).all()
+        assert not torch.allclose(noisy[key].frames, plain[key].frames)
+
+
+def test_each_action_target_is_its_log_probability_and_the_greedy_one_matches_its_action(params):
+    agent, simulator = tiny_models(params)
+    z = simulator.prior_latent(1, generator=torch.Generator().manual_seed(2))[0]
+    steps = params.simulator.num_sim_steps
+    with torch.no_grad():
+        rollout = simulator.rollout(z[None], agent, steps, modal=True)
+    t = steps - 1
+    greedy = int(rollout.agent_action[t, 0])
+    assert torch.allclose(action_target(greedy)(rollout, t), greedy_action_target(rollout, t))
+    other = (greedy + 1) % agent.num_actions
+    targets = {"greedy": greedy_action_target, "chosen": action_target(greedy), "other": action_target(other)}
+    maps = saliency(simulator, agent, z, steps, targets, [t], noise_samples=1, noise_scale=0.0)
+    assert torch.equal(maps[("greedy", t)].frames, maps[("chosen", t)].frames)
+    assert not torch.allclose(maps[("other", t)].frames, maps[("chosen", t)].frames)
+
+
+def test_combine_mode_is_the_saliency_at_the_mean_latent_not_the_mean_of_maps(params):
+    agent, simulator = tiny_models(params)
+    latents = simulator.prior_latent(3, generator=torch.Generator().manual_seed(3))
+    steps = params.simulator.num_sim_steps
+    t = steps - 1
+
+    def maps(latent):
+        return saliency(simulator, agent, latent, steps, {"value": value_target}, [t], noise_samples=1,
+                        noise_scale=0.0)[("value", t)]
+
+    combined = maps(combined_latent(latents, sphere=True))
+    at_mean = maps(latents.mean(0) / latents.mean(0).norm())
+    assert torch.allclose(combined.frames, at_mean.frames) and torch.allclose(combined.latent, at_mean.latent)
+    mean_of_maps = torch.stack([maps(latent).frames for latent in latents]).mean(0)
+    assert not torch.allclose(combined.frames, mean_of_maps)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("frame_noise_scale", -0.1, "saliency.frame_noise_scale = -0.1: expected a number >= 0 <= 1"),
+    ("frame_noise_scale", 1.5, "saliency.frame_noise_scale = 1.5: expected a number >= 0 <= 1"),
+    ("actions", "some", "saliency.actions = 'some': expected a string one of greedy, all"),
+])
+def test_saliency_params_out_of_range_are_rejected(params_dict, key, value, expected):
+    params_dict["saliency"][key] = value
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(params_dict)
+    assert expected in str(err.value)
+
+
+def test_saliency_strip_writes_a_png(tmp_path):
+    frames = torch.rand(5, 3, 16, 16)
+    magnitude = blur(torch.rand(5, 16, 16), 5, 1.0)
+    plots.saliency_strip(frames, magnitude, tmp_path / "strip.png", "value")
+    assert (tmp_path / "strip.png").stat().st_size > 2000

@@ -1,0 +1,276 @@
+"""The panel: what the export writes, and the page itself in a real headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from rlinterp.analysis.decompose import Basis
+from rlinterp.config import PanelConfig
+from rlinterp.panel import TILE, TILES_PER_ROW, PanelSources, export_panel
+from rlinterp.store import FieldSpec, RolloutWriter, real_rollout_fields
+
+from tests.conftest import ROOT
+
+HIDDEN, ACTIONS, CONTEXT = 8, 15, 3
+HOSTILE = '<img src=x onerror="window.__injected = 1">'
+SCREENSHOTS = ROOT / "plots" / "panel"
+
+
+def write_store(path: Path, lengths: list[int], rng: np.random.Generator, source_steps: list[int] | None = None):
+    fields = real_rollout_fields(HIDDEN, ACTIONS)
+    if source_steps is not None:
+        fields["source_step"] = FieldSpec((), np.int64)
+    with RolloutWriter(path, fields, {"prior_samples": sum(s < 0 for s in source_steps or [])}, 64, 256) as writer:
+        for e, length in enumerate(lengths):
+            blocks = rng.integers(0, 256, (length, 8, 8, 3), dtype=np.uint8)   # blocky, like game frames
+            steps = {"obs": blocks.repeat(8, axis=1).repeat(8, axis=2),
+                     "hx": rng.uniform(-1, 1, (length, HIDDEN)).astype(np.float32),
+                     "logits": rng.normal(size=(length, ACTIONS)).astype(np.float32),
+                     "value": rng.normal(size=length).astype(np.float32),
+                     "action": rng.integers(0, ACTIONS, length).astype(np.int32),
+                     "reward": (np.arange(length) == length - 1).astype(np.float32) * 10,
+                     "done": np.arange(length) == length - 1, "level_seed": np.full(length, 100 + e)}
+            if source_steps is not None:
+                steps["source_step"] = np.full(length, source_steps[e], dtype=np.int64)
+            writer.add_episode(steps, **{"return": float(steps["reward"].sum()), "level_seed": 100 + e,
+                                         "completed": True})
+
+
+def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tuple[str, ...] = (
+        "basis", "embedding", "saliency", "behaviours", "validation")) -> PanelSources:
+    """Synthetic pipeline outputs: 5 real episodes, `samples` samples (the last two informed, from episodes 3
+    and 4), and whichever optional parts are named."""
+    rng = np.random.default_rng(0)
+    real_lengths = [12, 20, 9, 15, 30]
+    write_store(root / "rollouts.zarr", real_lengths, rng)
+    starts = np.concatenate([[0], np.cumsum(real_lengths)[:-1]])
+    sources_of = [-1] * (samples - 2) + [int(starts[3]), int(starts[4]) + 2]
+    write_store(root / "samples.zarr", [sample_steps] * samples, rng, sources_of)
+    if "basis" in parts:
+        c = 4
+        Basis(mean=np.zeros(HIDDEN), scale=np.ones(HIDDEN), pca_components=np.eye(HIDDEN),
+              pca_variance=np.ones(HIDDEN), pca_variance_ratio=np.full(HIDDEN, 1 / HIDDEN),
+              ica_unmixing=np.eye(c, HIDDEN), ica_directions=np.eye(c, HIDDEN), ica_variance_ratio=np.full(c, 0.1),
+              nmf_components=np.eye(c, HIDDEN), nmf_offset=np.zeros(HIDDEN)).save(root / "basis.npz")
+    if "embedding" in parts:
+        n = samples * sample_steps
+        shown = rng.choice(n, min(n, 4000), replace=False)
+        np.savez(root / "projections.npz", rows=np.arange(n), labels=rng.integers(0, 5, n), embedding_rows=shown,
+                 embedding_tsne=rng.normal(size=(len(shown), 2)))
+    if "saliency" in parts:
+        group = zarr.open_group(root / "saliency.zarr", mode="w")
+        group.attrs.update({"samples": [0, 1], "timesteps": [2], "combine": False})
+        group.create_array("with_env_grads/value/frames", data=rng.normal(size=(2, 1, 3, 3, 16, 16)).astype(np.float32))
+    if "behaviours" in parts:
+        labels = np.arange(samples) % 3
+        np.savez(root / "labels.npz", behaviour=labels)
+        (root / "behaviours.json").write_text(json.dumps({"behaviours": [
+            {"behaviour": b, "samples": int((labels == b).sum()), "mean_value": 0.5, "top_action": HOSTILE}
+            for b in range(3)]}))
+    if "validation" in parts:
+        (root / "validation" / "collapse_ic0").mkdir(parents=True)
+        (root / "validation" / "collapse_ic0.json").write_text(json.dumps(
+            {"real": {"return": {"control": 6.5, "edited": 5.9, "p_value": float("nan")}}, HOSTILE: 1}))
+        Image.new("RGB", (128, 64), "purple").save(root / "validation" / "collapse_ic0" / "episode_0.gif")
+    return PanelSources(real=root / "rollouts.zarr", samples=root / "samples.zarr", hx_basis=root / "basis.npz",
+                        embeddings={"agent hx, simulated samples": ("sample", root / "projections.npz")},
+                        saliency=root / "saliency.zarr", behaviour_labels=root / "labels.npz",
+                        behaviour_metrics=root / "behaviours.json", validation_metrics=root / "validation",
+                        validation_videos=root / "validation")
+
+
+def read_script(path: Path) -> dict:
+    text = path.read_text()
+    return json.loads(text[text.index("(") + 1:text.rindex(")")])
+
+
+def export(tmp_path: Path, config: PanelConfig | None = None, **kwargs) -> tuple[Path, dict]:
+    sources = build_inputs(tmp_path / "inputs", **kwargs)
+    site = tmp_path / "site"
+    site.mkdir()
+    export_panel(sources, site, config or PanelConfig(samples=1000, real_episodes=2, embedding_points=5000,
+                                                      exemplars=2), CONTEXT)
+    return site, read_script(site / "manifest.js")
+
+
+def test_export_aligns_informed_samples_with_their_real_episodes(tmp_path):
+    site, manifest = export(tmp_path)
+    items = {item["id"]: item for item in manifest["items"]}
+    # episodes 0 and 1 by real_episodes, 3 and 4 because informed samples encode them
+    assert sorted(i for i in items if i.startswith("e")) == ["e0", "e1", "e3", "e4"]
+    assert items["s4"]["real"] == "e3" and items["s4"]["real_offset"] == CONTEXT - 1
+    assert items["s5"]["real"] == "e4" and items["s5"]["real_offset"] == 2 + CONTEXT - 1
+    assert items["s0"]["real"] is None and items["s0"]["label"].startswith("prior")
+    assert manifest["missing"] == []
+
+
+def test_export_writes_the_frames_and_series_of_each_item(tmp_path):
+    site, manifest = export(tmp_path)
+    from rlinterp.store import RolloutStore
+    episode = RolloutStore(tmp_path / "inputs" / "rollouts.zarr").episode(4)       # 30 steps: two tile rows
+    grid = np.asarray(Image.open(site / "frames" / "e4.png"))
+    assert grid.shape == (2 * TILE, TILES_PER_ROW * TILE, 3)
+    for t in (0, 17, 29):
+        r, c = divmod(t, TILES_PER_ROW)
+        assert np.array_equal(grid[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE], episode["obs"][t])
+    series = read_script(site / "items" / "e4.js")
+    assert np.allclose(series["hx"], episode["hx"], atol=5e-4)
+    assert np.allclose(series["ics"], episode["hx"][:, :4], atol=5e-4)           # identity unmixing
+    assert np.allclose(np.sum(series["probs"], 1), 1, atol=1e-2) and series["action"] == episode["action"].tolist()
+
+
+def test_export_joins_embedding_saliency_behaviours_and_interventions(tmp_path):
+    site, manifest = export(tmp_path)
+    (embedding,) = manifest["embeddings"]
+    steps = {(i, s) for i, s in zip(embedding["item"], embedding["step"])}
+    assert len(steps) == len(embedding["x"]) and all(0 <= s < 8 for _, s in steps)
+    sal = Image.open(site / "saliency" / "s1.png")
+    assert sal.mode == "RGBA" and sal.size == (3 * TILE, TILE)                    # steps 0..2 of timestep 2
+    assert np.asarray(sal)[..., 3].max() > 200                                   # the strongest pixel is opaque
+    assert {i["id"] for i in manifest["items"] if "saliency" in i} == {"s0", "s1"}
+    assert [b["exemplars"] for b in manifest["behaviours"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
+    (intervention,) = manifest["interventions"]
+    assert ["real / return / p_value", "nan"] in intervention["rows"]
+    assert (site / intervention["videos"][0]).is_file()
+
+
+def test_export_lists_what_is_missing(tmp_path):
+    site, manifest = export(tmp_path, parts=("embedding",))
+    missing = {m["part"] for m in manifest["missing"]}
+    assert missing == {"independent components", "saliency", "behaviours", "interventions"}
+    assert read_script(site / "items" / "s0.js")["ics"] is None
+
+
+# ---- the page in Chromium --------------------------------------------------------------------------------
+
+def chromium_paths() -> tuple[str, str] | None:
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through chromedriver; Debian's packages are installed when missing and we may."""
+    if chromium_paths() is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                       "--no-install-recommends chromium chromium-driver", shell=True, capture_output=True)
+    paths = chromium_paths()
+    if paths is None:
+        pytest.skip("no chromium/chromedriver and they could not be installed (apt-get needs root and Debian's "
+                    "package archive)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300",
+                 "--allow-file-access-from-files"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, site: Path) -> None:
+    driver.get_log("browser")                                   # drop earlier pages' messages
+    driver.get((site / "index.html").as_uri())
+    wait_for(driver, "return PANEL.inspect().loaded")
+
+
+def wait_for(driver, script: str, timeout: float = 10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def console_errors(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def screenshot(driver, element_id: str, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.find_element("id", element_id).screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_page_links_embedding_player_and_keys(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    site, manifest = export(tmp_path)
+    open_page(browser, site)
+    assert console_errors(browser) == []
+    assert browser.execute_script("return PANEL.inspect()")["items"] == len(manifest["items"])
+
+    # a click on an embedding point shows that item's frame at that step
+    canvas = browser.find_element("id", "embedding")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)   # clicks land in view
+    point = browser.execute_script("return PANEL.pointOnPage(5)")
+    rect = browser.execute_script("return arguments[0].getBoundingClientRect().toJSON()", canvas)
+    ActionChains(browser).move_to_element_with_offset(canvas, point["x"] - rect["left"] - rect["width"] / 2,
+                                                      point["y"] - rect["top"] - rect["height"] / 2).click().perform()
+    state = wait_for(browser, f"const s = PANEL.inspect(); return s.current === '{point['item']}' && s.loaded && s")
+    assert state["step"] == point["step"]
+    assert browser.find_element("id", "frame-caption").text.startswith(f"simulated, step {point['step']}")
+
+    # keys: right steps, down moves to the next item, space plays
+    browser.execute_script("PANEL.select('s4', 0)")
+    wait_for(browser, "return PANEL.inspect().loaded")
+    body = browser.find_element("tag name", "body")
+    body.send_keys(Keys.ARROW_RIGHT)
+    assert browser.execute_script("return PANEL.inspect().step") == 1
+    assert browser.find_element("id", "real-caption").text == "episode 3 (level 103), step 3"   # offset 2 + 1
+    body.send_keys(Keys.ARROW_DOWN)
+    assert browser.execute_script("return PANEL.inspect().current") == "s5"
+    body.send_keys(" ")
+    wait_for(browser, "return PANEL.inspect().step >= 2")
+    body.send_keys(" ")
+    assert browser.execute_script("return PANEL.inspect().playing") is False
+
+    # hostile strings from stores or params are shown as text, never run as markup
+    assert browser.execute_script("return window.__injected") is None
+    assert HOSTILE in browser.find_element("id", "behaviours").text
+    assert HOSTILE in browser.find_element("id", "interventions").text
+    assert console_errors(browser) == []
+
+    browser.execute_script("PANEL.select('s1', 2)")
+    wait_for(browser, "return PANEL.inspect().loaded")
+    for view in ("player-view", "state-view", "embedding-view", "behaviour-view", "intervention-view"):
+        screenshot(browser, view, view)
+    browser.save_screenshot(str(SCREENSHOTS / "page.png"))
+
+
+def test_page_says_what_is_missing(browser, tmp_path):
+    site, _ = export(tmp_path, parts=())
+    open_page(browser, site)
+    text = browser.find_element("id", "missing").text
+    for part in ("independent components", "embedding", "saliency", "behaviours", "interventions"):
+        assert part in text
+    assert console_errors(browser) == []
+
+
+def test_page_stays_responsive_with_1000_samples_of_28_steps(browser, tmp_path):
+    site, manifest = export(tmp_path, samples=1000, sample_steps=28, parts=("basis", "embedding"))
+    assert len(manifest["embeddings"][0]["x"]) == 4000
+    start = time.perf_counter()
+    open_page(browser, site)
+    loaded = time.perf_counter() - start
+    took = browser.execute_script("""
+        const t0 = performance.now();
+        for (let i = 0; i < 20; i++) document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}));
+        return (performance.now() - t0) / 20;""")
+    assert loaded < 10 and took < 100, f"page load {loaded:.1f} s, {took:.0f} ms per step"
+    browser.find_element("id", "filter").send_keys("informed")
+    assert browser.find_element("id", "item-count").text.startswith("2 of")
+    assert console_errors(browser) == []
