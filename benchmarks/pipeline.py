@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,17 +40,21 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def run_stage(name: str) -> dict:
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", name],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    process, peak = psutil.Process(child.pid), 0
-    while child.poll() is None:
-        try:
-            peak = max(peak, tree_rss(process))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    output = child.stdout.read()
+    # The stage's output goes to a file, not a pipe: a pipe read only at the end fills up and blocks the stage.
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", name], stdout=log,
+                                 stderr=subprocess.STDOUT, text=True)
+        process, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            try:
+                peak = max(peak, tree_rss(process))
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.2)
+        child.wait()
+        log.seek(0)
+        output = log.read()
     if child.wait() != 0:
         raise SystemExit(f"stage {name} failed:\n{output}")
     return {"stage": name, "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak / 2**30, 2),
