@@ -55,7 +55,7 @@ def run_stage(name: str) -> dict:
         child.wait()
         log.seek(0)
         output = log.read()
-    if child.wait() != 0:
+    if child.returncode != 0:
         raise SystemExit(f"stage {name} failed:\n{output}")
     return {"stage": name, "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": round(peak / 2**30, 2),
             "ran": f"Running stage '{name}'" in output}
