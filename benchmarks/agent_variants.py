@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import yaml
 
 matplotlib.use("Agg")
@@ -71,17 +72,26 @@ def train_variant(name: str, params: dict, out: Path, device: str, threads: int)
                     log=log, progress=False)
 
 
-def plot_curves(out: Path, names: list[str]) -> None:
+def read_curve(out: Path, name: str) -> tuple[list[int], list[float]]:
+    with (out / f"{name}.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["episode_return"]]
+    return [int(r["step"]) for r in rows], [float(r["episode_return"]) for r in rows]
+
+
+def plot_curves(out: Path, names: list[str], smooth: int = 1) -> None:
+    """All curves in one figure; `smooth` > 1 averages that many consecutive updates (a 100-episode mean is
+    itself noisy, +-0.4 or so), so that curves a few tenths apart can be told apart."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in names:
-        with (out / f"{name}.csv").open() as f:
-            rows = [r for r in csv.DictReader(f) if r["episode_return"]]
-        ax.plot([int(r["step"]) for r in rows], [float(r["episode_return"]) for r in rows], label=name)
+        steps, returns = read_curve(out, name)
+        kernel = np.ones(min(smooth, len(returns))) / min(smooth, len(returns))
+        ax.plot(steps[len(kernel) - 1:], np.convolve(returns, kernel, mode="valid"), label=name)
     steps, returns = zip(*REFERENCE_CURVE)
     ax.plot(steps, returns, "k--", marker="o", label="reference PPO (non-recurrent, 200 levels, GPU)")
     ax.axhline(BEST_CONSTANT, color="grey", linestyle=":", label="best constant action")
     ax.axhline(max(7.5, BEST_CONSTANT + 0.8), color="red", linestyle=":", label="issue bar")
-    ax.set(xlabel="env steps", ylabel="mean return, last 100 training episodes", ylim=(0, 10))
+    ylabel = "mean return, last 100 training episodes" + (f" (mean of {smooth} updates)" if smooth > 1 else "")
+    ax.set(xlabel="env steps", ylabel=ylabel, ylim=(0, 10))
     ax.legend(fontsize=8)
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
 
@@ -94,9 +104,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock limit per variant")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per variant")
+    parser.add_argument("--smooth", type=int, default=1, help="updates averaged per plotted point")
+    parser.add_argument("--replot", action="store_true", help="train nothing: redraw OUT/curves.png from the "
+                        "named variants' CSVs (several runs' CSVs can be gathered in one OUT)")
     args = parser.parse_args()
-    base = yaml.safe_load(Path(args.params).read_text())
     variants = [parse_variant(v) for v in args.variants]
+    if args.replot:
+        plot_curves(args.out, [name for name, _ in variants], args.smooth)
+        return
+    base = yaml.safe_load(Path(args.params).read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     context = mp.get_context("spawn")
     processes = [context.Process(target=train_variant, name=name, daemon=True,
@@ -111,13 +127,13 @@ def main() -> None:
         if process.is_alive():
             process.terminate()
             process.join()
-    plot_curves(args.out, [name for name, _ in variants])
+    plot_curves(args.out, [name for name, _ in variants], args.smooth)
     for name, _ in variants:
-        with (args.out / f"{name}.csv").open() as f:
-            rows = [r for r in csv.DictReader(f) if r["episode_return"]]
-        if rows:
-            print(f"{name:24s} {int(rows[-1]['step']):9d} steps in {rows[-1]['seconds']:>7s} s: "
-                  f"return {float(rows[-1]['episode_return']):.2f}")
+        steps, returns = read_curve(args.out, name)
+        late = [r for s, r in zip(steps, returns) if s >= steps[-1] / 2] if steps else []
+        if late:
+            print(f"{name:24s} {steps[-1]:9d} steps: return {returns[-1]:.2f}, "
+                  f"mean over the second half {np.mean(late):.2f}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class AgentConfig:
     input_downsample: str = param("how input_pool shrinks the frame: average its pixels, or space_to_depth (stack "
                                   "each pool x pool block as channels: smaller but lossless)",
                                   choices=("average", "space_to_depth"))
+    heads_input: str = param("what the policy and value heads read: hx (the original: everything the agent does "
+                             "passes through the analysed state), features (a non-recurrent control; the GRU "
+                             "still runs) or features_and_hx (both, concatenated)",
+                             choices=("hx", "features", "features_and_hx"))
 
 
 @dataclass(frozen=True)

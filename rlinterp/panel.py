@@ -28,6 +28,7 @@ from PIL import Image
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import PanelConfig
 from rlinterp.envs import ACTION_NAMES
+from rlinterp.saliency import signed_unit_maps
 from rlinterp.store import RolloutStore, StoreError
 
 SITE_FILES = Path(__file__).with_name("panel_site")
@@ -76,14 +77,11 @@ def tile_grid(tiles: np.ndarray) -> Image.Image:
 def saliency_tiles(maps: np.ndarray) -> np.ndarray:
     """Signed maps (K, S, S) -> RGBA tiles (K, 64, 64, 4): positive blue, negative red, opacity by magnitude
     relative to the largest |value| over the K steps (so steps compare)."""
-    scale = max(float(np.abs(maps).max()), 1e-12)
-    m = maps / scale
-    repeat = TILE // maps.shape[-1]
-    m = np.repeat(np.repeat(m, repeat, 1), repeat, 2)
+    m = signed_unit_maps(maps, TILE)
     tiles = np.zeros((*m.shape, 4), dtype=np.uint8)
     tiles[..., 0] = np.where(m < 0, 255, 0)
     tiles[..., 2] = np.where(m > 0, 255, 0)
-    tiles[..., 3] = (np.clip(np.abs(m), 0, 1) * 230).astype(np.uint8)
+    tiles[..., 3] = (np.abs(m) * 230).astype(np.uint8)
     return tiles
 
 

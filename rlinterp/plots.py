@@ -28,7 +28,7 @@ def policy_returns(results: dict[str, dict[str, dict[str, float]]], path: str | 
         means = [policies[n]["mean_return"] for n in names]
         errors = [policies[n]["mean_return"] - policies[n]["ci95_low"] for n in names]
         colours = ["tab:blue" if n.startswith("agent") else "tab:orange" if n.startswith("memoryless")
-                   else "tab:gray" for n in names]
+                   else "tab:green" if n.startswith("greedy") else "tab:gray" for n in names]
         ax.barh(names, means, xerr=errors, color=colours)
         ax.invert_yaxis()
         ax.set_title(levels.replace("_", " "))
@@ -260,20 +260,22 @@ def consistency_curves(results: dict, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def activation_shifts(series: dict[str, list[dict]], path: str | Path, title: str = "") -> None:
-    """Grouped bars per component: each series' difference with its 95% interval as an error bar."""
+def activation_shifts(panels: dict[str, dict[str, list[dict]]], path: str | Path, title: str = "") -> None:
+    """One panel per measured quantity (its name labels the y axis), grouped bars per component: each series'
+    difference with its 95% interval as an error bar."""
     import numpy as np
-    fig, ax = plt.subplots(figsize=(8, 3))
-    width = 0.8 / len(series)
-    for i, (name, shifts) in enumerate(series.items()):
-        diff = np.array([s["difference"] for s in shifts])
-        err = np.abs(np.array([[s["ci95_low"] for s in shifts], [s["ci95_high"] for s in shifts]]) - diff)
-        ax.bar(np.arange(len(shifts)) + i * width, diff, width, yerr=err, capsize=2, label=name)
-    count = len(next(iter(series.values())))
-    ax.axhline(0, color="k", linewidth=0.5)
-    ax.set_xticks(np.arange(count) + 0.4 - width / 2)
-    ax.set_xticklabels([f"IC {c}" for c in range(count)], fontsize=7)
-    ax.set_ylabel("mean activation, edited - control")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), sharex=True, squeeze=False)
+    for ax, (quantity, series) in zip(axes[:, 0], panels.items()):
+        width = 0.8 / len(series)
+        for i, (name, shifts) in enumerate(series.items()):
+            diff = np.array([s["difference"] for s in shifts])
+            err = np.abs(np.array([[s["ci95_low"] for s in shifts], [s["ci95_high"] for s in shifts]]) - diff)
+            ax.bar(np.arange(len(shifts)) + i * width, diff, width, yerr=err, capsize=2, label=name)
+        count = len(next(iter(series.values())))
+        ax.axhline(0, color="k", linewidth=0.5)
+        ax.set_xticks(np.arange(count) + 0.4 - width / 2)
+        ax.set_xticklabels([f"IC {c}" for c in range(count)], fontsize=7)
+        ax.set_ylabel(f"{quantity},\nedited - control", fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_title(title, fontsize=9)
     save_figure(fig, path)

@@ -63,26 +63,39 @@ def level_order(store: RolloutStore) -> np.ndarray:
     return np.argsort(store.episode_info()["level_seed"], kind="stable")
 
 
-def episode_outcomes(store: RolloutStore) -> EvalResult:
-    """Return, length, completion and level seed of every episode, in level-seed order."""
-    info, order = store.episode_info(), level_order(store)
+def episode_outcomes(store: RolloutStore, order: np.ndarray) -> EvalResult:
+    """Return, length, completion and level seed of every episode, in `order` (the store's `level_order`)."""
+    info = store.episode_info()
     return EvalResult(info["return"][order], info["length"][order], info["completed"][order],
                       info["level_seed"][order])
 
 
-def episode_ic_means(store: RolloutStore, basis: Basis) -> np.ndarray:
-    """(E, C) each episode's mean IC activation of its recorded hx (the edited state in an edited run), in
-    level-seed order."""
+def episode_ic_means(store: RolloutStore, basis: Basis, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, C) twice, in `order` (the store's `level_order`): each episode's mean IC activation of its recorded hx
+    (the edited state in an edited run), and its mean |activation|."""
     ics = basis.ica(np.asarray(store["hx"][:]))
     lengths = store.episode_ends - store.episode_starts
-    return (np.add.reduceat(ics, store.episode_starts, axis=0) / lengths[:, None])[level_order(store)]
+
+    def episode_means(x: np.ndarray) -> np.ndarray:
+        return (np.add.reduceat(x, store.episode_starts, axis=0) / lengths[:, None])[order]
+    return episode_means(ics), episode_means(np.abs(ics))
+
+
+def ic_shifts(edited: tuple[np.ndarray, np.ndarray], control: tuple[np.ndarray, np.ndarray], samples: int,
+              seed: int) -> dict[str, list[dict[str, float]]]:
+    """Per IC, the paired tests of the (mean, mean |activation|) pairs of `episode_ic_means` or of simulated
+    samples. The mean alone is blind to a collapse: an IC held at 0, its mean, keeps a mean activation near
+    the control's, while its mean |activation| drops to 0."""
+    return {"ic_activation_shift": activation_shift(edited[0], control[0], samples, seed),
+            "ic_abs_activation_shift": activation_shift(edited[1], control[1], samples, seed)}
 
 
 def compare_real(edited_store: RolloutStore, control_store: RolloutStore, basis: Basis, samples: int,
                  seed: int) -> dict:
     """Edited vs control on the same level seeds: return, completion, length, how episodes end, actions, and
-    the shift of every IC's mean activation."""
-    edited, control = episode_outcomes(edited_store), episode_outcomes(control_store)
+    the shift of every IC's mean activation and mean |activation|."""
+    edited_order, control_order = level_order(edited_store), level_order(control_store)
+    edited, control = episode_outcomes(edited_store, edited_order), episode_outcomes(control_store, control_order)
     if not np.array_equal(edited.level_seeds, control.level_seeds):
         raise ValueError(f"{edited_store.path} and {control_store.path} were played on different level seeds")
     report = {}
@@ -98,6 +111,6 @@ def compare_real(edited_store: RolloutStore, control_store: RolloutStore, basis:
         "edited": (edited_actions / max(edited_actions.sum(), 1)).round(4).tolist(),
         "control": (control_actions / max(control_actions.sum(), 1)).round(4).tolist(),
         "total_variation": action_shift(edited_actions, control_actions)}
-    report["ic_activation_shift"] = activation_shift(episode_ic_means(edited_store, basis),
-                                                     episode_ic_means(control_store, basis), samples, seed)
+    report.update(ic_shifts(episode_ic_means(edited_store, basis, edited_order),
+                            episode_ic_means(control_store, basis, control_order), samples, seed))
     return report

@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
 from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
-from rlinterp.simulator.train import load_simulator
+from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 
 AGENT = "data/agent/checkpoint.pt"
@@ -37,9 +36,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.dynamics
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    agent.requires_grad_(False)
-    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
+    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
     samples = RolloutStore(SAMPLES)
     steps = int(samples.episode_ends[0])
     basis = Basis.load(HX_BASIS)

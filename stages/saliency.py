@@ -13,15 +13,14 @@ import torch
 import zarr
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
-                               saliency, value_target)
+                               saliency, signed_unit_maps, value_target)
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_simulator
+from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
@@ -39,9 +38,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.saliency
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    agent.requires_grad_(False)
-    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
+    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
     samples = RolloutStore(SAMPLES)
     ids = parse_ids(list(config.samples))
     bad = [i for i in ids if not 0 <= i < samples.num_episodes]
@@ -112,7 +109,7 @@ def main() -> None:
         with torch.no_grad():
             rollout = simulator.rollout(latents[index][None], agent, config.num_steps, modal=True)
         obs = frames_to_obs(rollout.frames[:, 0], simulator)
-        overlay = saliency_overlay(obs, blur(maps, config.blur_kernel, config.blur_sigma).numpy(), simulator)
+        overlay = saliency_overlay(obs, blur(maps, config.blur_kernel, config.blur_sigma).numpy())
         write_gif(f"{FIGURES}/value_t{t0}_sample_{index:03d}.gif", overlay, fps=4)
         for name in ("value", "action", "ic_0"):
             magnitude = results[True][index][(name, t0)].frames.abs().sum(1).cpu()
@@ -122,10 +119,9 @@ def main() -> None:
                                  f"|d {name} at step {t0} / d frame| (blurred), sample {index}, with env grads")
 
 
-def saliency_overlay(obs: np.ndarray, maps: np.ndarray, simulator) -> np.ndarray:
+def saliency_overlay(obs: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """Greyscale frames with positive saliency in blue and negative in red, scaled by the clip's largest |value|."""
-    scale = max(float(np.abs(maps).max()), 1e-12)
-    maps = np.repeat(np.repeat(maps / scale, simulator.config.image_pool, 1), simulator.config.image_pool, 2)
+    maps = signed_unit_maps(maps, obs.shape[1])
     grey = obs.mean(-1, keepdims=True) * 0.5
     out = np.repeat(grey, 3, -1)
     out[..., 2] += np.clip(maps, 0, 1) * 200

@@ -27,7 +27,7 @@ from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_ma
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
-from rlinterp.validation import action_shift, activation_shift, compare_real, level_order, paired_test
+from rlinterp.validation import action_shift, compare_real, ic_shifts, level_order, paired_test
 from rlinterp.video import side_by_side, write_gif
 
 AGENT = "data/agent/checkpoint.pt"
@@ -94,13 +94,14 @@ def main() -> None:
     actions = {run: np.bincount(r.agent_action.flatten().cpu().numpy(), minlength=NUM_ACTIONS)
                for run, r in simulated.items()}
     values = {run: r.agent_value.mean(0).cpu().numpy() for run, r in simulated.items()}       # per sample
-    ics = {run: basis.ica(r.agent_hx.cpu().numpy()).mean(0) for run, r in simulated.items()}  # (samples, C)
+    ics = {run: basis.ica(r.agent_hx.cpu().numpy()) for run, r in simulated.items()}         # (steps, samples, C)
+    ic_means = {run: (a.mean(0), np.abs(a).mean(0)) for run, a in ics.items()}                # per sample
     report["simulated"] = {run: {
         "action_total_variation": action_shift(actions[run], actions["control"]),
         "action_agreement_with_control": float((simulated[run].agent_action ==
                                                 simulated["control"].agent_action).float().mean()),
         "value": paired_test(values[run], values["control"], config.bootstrap_samples, config.seed),
-        "ic_activation_shift": activation_shift(ics[run], ics["control"], config.bootstrap_samples, config.seed)}
+        **ic_shifts(ic_means[run], ic_means["control"], config.bootstrap_samples, config.seed)}
         for run in ("edited", "random_basis")}
     write_json(f"metrics/validation/{name}.json", report)
 
@@ -109,8 +110,10 @@ def main() -> None:
               **{run: report["real"][run]["action_distribution"]["edited"] for run in ("edited", "random_basis")}}
     plots.action_distributions(shares, ACTION_NAMES, f"{figures}/real_actions.png",
                                f"{name}: actions in the real environment")
-    plots.activation_shifts({f"{run} ({where})": report[where][run]["ic_activation_shift"]
-                             for run in ("edited", "random_basis") for where in ("real", "simulated")},
+    plots.activation_shifts({label: {f"{run} ({where})": report[where][run][key]
+                                     for run in ("edited", "random_basis") for where in ("real", "simulated")}
+                             for label, key in (("mean activation", "ic_activation_shift"),
+                                                ("mean |activation|", "ic_abs_activation_shift"))},
                             f"{figures}/ic_shifts.png", f"{name}: IC activation, edited - control (95% CI)")
     control_order, edited_order = level_order(real["control"]), level_order(real["edited"])
     for index in range(min(config.videos, real["control"].num_episodes)):

@@ -4,7 +4,10 @@ import sys
 
 import numpy as np
 
-from rlinterp.agent.evaluate import ConstantPolicy, RandomPolicy, play_episodes
+import torch
+
+from rlinterp.agent.checkpoint import build_agent
+from rlinterp.agent.evaluate import AgentPolicy, ConstantPolicy, RandomPolicy, play_episodes
 from rlinterp.envs import NUM_ACTIONS, OBS_SHAPE, VecProcgen
 
 
@@ -50,6 +53,22 @@ def test_every_policy_plays_the_same_level_seeds(params):
     assert not np.array_equal(constant.lengths, random.lengths)      # the policies behave differently...
     np.testing.assert_array_equal(constant.level_seeds, random.level_seeds)  # ...on the same levels
     assert ((1000 <= constant.level_seeds) & (constant.level_seeds < 1050)).all()
+
+
+def test_greedy_agent_whose_mode_ignores_the_frame_plays_like_that_constant_action(params):
+    """The check behind metrics/agent.json's greedy_agent: an agent whose most likely action is always RIGHT+UP
+    scores, played greedily, exactly what holding RIGHT+UP scores; sampling from it does not."""
+    agent = build_agent(params.agent)
+    with torch.no_grad():
+        agent.policy_head.weight.zero_()
+        agent.policy_head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(8), NUM_ACTIONS).float())
+    args = dict(num_envs=3, episodes_per_env=2, seed=5, start_level=0, num_levels=50, progress=False)
+    constant = play_episodes(params.env, ConstantPolicy(8), **args)
+    greedy = play_episodes(params.env, AgentPolicy(agent, seed=0, greedy=True), **args)
+    sampled = play_episodes(params.env, AgentPolicy(agent, seed=0), **args)
+    np.testing.assert_array_equal(greedy.returns, constant.returns)
+    np.testing.assert_array_equal(greedy.lengths, constant.lengths)
+    assert not np.array_equal(sampled.lengths, constant.lengths)
 
 
 def test_importing_procgen_keeps_gym_banner_quiet():

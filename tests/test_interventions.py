@@ -14,7 +14,7 @@ from rlinterp.envs import NUM_ACTIONS
 from rlinterp.interventions import HookedIntervention, Intervention
 from rlinterp.record import record_rollouts
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
-from rlinterp.validation import compare_real, episode_ic_means
+from rlinterp.validation import compare_real, episode_ic_means, level_order
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,10 @@ def test_real_comparison_reads_the_recorded_runs(real_runs):
     report = compare_real(edited, control, basis, samples=200, seed=0)
     shift = report["ic_activation_shift"]
     assert len(shift) == 4
-    assert shift[0]["difference"] == pytest.approx(-episode_ic_means(control, basis)[:, 0].mean(), abs=1e-4)
+    control_means, control_abs_means = episode_ic_means(control, basis, level_order(control))
+    assert shift[0]["difference"] == pytest.approx(-control_means[:, 0].mean(), abs=1e-4)
+    assert report["ic_abs_activation_shift"][0]["difference"] == pytest.approx(-control_abs_means[:, 0].mean(),
+                                                                          abs=1e-4)
     assert all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
     info = control.episode_info()
     assert report["return"]["control"] == pytest.approx(info["return"].mean())
@@ -142,4 +145,42 @@ def test_real_comparison_reads_the_recorded_runs(real_runs):
     same = compare_real(control, unhooked, basis, samples=200, seed=0)
     assert same["return"]["difference"] == 0 and same["return"]["p_value"] == 1
     assert same["action_distribution"]["total_variation"] == 0
-    assert all(s["difference"] == 0 for s in same["ic_activation_shift"])
+    assert all(s["difference"] == 0 for s in same["ic_activation_shift"] + same["ic_abs_activation_shift"])
+
+
+def synthetic_run(path, basis, lengths, level_seeds, sources):
+    """A store whose hx reads back, through `basis`, as the given (steps, C) sources of each episode."""
+    hidden = basis.ica_unmixing.shape[1]
+    fields = real_rollout_fields(hidden, NUM_ACTIONS, obs_shape=(4, 4, 3))
+    with RolloutWriter(path, fields, {"stage": "test"}, 32, 128) as writer:
+        for length, level_seed, s in zip(lengths, level_seeds, sources):
+            hx = np.zeros((length, hidden), dtype=np.float32)
+            hx[:, :s.shape[1]] = s
+            steps = {name: np.zeros((length, *spec.shape), spec.dtype) for name, spec in fields.items()}
+            writer.add_episode({**steps, "hx": hx, "level_seed": np.full(length, level_seed)},
+                               **{"return": 0.0, "level_seed": level_seed, "completed": False})
+    return RolloutStore(path)
+
+
+def test_a_collapse_shows_in_the_mean_magnitude_of_its_ic_and_not_in_its_mean(basis, tmp_path):
+    """IC 0 held at 0 (its mean) in the edited run; every other IC drawn afresh from the control's distribution.
+    The edited run lists its episodes in another order, as runs finish levels in their own order."""
+    rng = np.random.default_rng(0)
+    axes = dataclasses.replace(basis, mean=np.zeros(8), ica_unmixing=np.eye(4, 8))    # IC c = hx[:, c]
+    seeds = np.arange(24)
+
+    def sources():
+        lengths = rng.integers(20, 60, len(seeds))
+        return lengths, [rng.laplace(0, 1, (n, 4)) for n in lengths]
+
+    lengths, control_sources = sources()
+    control = synthetic_run(tmp_path / "control.zarr", axes, lengths, seeds, control_sources)
+    lengths, edited_sources = sources()
+    for s in edited_sources:
+        s[:, 0] = 0
+    edited = synthetic_run(tmp_path / "edited.zarr", axes, lengths[::-1], seeds[::-1], edited_sources[::-1])
+    report = compare_real(edited, control, axes, samples=1000, seed=0)
+    mean_shift, abs_shift = report["ic_activation_shift"], report["ic_abs_activation_shift"]
+    assert abs_shift[0]["difference"] < -0.5 and abs_shift[0]["ci95_high"] < 0 and abs_shift[0]["p_value"] < 0.05
+    assert mean_shift[0]["p_value"] > 0.05 and mean_shift[0]["ci95_low"] < 0 < mean_shift[0]["ci95_high"]
+    assert all(s["p_value"] > 0.05 for s in abs_shift[1:])

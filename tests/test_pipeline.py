@@ -20,7 +20,7 @@ from PIL import Image
 from rlinterp.agent.checkpoint import file_sha256
 from rlinterp.analysis.decompose import Basis
 from rlinterp.store import RolloutStore
-from rlinterp.validation import episode_ic_means
+from rlinterp.validation import episode_ic_means, level_order
 
 from tests.conftest import ROOT, tiny_params_dict
 
@@ -75,7 +75,7 @@ def test_tiny_repro_end_to_end(tmp_path):
     for levels in ("train_levels", "unseen_levels"):
         side = report[levels]
         assert 0 <= side["best_constant"]["action"] < 15
-        for policy in ("agent", "memoryless_agent", "random", "best_constant"):
+        for policy in ("agent", "memoryless_agent", "greedy_agent", "random", "best_constant"):
             r = side[policy]
             assert r["episodes"] == 4 and 0 <= r["mean_return"] <= 10
             assert r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
@@ -171,8 +171,11 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert np.abs(hx_basis.ica(edited["hx"][:])[:, 0]).max() < 1e-3               # the agent acted on IC 0 = 0
     shift = real["ic_activation_shift"]
     assert len(shift) == 4 and all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
-    assert shift[0]["difference"] == pytest.approx(-episode_ic_means(control, hx_basis)[:, 0].mean(), abs=1e-3)
-    assert len(validated["simulated"]["edited"]["ic_activation_shift"]) == 4
+    control_means, control_abs_means = episode_ic_means(control, hx_basis, level_order(control))
+    assert shift[0]["difference"] == pytest.approx(-control_means[:, 0].mean(), abs=1e-3)
+    assert real["ic_abs_activation_shift"][0]["difference"] == pytest.approx(-control_abs_means[:, 0].mean(), abs=1e-3)
+    simulated_edited = validated["simulated"]["edited"]
+    assert len(simulated_edited["ic_activation_shift"]) == len(simulated_edited["ic_abs_activation_shift"]) == 4
     assert (repo / "plots/validation/collapse_ic0/real_actions.png").stat().st_size > 5000
     assert (repo / "plots/validation/collapse_ic0/ic_shifts.png").stat().st_size > 5000
     assert (repo / "plots/validation/collapse_ic0/real_000.gif").stat().st_size > 1000

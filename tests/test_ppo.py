@@ -46,9 +46,10 @@ def test_ppo_loss_hand_computation(params):
     assert stats["clip_fraction"].item() == pytest.approx(0.5)
 
 
-def tiny_agent(obs_shape=(16, 16, 3), actions=5, seed=0):
+def tiny_agent(obs_shape=(16, 16, 3), actions=5, seed=0, heads_input="hx"):
     torch.manual_seed(seed)
-    return RecurrentAgent(obs_shape, actions, channels=(4, 8), blocks_per_stage=1, fc_size=16, hidden_size=8)
+    return RecurrentAgent(obs_shape, actions, channels=(4, 8), blocks_per_stage=1, fc_size=16, hidden_size=8,
+                          heads_input=heads_input)
 
 
 def test_gru_state_reset_at_episode_start():
@@ -97,6 +98,22 @@ def test_hook_points_read_and_patch_hx():
     handle.remove()
     assert torch.equal(patched.hx, torch.zeros_like(out.hx))
     assert torch.allclose(patched.logits, agent.policy_head.bias.expand(4, -1))
+
+
+@pytest.mark.parametrize("heads_input", ["hx", "features", "features_and_hx"])
+def test_heads_read_what_heads_input_names(heads_input):
+    """The original reads the hx alone, the non-recurrent control ignores it, the mix reads both."""
+    agent = tiny_agent(heads_input=heads_input)
+    obs = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    not_first = torch.zeros(4, dtype=torch.bool)
+    with torch.no_grad():
+        a = agent.step(obs, torch.randn(4, 8), not_first)
+        b = agent.step(obs, torch.randn(4, 8), not_first)  # same frames, another incoming hx
+        features = agent.encoder(obs)
+    head_in = {"hx": a.hx, "features": features, "features_and_hx": torch.cat([features, a.hx], -1)}[heads_input]
+    assert torch.allclose(a.logits, agent.policy_head(head_in), atol=1e-6)
+    assert torch.allclose(a.value, agent.value_head(head_in).squeeze(-1), atol=1e-6)
+    assert torch.equal(a.logits, b.logits) == (heads_input == "features")
 
 
 def test_ppo_learns_a_task_that_needs_memory(params):

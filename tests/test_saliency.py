@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from rlinterp.agent.checkpoint import build_agent
 from rlinterp.agent.model import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
-                               parse_ids, saliency, smoothgrad_latents, value_target)
+                               parse_ids, saliency, signed_unit_maps, smoothgrad_latents, value_target)
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.train import build_simulator
@@ -196,3 +197,11 @@ def test_saliency_strip_writes_a_png(tmp_path):
     magnitude = blur(torch.rand(5, 16, 16), 5, 1.0)
     plots.saliency_strip(frames, magnitude, tmp_path / "strip.png", "value")
     assert (tmp_path / "strip.png").stat().st_size > 2000
+
+
+def test_signed_unit_maps_share_one_scale_over_the_steps_and_upsample_by_repetition():
+    maps = np.array([[[2.0, -1.0], [0.0, 0.5]], [[-4.0, 1.0], [0.0, 0.0]]])
+    unit = signed_unit_maps(maps, 4)
+    assert unit.shape == (2, 4, 4) and unit.min() == -1 and unit.max() == 0.5
+    np.testing.assert_array_equal(unit[0, :2, 2:], -0.25)                      # -1 / 4, as a 2 x 2 block
+    np.testing.assert_array_equal(signed_unit_maps(np.zeros((1, 2, 2)), 4), np.zeros((1, 4, 4)))

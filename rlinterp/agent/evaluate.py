@@ -18,10 +18,12 @@ from rlinterp.envs import VecProcgen
 
 
 class AgentPolicy:
-    """The agent sampling from its policy; `memoryless` zeroes the hidden state before every step."""
+    """The agent sampling from its policy; `memoryless` zeroes the hidden state before every step; `greedy` takes
+    the most likely action (if that scores like a constant action, the policy's mode ignores what it sees)."""
 
-    def __init__(self, agent: RecurrentAgent, seed: int, memoryless: bool = False, device: str = "cpu"):
-        self.agent, self.memoryless, self.device = agent, memoryless, torch.device(device)
+    def __init__(self, agent: RecurrentAgent, seed: int, memoryless: bool = False, device: str = "cpu",
+                 greedy: bool = False):
+        self.agent, self.memoryless, self.greedy, self.device = agent, memoryless, greedy, torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.hx: torch.Tensor | None = None
 
@@ -33,7 +35,8 @@ class AgentPolicy:
         out = self.agent.step(torch.from_numpy(obs).to(self.device), self.hx,
                               torch.from_numpy(reset).to(self.device))
         self.hx = out.hx
-        return sample_actions(out.logits, self.generator).cpu().numpy()
+        actions = out.logits.argmax(-1) if self.greedy else sample_actions(out.logits, self.generator)
+        return actions.cpu().numpy()
 
 
 class RandomPolicy:
@@ -126,13 +129,15 @@ def baseline_policies(num_actions: int, seed: int) -> dict:
 
 
 def agent_policies(agent: RecurrentAgent, seed: int, device: str = "cpu") -> dict:
-    """The trained agent, and the same agent with its hidden state zeroed before every step."""
+    """The trained agent, the same agent with its hidden state zeroed before every step, and the agent taking
+    its most likely action."""
     return {"agent": lambda: AgentPolicy(agent, seed, device=device),
-            "memoryless_agent": lambda: AgentPolicy(agent, seed, memoryless=True, device=device)}
+            "memoryless_agent": lambda: AgentPolicy(agent, seed, memoryless=True, device=device),
+            "greedy_agent": lambda: AgentPolicy(agent, seed, device=device, greedy=True)}
 
 
 def compare_with_baselines(agent_results: dict, baseline_results: dict, action_names: tuple[str, ...]) -> dict:
-    """Per level set: agent, memoryless agent, random and best constant action, with the agent's margins.
+    """Per level set: agent, memoryless and greedy agent, random and best constant action, with the margins.
 
     Refuses baselines played on other level seeds than the agent's (e.g. computed from other params).
     """
@@ -147,11 +152,12 @@ def compare_with_baselines(agent_results: dict, baseline_results: dict, action_n
                              f"re-run evaluate_baselines with the current params")
         constants = {int(n.split("_")[1]): r for n, r in baselines.items() if n.startswith("constant_")}
         best = max(constants, key=lambda a: constants[a]["mean_return"])
-        agent, memoryless = agent_side["agent"], agent_side["memoryless_agent"]
+        agent, memoryless, greedy = (agent_side[k] for k in ("agent", "memoryless_agent", "greedy_agent"))
         report[levels] = {
-            "agent": agent, "memoryless_agent": memoryless, "random": baselines["random"],
+            "agent": agent, "memoryless_agent": memoryless, "greedy_agent": greedy, "random": baselines["random"],
             "best_constant": {**constants[best], "action": best, "action_name": action_names[best]},
             "agent_minus_best_constant": agent["mean_return"] - constants[best]["mean_return"],
+            "greedy_agent_minus_best_constant": greedy["mean_return"] - constants[best]["mean_return"],
             "agent_minus_memoryless": agent["mean_return"] - memoryless["mean_return"],
             "agent_minus_random": agent["mean_return"] - baselines["random"]["mean_return"]}
     return report

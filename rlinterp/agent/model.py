@@ -90,15 +90,17 @@ class RecurrentAgent(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, channels: tuple[int, ...] = (16, 32, 32),
                  blocks_per_stage: int = 2, fc_size: int = 256, hidden_size: int = 64, input_pool: int = 1,
-                 input_downsample: str = "average"):
+                 input_downsample: str = "average", heads_input: str = "hx"):
         super().__init__()
         self.hidden_size = hidden_size
+        self.heads_input = heads_input
         self.num_actions = num_actions
         self.encoder = ImpalaEncoder(obs_shape, tuple(channels), blocks_per_stage, fc_size, input_pool,
                                      input_downsample)
         self.gru = nn.GRUCell(fc_size, hidden_size)
-        self.policy_head = nn.Linear(hidden_size, num_actions)
-        self.value_head = nn.Linear(hidden_size, 1)
+        head_size = {"hx": hidden_size, "features": fc_size, "features_and_hx": fc_size + hidden_size}[heads_input]
+        self.policy_head = nn.Linear(head_size, num_actions)
+        self.value_head = nn.Linear(head_size, 1)
         self.hook_features = HookPoint()
         self.hook_hx = HookPoint()
         self.hook_logits = HookPoint()
@@ -120,8 +122,15 @@ class RecurrentAgent(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(batch_size, self.hidden_size, device=device)
 
-    def heads(self, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.hook_logits(self.policy_head(hx)), self.hook_value(self.value_head(hx).squeeze(-1))
+    def heads(self, features: torch.Tensor, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy logits and value from what `heads_input` names: the hx (original), the features, or both."""
+        if self.heads_input == "hx":
+            x = hx
+        elif self.heads_input == "features":
+            x = features
+        else:
+            x = torch.cat([features, hx], dim=-1)
+        return self.hook_logits(self.policy_head(x)), self.hook_value(self.value_head(x).squeeze(-1))
 
     def step(self, obs: torch.Tensor, hx: torch.Tensor, first: torch.Tensor) -> AgentOutput:
         """One step for a batch: obs (B,H,W,C) uint8, hx (B,hidden) from the previous step, first (B,) bool.
@@ -137,7 +146,7 @@ class RecurrentAgent(nn.Module):
     def _recur(self, features: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         features = self.hook_features(features)
         hx = self.hook_hx(self.gru(features, hx))
-        logits, value = self.heads(hx)
+        logits, value = self.heads(features, hx)
         return AgentOutput(features, hx, logits, value)
 
     def forward_sequence(self, obs: torch.Tensor, hx: torch.Tensor, first: torch.Tensor) -> AgentOutput:
@@ -153,5 +162,5 @@ class RecurrentAgent(nn.Module):
             hx = self.gru(features[t], hx * keep[t])
             states.append(hx)
         hxs = self.hook_hx(torch.stack(states))
-        logits, value = self.heads(hxs)
+        logits, value = self.heads(features, hxs)
         return AgentOutput(features, hxs, logits, value)

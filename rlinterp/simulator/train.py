@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlinterp.agent.checkpoint import CheckpointError, file_sha256, load_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.config import ConfigError, SimulatorConfig, TrainSimulatorConfig, build_section, to_dict
+from rlinterp.config import AgentConfig, ConfigError, SimulatorConfig, TrainSimulatorConfig, build_section, to_dict
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import simulator_loss, window_from_batch
 from rlinterp.simulator.model import Simulator
@@ -70,6 +70,19 @@ def load_simulator(path: str | Path, agent: RecurrentAgent, agent_sha256: str, e
     simulator.load_state_dict(state["model"])
     simulator.eval()
     return simulator, {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+
+
+def load_agent_and_simulator(agent_path: str | Path, simulator_path: str | Path, agent_config: AgentConfig,
+                             simulator_config: SimulatorConfig, device: str | torch.device = "cpu"
+                             ) -> tuple[RecurrentAgent, Simulator]:
+    """The trained agent and the simulator trained beside it, both in eval mode, refused as `load_agent` and
+    `load_simulator` refuse a mismatch. The agent's weights are frozen: stages that differentiate through the
+    closed loop want gradients of frames and states, never of the agent."""
+    agent, _ = load_agent(agent_path, device, expected=agent_config)
+    agent.requires_grad_(False)
+    simulator, _ = load_simulator(simulator_path, agent, file_sha256(agent_path), expected=simulator_config,
+                                  device=device)
+    return agent, simulator
 
 
 def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096
