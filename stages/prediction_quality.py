@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import file_sha256, load_agent
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_simulator, real_steps
+from rlinterp.simulator.train import load_agent_and_simulator, real_steps
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
@@ -40,8 +39,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config, sim = params.prediction_quality, params.simulator
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=sim, device=device)
+    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, sim, device)
     real = RolloutStore(REAL)
     train_episodes, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
                                              params.train_simulator.seed)

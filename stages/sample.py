@@ -1,12 +1,12 @@
 """Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs."""
 import numpy as np
 
-from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.agent.checkpoint import file_sha256
 from rlinterp.config import config_hash, load_params
 from rlinterp.runtime import StageError, setup_torch, stage_main
 from rlinterp.simulator.data import split_episodes
 from rlinterp.simulator.sample import record_samples, sample_fields
-from rlinterp.simulator.train import load_simulator
+from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
 
@@ -22,9 +22,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.sample
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    agent_sha256 = file_sha256(AGENT)
-    simulator, _ = load_simulator(SIMULATOR, agent, agent_sha256, expected=params.simulator, device=device)
+    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
     real = RolloutStore(REAL)
     _, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
                                 params.train_simulator.seed)
@@ -34,7 +32,7 @@ def main() -> None:
                          f"{len(long_enough)} held-out episodes of {REAL} (one sample per episode)")
     informed = np.random.default_rng(config.seed).choice(long_enough, config.informed_samples, replace=False)
     attrs = {"stage": "sample", "params_hash": config_hash(params.agent, params.simulator, config),
-             "agent_sha256": agent_sha256, "simulator_sha256": file_sha256(SIMULATOR),
+             "agent_sha256": file_sha256(AGENT), "simulator_sha256": file_sha256(SIMULATOR),
              "real_store": REAL, "prior_samples": config.prior_samples, "informed_samples": config.informed_samples}
     with RolloutWriter(STORE, sample_fields(simulator), attrs, chunk_steps=256, shard_steps=8192) as writer:
         record_samples(simulator, agent, writer, prior_samples=config.prior_samples, informed_episodes=informed,

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from rlinterp.analysis.behaviour import cluster_behaviours, dynamics_features
-from rlinterp.analysis.cluster import cluster
+from rlinterp.analysis.cluster import cluster, embed
 from rlinterp.analysis.decompose import Basis, fit_basis, shuffled_columns
 from rlinterp.analysis.states import analyse_states
 
@@ -52,6 +52,21 @@ def test_clustering_recovers_planted_clusters_and_shuffling_destroys_them():
         labels = cluster(x, 5, method, seed=0, fit_rows=np.arange(0, 3000, 3))
         assert adjusted_rand_score(truth, labels) > 0.95, method
         assert np.all(np.diff(np.bincount(labels)) <= 0)           # numbered by decreasing size
+
+
+def test_umap_embedding_keeps_planted_clusters_apart_and_is_reproducible():
+    """The exact small-data path (sklearn distances, precomputed for UMAP) still embeds the neighbour graph."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, (3, 12))
+    labels = np.repeat(np.arange(3), 150)
+    x = centres[labels] + rng.normal(size=(450, 12))
+    points = embed(x, "umap", seed=0)
+    assert points.shape == (450, 2)
+    np.testing.assert_array_equal(points, embed(x, "umap", seed=0))
+    means = np.stack([points[labels == k].mean(0) for k in range(3)])
+    nearest = np.linalg.norm(points[:, None] - means[None], axis=-1).argmin(1)
+    assert (nearest == labels).mean() > 0.99
+    assert (nearest == rng.permutation(labels)).mean() < 0.5      # shuffled labels: chance
 
 
 def test_state_analysis_beats_its_shuffled_baseline(params):
