@@ -3,9 +3,11 @@
 Runs `dvc repro --single-item STAGE` for every stage in dvc.yaml order (a topological order: each stage comes
 after those it reads), sampling the resident memory of the stage's whole process tree (DVC, the stage, its
 loader workers) every 0.2 s. Prints a table and the total against the 60-minute target of the default
-profile, and writes the same as JSON to --out. Stages already up to date are reported as skipped.
+profile, and writes the same as JSON to --out. Stages already up to date are reported as skipped; --force runs
+every stage anyway (`dvc repro --force`), so a measurement in a working copy cannot be shortened by DVC
+restoring an output it has seen before.
 
-    python benchmarks/pipeline.py [--out benchmarks/results/pipeline_cpu.json]
+    python benchmarks/pipeline.py [--force] [--out benchmarks/results/pipeline_cpu.json]
 """
 from __future__ import annotations
 
@@ -39,12 +41,12 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_stage(name: str) -> dict:
+def run_stage(name: str, force: bool = False) -> dict:
     # The stage's output goes to a file, not a pipe: a pipe read only at the end fills up and blocks the stage.
     with tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", name], stdout=log,
-                                 stderr=subprocess.STDOUT, text=True)
+        command = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), name]
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
         process, peak = psutil.Process(child.pid), 0
         while child.poll() is None:
             try:
@@ -64,10 +66,11 @@ def run_stage(name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline_cpu.json"))
+    parser.add_argument("--force", action="store_true", help="run every stage, even those DVC finds up to date")
     args = parser.parse_args()
     rows = []
     for name in stage_names():
-        rows.append(run_stage(name))
+        rows.append(run_stage(name, args.force))
         row = rows[-1]
         print(f"{name:28s} {row['seconds']:8.1f} s  {row['peak_rss_gib']:6.2f} GiB  "
               f"{'ran' if row['ran'] else 'up to date, skipped'}", flush=True)
