@@ -14,6 +14,12 @@ OUTPUT = "metrics/agent.json"
 FIGURE = "plots/evaluate_agent/returns.png"
 
 
+def named_by_action(policies: dict) -> dict:
+    """The figure's labels: constant policies by their action's name (constant_8 -> constant RIGHT+UP)."""
+    return {f"constant {ACTION_NAMES[int(name.split('_')[1])]}" if name.startswith("constant_") else name: result
+            for name, result in policies.items()}
+
+
 @stage_main
 def main() -> None:
     params = load_params("params.yaml")
@@ -29,7 +35,8 @@ def main() -> None:
         raise StageError(f"{BASELINES}: {err}") from err
     write_json(OUTPUT, {"checkpoint_step": meta["step"], "episodes_per_policy": ev.num_envs * ev.episodes_per_env,
                         **report})
-    plots.policy_returns({levels: {**results[levels], **baselines[levels]} for levels in results}, FIGURE)
+    plots.policy_returns({levels: named_by_action({**results[levels], **baselines[levels]}) for levels in results},
+                         FIGURE)
 
 
 if __name__ == "__main__":
