@@ -260,6 +260,20 @@ def test_page_says_what_is_missing(browser, tmp_path):
     assert console_errors(browser) == []
 
 
+def test_page_fits_a_1400_pixel_window(browser, tmp_path):
+    """No sideways scrolling on a laptop-sized window: the wide columns and their canvases shrink."""
+    site, _ = export(tmp_path)
+    browser.set_window_size(1400, 1000)
+    try:
+        open_page(browser, site)
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"page {widths[0]} px wide in a {widths[1]} px window"
+        timeline = browser.find_element("id", "timeline")
+        assert timeline.size["width"] < int(timeline.get_attribute("width"))   # shrunk, not cut off
+    finally:
+        browser.set_window_size(1600, 1300)
+
+
 def test_page_stays_responsive_with_1000_samples_of_28_steps(browser, tmp_path):
     site, manifest = export(tmp_path, samples=1000, sample_steps=28, parts=("basis", "embedding"))
     assert len(manifest["embeddings"][0]["x"]) == 4000
