@@ -51,7 +51,7 @@ for _ in range(steps):
         env.act(action); reward, obs, first = env.observe()
     else:
         obs, reward, first, _ = env.step(action)
-np.savez_compressed(out, reward=np.array(rewards), first=np.array(firsts), frames=np.array(frames),
+np.savez(out, reward=np.array(rewards), first=np.array(firsts), frames=np.array(frames),
                     version=procgen.__file__)
 """
 
