@@ -52,7 +52,7 @@ for _ in range(steps):
     else:
         obs, reward, first, _ = env.step(action)
 np.savez(out, reward=np.array(rewards), first=np.array(firsts), frames=np.array(frames),
-                    version=procgen.__file__)
+         version=procgen.__file__)
 """
 
 

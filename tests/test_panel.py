@@ -157,6 +157,9 @@ def chromium_paths() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+WINDOW = (1600, 1300)  # the browser's window size for every test but the one that shrinks it
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium through chromedriver; Debian's packages are installed when missing and we may."""
@@ -171,7 +174,7 @@ def browser():
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}",
                  "--allow-file-access-from-files"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -271,7 +274,7 @@ def test_page_fits_a_1400_pixel_window(browser, tmp_path):
         timeline = browser.find_element("id", "timeline")
         assert timeline.size["width"] < int(timeline.get_attribute("width"))   # shrunk, not cut off
     finally:
-        browser.set_window_size(1600, 1300)
+        browser.set_window_size(*WINDOW)
 
 
 def test_page_stays_responsive_with_1000_samples_of_28_steps(browser, tmp_path):
