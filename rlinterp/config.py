@@ -61,12 +61,19 @@ class AgentConfig:
                              "passes through the analysed state), features (a non-recurrent control; the GRU "
                              "still runs) or features_and_hx (both, concatenated)",
                              choices=("hx", "features", "features_and_hx"))
+    init: str = param("initial weights: reference (the reference implementation's TensorFlow defaults: "
+                      "Glorot-uniform convs and fc, zero biases) or pytorch (PyTorch's default conv init, an "
+                      "orthogonal fc); both: orthogonal GRU and heads (gains 0.01 policy, 1 value)",
+                      choices=("reference", "pytorch"))
 
 
 @dataclass(frozen=True)
 class ComputeConfig:
     device: str = param("torch device: cpu, cuda, cuda:N", choices=None)
     num_threads: int = param("torch CPU threads (0 = torch's default)", ge=0)
+    precision: str = param("auto (bf16 where the CPU or GPU has bf16 units, else fp32) | fp32 | bf16: the "
+                           "precision of the agent's encoder (convs and fc); GRU, heads, losses and optimiser "
+                           "stay fp32", choices=("auto", "fp32", "bf16"))
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,34 @@ def save_figure(fig, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def policy_returns(results: dict[str, dict[str, dict[str, float]]], path: str | Path) -> None:
-    """Mean return with 95% CI of every evaluated policy, one panel per level set."""
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 0.32 * max(map(len, results.values())) + 1.5),
-                             sharey=True, squeeze=False)
-    for ax, (levels, policies) in zip(axes[0], results.items()):
+def policy_returns(results: dict[str, dict[str, dict[str, float]]], report: dict, path: str | Path) -> None:
+    """Top row: mean return with 95% CI of every evaluated policy, one panel per level set. Bottom row: the
+    paired differences the agent is judged by (same episodes), with their 95% CIs and p-values."""
+    comparisons = ("agent_minus_best_constant", "greedy_agent_minus_best_constant", "agent_minus_memoryless")
+    tall = 0.32 * max(map(len, results.values())) + 1.5
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), tall + 2.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [tall, 2.0]})
+    for col, (levels, policies) in enumerate(results.items()):
+        ax = axes[0][col]
         names = list(policies)
         means = [policies[n]["mean_return"] for n in names]
         errors = [policies[n]["mean_return"] - policies[n]["ci95_low"] for n in names]
         colours = ["tab:blue" if n.startswith("agent") else "tab:orange" if n.startswith("memoryless")
                    else "tab:green" if n.startswith("greedy") else "tab:gray" for n in names]
-        ax.barh(names, means, xerr=errors, color=colours)
+        labels = [f"{n} ({policies[n]['completion_rate']:.0%} complete)" for n in names]
+        ax.barh(labels, means, xerr=errors, color=colours)
         ax.invert_yaxis()
         ax.set_title(levels.replace("_", " "))
         ax.set_xlabel("mean episode return (95% CI)")
+        ax = axes[1][col]
+        diffs = [report[levels][c] for c in comparisons]
+        ax.errorbar([d["mean"] for d in diffs], range(len(diffs)), fmt="o", color="black",
+                    xerr=[[d["mean"] - d["ci95_low"] for d in diffs], [d["ci95_high"] - d["mean"] for d in diffs]])
+        ax.axvline(0, color="tab:gray", lw=0.8)
+        ax.set_yticks(range(len(diffs)), [f"{c.replace('_minus_', ' - ')}\n(p = {d['p_value']:.1g})"
+                                          for c, d in zip(comparisons, diffs)], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("paired difference in return, same episodes (95% CI)")
     save_figure(fig, path)
 
 

@@ -34,6 +34,34 @@ def setup_torch(compute: ComputeConfig) -> torch.device:
     return device
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(compute: ComputeConfig, device: torch.device) -> torch.dtype | None:
+    """The encoder dtype `compute.precision` asks for on `device`: torch.bfloat16, or None for fp32.
+
+    `auto` picks bf16 only where the hardware has bf16 units (a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16/AMX); `bf16` forces it (slow but correct where emulated).
+    """
+    if compute.precision == "fp32":
+        return None
+    if compute.precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def describe_precision(dtype: torch.dtype | None) -> str:
+    return "bf16 (encoder autocast; GRU, heads, losses and optimiser fp32)" if dtype else "fp32"
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename), creating the folder."""
     path = Path(path)

@@ -7,6 +7,7 @@ import numpy as np
 
 from rlinterp.agent.evaluate import EvalResult
 from rlinterp.analysis.decompose import Basis
+from rlinterp.envs import NUM_ACTIONS
 from rlinterp.store import RolloutStore
 
 TIMEOUT_STEPS = 1000   # Procgen ends an episode after 1000 steps
@@ -67,7 +68,7 @@ def episode_outcomes(store: RolloutStore, order: np.ndarray) -> EvalResult:
     """Return, length, completion and level seed of every episode, in `order` (the store's `level_order`)."""
     info = store.episode_info()
     return EvalResult(info["return"][order], info["length"][order], info["completed"][order],
-                      info["level_seed"][order])
+                      info["level_seed"][order], np.bincount(np.asarray(store["action"][:]), minlength=NUM_ACTIONS))
 
 
 def episode_ic_means(store: RolloutStore, basis: Basis, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@ import json
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import load_agent
-from rlinterp.agent.evaluate import agent_policies, compare_with_baselines, evaluate_policies
+from rlinterp.agent.evaluate import (agent_bar, agent_policies, best_constant_actions, compare_with_baselines,
+                                     evaluate_policies, summarise)
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, setup_torch, stage_main, write_json
@@ -28,15 +29,17 @@ def main() -> None:
     with open(BASELINES) as f:
         baselines = json.load(f)
     ev = params.evaluate
-    results = evaluate_policies(params.env, ev, agent_policies(agent, ev.seed, str(device)))
+    best = best_constant_actions(baselines)
+    results = evaluate_policies(params.env, ev, agent_policies(agent, ev.seed, best, str(device)))
     try:
-        report = compare_with_baselines(results, baselines, ACTION_NAMES)
+        report = compare_with_baselines(results, baselines, best, ACTION_NAMES)
     except ValueError as err:
         raise StageError(f"{BASELINES}: {err}") from err
     write_json(OUTPUT, {"checkpoint_step": meta["step"], "episodes_per_policy": ev.num_envs * ev.episodes_per_env,
-                        **report})
-    plots.policy_returns({levels: named_by_action({**results[levels], **baselines[levels]}) for levels in results},
-                         FIGURE)
+                        "bar": agent_bar(report), **report})
+    plots.policy_returns({levels: named_by_action({**{n: summarise(r) for n, r in results[levels].items()
+                                                      if n != "best_constant"}, **baselines[levels]})
+                          for levels in results}, report, FIGURE)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Independent of the agent, so DVC keeps this (slow: most constant actions play to the 1000-step timeout)
 result while the agent is retrained.
 """
-from rlinterp.agent.evaluate import baseline_policies, evaluate_policies
+from rlinterp.agent.evaluate import baseline_policies, evaluate_policies, summarise
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS
 from rlinterp.runtime import stage_main, write_json
@@ -15,7 +15,9 @@ OUTPUT = "metrics/baselines.json"
 def main() -> None:
     params = load_params("params.yaml")
     policies = baseline_policies(NUM_ACTIONS, params.evaluate.seed)
-    write_json(OUTPUT, evaluate_policies(params.env, params.evaluate, policies))
+    results = evaluate_policies(params.env, params.evaluate, policies)
+    write_json(OUTPUT, {levels: {name: summarise(result) for name, result in played.items()}
+                        for levels, played in results.items()})
 
 
 if __name__ == "__main__":

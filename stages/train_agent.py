@@ -3,7 +3,7 @@ from dvclive import Live
 
 from rlinterp.agent.train import resumable_checkpoint, train_agent, training_config
 from rlinterp.config import load_params
-from rlinterp.runtime import curve_logger, setup_torch, stage_main, write_json
+from rlinterp.runtime import curve_logger, describe_precision, resolve_precision, setup_torch, stage_main, write_json
 
 CHECKPOINT = "data/agent/checkpoint.pt"
 CURVES = "plots/train_agent"
@@ -14,6 +14,8 @@ SUMMARY = "metrics/train_agent.json"
 def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
+    precision = resolve_precision(params.compute, device)
+    print(f"train_agent: {device}, precision {describe_precision(precision)}")
     run_config = training_config(params.env, params.agent, params.train_agent)
     state = resumable_checkpoint(CHECKPOINT, run_config)
     resume = state is not None
@@ -21,7 +23,7 @@ def main() -> None:
           "train_agent: no checkpoint of these params and code to resume; training from step 0")
     with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
         summary = train_agent(params.env, params.agent, params.train_agent, CHECKPOINT, device=str(device),
-                              log=curve_logger(live))
+                              log=curve_logger(live), precision=precision)
     write_json(SUMMARY, summary)
 
 

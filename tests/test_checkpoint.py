@@ -25,10 +25,16 @@ def test_round_trip_and_resume(params, tiny_train, tmp_path):
         assert torch.equal(tensor, state["model"][name]), name
     assert meta["step"] == 128
 
+    # Raising total_steps extends the finished run from its checkpoint; the summary counts the whole run.
     longer = dataclasses.replace(tiny_train, total_steps=256)
-    # Changing total_steps is a change of run: it starts again rather than mixing two schedules.
-    restarted = train_agent(params.env, params.agent, longer, path, progress=False)
-    assert restarted["resumed_from_step"] == 0
+    extended = train_agent(params.env, params.agent, longer, path, progress=False)
+    assert extended["resumed_from_step"] == 128 and extended["total_steps"] == 256
+    assert load_checkpoint(path)["update"] == 4
+    assert extended["train_seconds"] > first["train_seconds"]
+
+    # Any other change of run starts again rather than mixing two runs.
+    other = dataclasses.replace(longer, learning_rate=longer.learning_rate * 2)
+    assert train_agent(params.env, params.agent, other, path, progress=False)["resumed_from_step"] == 0
 
     # A run that dies during its third update continues from the checkpoint of its second.
     path.unlink()

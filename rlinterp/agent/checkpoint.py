@@ -25,7 +25,7 @@ class CheckpointError(RuntimeError):
 def build_agent(config: AgentConfig, num_actions: int = NUM_ACTIONS) -> RecurrentAgent:
     return RecurrentAgent(OBS_SHAPE, num_actions, config.channels, config.blocks_per_stage, config.fc_size,
                           config.hidden_size, config.input_pool, config.input_downsample,
-                          config.heads_input)
+                          config.heads_input, config.init)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from tqdm import tqdm
 
 from rlinterp.agent.model import RecurrentAgent, sample_actions
@@ -61,11 +62,13 @@ class ConstantPolicy:
 
 @dataclass
 class EvalResult:
-    """Per-episode outcomes, ordered (env, k-th episode of that env)."""
+    """Per-episode outcomes, ordered (env, k-th episode of that env), and how often each action was taken
+    in those episodes."""
     returns: np.ndarray
     lengths: np.ndarray
     completed: np.ndarray
     level_seeds: np.ndarray
+    action_counts: np.ndarray
 
     def summary(self) -> dict[str, float]:
         """Mean return with a normal-approximation 95% confidence interval, completion rate, mean length."""
@@ -85,18 +88,21 @@ def play_episodes(env_config: EnvConfig, policy, num_envs: int, episodes_per_env
     shape = (num_envs, episodes_per_env)
     returns, lengths = np.zeros(shape), np.zeros(shape, dtype=np.int64)
     completed, levels = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.int64)
+    action_counts = np.zeros(env.num_actions, dtype=np.int64)
     total = num_envs * episodes_per_env
     with tqdm(total=total, desc=desc, unit="episode", disable=not progress, leave=False) as bar:
         while counts.min() < episodes_per_env:
             _, obs, first = env.observe()
-            for episode in env.act(policy(obs, first)):
+            actions = np.asarray(policy(obs, first))
+            np.add.at(action_counts, actions[counts < episodes_per_env], 1)
+            for episode in env.act(actions):
                 i, k = episode.env_index, counts[episode.env_index]
                 if k < episodes_per_env:
                     returns[i, k], lengths[i, k] = episode.ret, episode.length
                     completed[i, k], levels[i, k] = episode.completed, episode.level_seed
                     bar.update(1)
                 counts[i] += 1
-    return EvalResult(returns.ravel(), lengths.ravel(), completed.ravel(), levels.ravel())
+    return EvalResult(returns.ravel(), lengths.ravel(), completed.ravel(), levels.ravel(), action_counts)
 
 
 def level_sets(env_config: EnvConfig, config: EvaluateConfig) -> dict[str, tuple[int, int]]:
@@ -105,19 +111,25 @@ def level_sets(env_config: EnvConfig, config: EvaluateConfig) -> dict[str, tuple
             "unseen_levels": (config.test_start_level, config.test_num_levels)}
 
 
-def evaluate_policies(env_config: EnvConfig, config: EvaluateConfig, policies: dict, progress: bool = True
-                      ) -> dict[str, dict[str, dict[str, float]]]:
-    """levels -> policy name -> summary, every policy on the same level seeds.
+def summarise(result: EvalResult) -> dict[str, float]:
+    """What metrics keep of one policy's evaluation: its summary and a fingerprint of the levels it played."""
+    return {**result.summary(), "level_seed_sum": int(result.level_seeds.sum())}
 
-    `policies` maps a name to a zero-argument factory, so each run starts from a fresh policy state.
+
+def evaluate_policies(env_config: EnvConfig, config: EvaluateConfig, policies: dict, progress: bool = True
+                      ) -> dict[str, dict[str, EvalResult]]:
+    """levels -> policy name -> per-episode results, every policy on the same level seeds.
+
+    `policies` maps a name to a zero-argument factory, so each run starts from a fresh policy state; or, per
+    level set, levels -> such a mapping (when a policy depends on the level set, e.g. its best constant action).
     """
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, EvalResult]] = {}
     for levels, (start, count) in level_sets(env_config, config).items():
-        results[levels] = {}
-        for name, make_policy in policies.items():
-            outcome = play_episodes(env_config, make_policy(), config.num_envs, config.episodes_per_env,
-                                    config.seed, start, count, desc=f"{levels} {name}", progress=progress)
-            results[levels][name] = {**outcome.summary(), "level_seed_sum": int(outcome.level_seeds.sum())}
+        chosen = policies.get(levels, policies)
+        results[levels] = {name: play_episodes(env_config, make_policy(), config.num_envs, config.episodes_per_env,
+                                               config.seed, start, count, desc=f"{levels} {name}",
+                                               progress=progress)
+                           for name, make_policy in chosen.items()}
     return results
 
 
@@ -128,36 +140,82 @@ def baseline_policies(num_actions: int, seed: int) -> dict:
     return policies
 
 
-def agent_policies(agent: RecurrentAgent, seed: int, device: str = "cpu") -> dict:
-    """The trained agent, the same agent with its hidden state zeroed before every step, and the agent taking
-    its most likely action."""
-    return {"agent": lambda: AgentPolicy(agent, seed, device=device),
-            "memoryless_agent": lambda: AgentPolicy(agent, seed, memoryless=True, device=device),
-            "greedy_agent": lambda: AgentPolicy(agent, seed, device=device, greedy=True)}
+def best_constant_actions(baselines: dict) -> dict[str, int]:
+    """levels -> the constant action with the highest mean return in the baselines' summaries."""
+    best = {}
+    for levels, policies in baselines.items():
+        constants = {int(n.split("_")[1]): r["mean_return"] for n, r in policies.items() if n.startswith("constant_")}
+        best[levels] = max(constants, key=constants.__getitem__)
+    return best
 
 
-def compare_with_baselines(agent_results: dict, baseline_results: dict, action_names: tuple[str, ...]) -> dict:
-    """Per level set: agent, memoryless and greedy agent, random and best constant action, with the margins.
+def agent_policies(agent: RecurrentAgent, seed: int, best_constant: dict[str, int], device: str = "cpu") -> dict:
+    """Per level set: the trained agent, the same agent with its hidden state zeroed before every step, the agent
+    taking its most likely action, and that level set's best constant action, replayed so that every comparison
+    with it is paired episode by episode."""
+    return {levels: {"agent": lambda: AgentPolicy(agent, seed, device=device),
+                     "memoryless_agent": lambda: AgentPolicy(agent, seed, memoryless=True, device=device),
+                     "greedy_agent": lambda: AgentPolicy(agent, seed, device=device, greedy=True),
+                     "best_constant": lambda action=action: ConstantPolicy(action)}
+            for levels, action in best_constant.items()}
 
-    Refuses baselines played on other level seeds than the agent's (e.g. computed from other params).
+
+def paired_difference(a: EvalResult, b: EvalResult) -> dict[str, float]:
+    """Mean of a's return minus b's over the same episodes (same level seeds), with its 95% CI and the
+    two-sided paired t-test p-value, and the difference in completion rate."""
+    if not np.array_equal(a.level_seeds, b.level_seeds):
+        raise ValueError("paired comparison of results played on different level seeds")
+    diff = a.returns - b.returns
+    n = len(diff)
+    mean, sem = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(n))
+    half = float(stats.t.ppf(0.975, n - 1) * sem)
+    p = float(stats.ttest_rel(a.returns, b.returns).pvalue) if sem > 0 else (0.0 if mean else 1.0)
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "p_value": p,
+            "completion_rate": float(a.completed.mean() - b.completed.mean()), "episodes": n}
+
+
+def compare_with_baselines(agent_results: dict[str, dict[str, EvalResult]], baselines: dict,
+                           best_constant: dict[str, int], action_names: tuple[str, ...]) -> dict:
+    """Per level set: every policy's summary, the paired differences the agent is judged by, and how often the
+    agent's actions differ from the best constant action.
+
+    Refuses baselines played on other level seeds than the agent's, or whose best constant action does not
+    replay to the same returns (both: baselines computed from other params or code).
     """
     report = {}
-    for levels, agent_side in agent_results.items():
-        if levels not in baseline_results:
+    for levels, played in agent_results.items():
+        if levels not in baselines:
             raise ValueError(f"baselines have no '{levels}' results (expected {', '.join(agent_results)})")
-        baselines = baseline_results[levels]
-        seeds = {name: r["level_seed_sum"] for name, r in {**agent_side, **baselines}.items()}
-        if len(set(seeds.values())) != 1:
-            raise ValueError(f"{levels}: policies were evaluated on different level seeds ({seeds}); "
-                             f"re-run evaluate_baselines with the current params")
-        constants = {int(n.split("_")[1]): r for n, r in baselines.items() if n.startswith("constant_")}
-        best = max(constants, key=lambda a: constants[a]["mean_return"])
-        agent, memoryless, greedy = (agent_side[k] for k in ("agent", "memoryless_agent", "greedy_agent"))
+        action = best_constant[levels]
+        recorded = baselines[levels][f"constant_{action}"]
+        replayed = summarise(played["best_constant"])
+        for key in ("level_seed_sum", "mean_return"):
+            if replayed[key] != recorded[key]:
+                raise ValueError(f"{levels}: the best constant action {action_names[action]} replays to {key} "
+                                 f"{replayed[key]}, but the baselines recorded {recorded[key]}; re-run "
+                                 f"evaluate_baselines with the current params")
+        agent, memoryless, greedy, constant = (played[k] for k in
+                                               ("agent", "memoryless_agent", "greedy_agent", "best_constant"))
         report[levels] = {
-            "agent": agent, "memoryless_agent": memoryless, "greedy_agent": greedy, "random": baselines["random"],
-            "best_constant": {**constants[best], "action": best, "action_name": action_names[best]},
-            "agent_minus_best_constant": agent["mean_return"] - constants[best]["mean_return"],
-            "greedy_agent_minus_best_constant": greedy["mean_return"] - constants[best]["mean_return"],
-            "agent_minus_memoryless": agent["mean_return"] - memoryless["mean_return"],
-            "agent_minus_random": agent["mean_return"] - baselines["random"]["mean_return"]}
+            **{name: summarise(result) for name, result in played.items() if name != "best_constant"},
+            "random": baselines[levels]["random"],
+            "best_constant": {**replayed, "action": action, "action_name": action_names[action]},
+            "agent_minus_best_constant": paired_difference(agent, constant),
+            "greedy_agent_minus_best_constant": paired_difference(greedy, constant),
+            "agent_minus_memoryless": paired_difference(agent, memoryless),
+            "agent_minus_random": float(agent.returns.mean()) - baselines[levels]["random"]["mean_return"],
+            "agent_actions_not_best_constant": 1 - float(agent.action_counts[action] / agent.action_counts.sum()),
+            "greedy_actions_not_best_constant": 1 - float(greedy.action_counts[action] / greedy.action_counts.sum())}
     return report
+
+
+def agent_bar(report: dict) -> dict[str, bool]:
+    """The issue-22 bar for an agent worth interpreting, each criterion from the paired comparisons."""
+    train, unseen = report["train_levels"], report["unseen_levels"]
+    return {
+        "train_beats_best_constant_by_1": (train["agent_minus_best_constant"]["mean"] >= 1.0
+                                           and train["agent_minus_best_constant"]["p_value"] < 0.01),
+        "unseen_beats_best_constant": (unseen["agent_minus_best_constant"]["mean"] > 0
+                                       and unseen["agent_minus_best_constant"]["p_value"] < 0.01),
+        "memory_helps_on_train": train["agent_minus_memoryless"]["ci95_low"] > 0,
+        "greedy_differs_from_best_constant_10pct": train["greedy_actions_not_best_constant"] >= 0.1}

@@ -1,5 +1,8 @@
 """The recurrent IMPALA agent: conv encoder -> fc -> GRU -> policy and value heads.
 
+Precision: `set_precision(torch.bfloat16)` runs the encoder (convolutions and fc, nearly all the compute)
+under bf16 autocast; its features, the GRU state, logits and value stay fp32.
+
 Every activation a researcher may want to read or patch passes through a named `HookPoint`
 (`hook_features`, `hook_hx`, `hook_logits`, `hook_value`), so a forward hook on e.g.
 `agent.hook_hx` sees, or replaces, the hidden state in the real and in the simulated loop alike.
@@ -90,8 +93,9 @@ class RecurrentAgent(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, int, int], num_actions: int, channels: tuple[int, ...] = (16, 32, 32),
                  blocks_per_stage: int = 2, fc_size: int = 256, hidden_size: int = 64, input_pool: int = 1,
-                 input_downsample: str = "average", heads_input: str = "hx"):
+                 input_downsample: str = "average", heads_input: str = "hx", init: str = "pytorch"):
         super().__init__()
+        self.encoder_dtype: torch.dtype | None = None
         self.hidden_size = hidden_size
         self.heads_input = heads_input
         self.num_actions = num_actions
@@ -105,19 +109,49 @@ class RecurrentAgent(nn.Module):
         self.hook_hx = HookPoint()
         self.hook_logits = HookPoint()
         self.hook_value = HookPoint()
-        self._init_weights()
+        self._init_weights(init)
 
-    def _init_weights(self) -> None:
-        """Convolutions keep PyTorch's default (fan-in scaled) init: orthogonal gain-sqrt(2) convs make the
-        residual stream grow ~30x over three stages and saturate the GRU. Linear layers are orthogonal."""
-        nn.init.orthogonal_(self.encoder.fc.weight, gain=nn.init.calculate_gain("relu"))
-        nn.init.zeros_(self.encoder.fc.bias)
+    def _init_weights(self, init: str) -> None:
+        """`pytorch`: convolutions keep PyTorch's default (fan-in scaled) init, the fc is orthogonal (gain
+        sqrt(2)), head biases keep PyTorch's default. `reference`: the reference implementation's TensorFlow
+        defaults, Glorot-uniform convolutions and fc with zero biases, and zero head biases. Both: orthogonal
+        GRU weights with zero biases, orthogonal heads with gains 0.01 (policy) and 1 (value)."""
+        if init == "reference":
+            for layer in [m for m in self.encoder.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            for head in (self.policy_head, self.value_head):
+                nn.init.zeros_(head.bias)
+        elif init == "pytorch":
+            nn.init.orthogonal_(self.encoder.fc.weight, gain=nn.init.calculate_gain("relu"))
+            nn.init.zeros_(self.encoder.fc.bias)
+        else:
+            raise ValueError(f"init = {init!r}: expected reference or pytorch")
         for weight in (self.gru.weight_ih, self.gru.weight_hh):
             nn.init.orthogonal_(weight)
         nn.init.zeros_(self.gru.bias_ih)
         nn.init.zeros_(self.gru.bias_hh)
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
         nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+
+    def set_precision(self, dtype: torch.dtype | None) -> RecurrentAgent:
+        """Run the encoder under autocast to `dtype` (e.g. torch.bfloat16), or in fp32 with None."""
+        self.encoder_dtype = dtype
+        return self
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (N, H, W, C) -> features, at the encoder's precision (returned as fp32)."""
+        return self._at_precision(self.encoder, obs)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float frames (N, C, H, W) in [0, 1] -> features, at the encoder's precision (returned as fp32)."""
+        return self._at_precision(self.encoder.embed_pixels, pixels)
+
+    def _at_precision(self, fn, x: torch.Tensor) -> torch.Tensor:
+        if self.encoder_dtype is None:
+            return fn(x)
+        with torch.autocast(x.device.type, dtype=self.encoder_dtype):
+            return fn(x).float()
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(batch_size, self.hidden_size, device=device)
@@ -137,11 +171,11 @@ class RecurrentAgent(nn.Module):
 
         Where `first` is set the episode has just started and the incoming state is replaced by zeros.
         """
-        return self._recur(self.encoder(obs), hx * (~first).unsqueeze(-1).to(hx.dtype))
+        return self._recur(self.encode(obs), hx * (~first).unsqueeze(-1).to(hx.dtype))
 
     def step_pixels(self, pixels: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         """One step on float frames (B, 3, 64, 64) in [0, 1], never resetting: the simulator's agent step."""
-        return self._recur(self.encoder.embed_pixels(pixels), hx)
+        return self._recur(self.encode_pixels(pixels), hx)
 
     def _recur(self, features: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         features = self.hook_features(features)
@@ -155,7 +189,7 @@ class RecurrentAgent(nn.Module):
         The encoder runs on all T*B frames at once; only the 64-unit GRU is stepped in time.
         """
         steps, batch = first.shape
-        features = self.hook_features(self.encoder(obs.flatten(0, 1))).view(steps, batch, -1)
+        features = self.hook_features(self.encode(obs.flatten(0, 1))).view(steps, batch, -1)
         keep = (~first).unsqueeze(-1).to(features.dtype)
         states = []
         for t in range(steps):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.distributions import Categorical
-from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import TrainAgentConfig
