@@ -1,10 +1,13 @@
-"""Learning curves of agent-training variants run side by side: how the CPU profile's agent was chosen.
+"""Learning curves of agent-training variants run side by side, against the reference PPO in 200k-step bins.
 
-Each variant is the params file with `key=value` overrides, written as `dvc exp run -S` takes them. Every
-variant trains in its own process for at most --minutes, and its curve (env steps, wall seconds, mean return
-and completion of the last 100 training episodes) goes to OUT/<name>.csv as it is made, so a variant cut
-off by the time limit still leaves its curve. OUT/curves.png draws them all beside the reference PPO's
-published curve and the best constant action.
+Each variant is the params file with `key=value` overrides, written as `dvc exp run -S` takes them; with
+--seeds K it runs K times (train_agent.seed 0..K-1, named NAME_s0 ...). Every run trains in its own process
+for at most --minutes, and its curve (env steps, wall seconds, mean return and completion of the last 100
+training episodes) goes to OUT/<run>.csv as it is made, so a run cut off by the time limit still leaves its
+curve. OUT/curves.png draws each variant as the mean of its seeds in 200k-step bins, with the seeds' range
+shaded, beside the mean of the three openai/train-procgen easy-200 CoinRun runs in the same bins (range shaded,
+`results/parity/reference_bins.csv`) and, with --best-constant, the best constant action measured on each
+variant's own training levels; OUT/bins.csv holds the same bin means.
 
     python benchmarks/agent_variants.py --out OUT --minutes 6 --device cuda \\
         default= "wide=agent.channels=[16,32,32] agent.input_pool=1"
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import multiprocessing as mp
 import tempfile
 import time
@@ -28,11 +32,10 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# openai/train-procgen, easy, 200 levels, non-recurrent IMPALA (REFERENCE.md section 2): steps -> return
-# (to 1.3M single readings, beyond that means over 200k steps around each point)
-REFERENCE_CURVE = [(131e3, 5.8), (200e3, 6.7), (360e3, 7.3), (540e3, 7.6), (650e3, 8.2), (1.0e6, 8.25),
-                   (1.3e6, 8.5), (1.5e6, 8.4), (2.0e6, 8.5), (2.5e6, 8.8), (3.0e6, 8.6)]
-BEST_CONSTANT = 6.97  # RIGHT+UP on the default training levels (metrics/agent.json)
+# The mean of openai/train-procgen's three easy-200 CoinRun training runs (non-recurrent IMPALA 16/32/32,
+# eprewmean of the last 100 episodes) in 200k-step bins, with each run's bin mean: bin_start, bin_end, mean, runs.
+REFERENCE_BINS = Path(__file__).parent / "results" / "parity" / "reference_bins.csv"
+BIN = 200_000
 
 
 def with_overrides(params: dict, overrides: list[str]) -> dict:
@@ -79,23 +82,82 @@ def read_curve(out: Path, name: str) -> tuple[list[int], list[float]]:
     return [int(r["step"]) for r in rows], [float(r["episode_return"]) for r in rows]
 
 
-def plot_curves(out: Path, names: list[str], smooth: int = 1) -> None:
-    """All curves in one figure; `smooth` > 1 averages that many consecutive updates (a 100-episode mean is
-    itself noisy, +-0.4 or so), so that curves a few tenths apart can be told apart."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, name in enumerate(names):
-        steps, returns = read_curve(out, name)
-        kernel = np.ones(min(smooth, len(returns))) / min(smooth, len(returns))
-        ax.plot(steps[len(kernel) - 1:], np.convolve(returns, kernel, mode="valid"), label=name,
-                linestyle=("-", "--", ":")[i // 10 % 3])  # the colour cycle has 10 colours
-    steps, returns = zip(*REFERENCE_CURVE)
-    ax.plot(steps, returns, "k--", marker="o", label="reference PPO (non-recurrent, 200 levels, GPU)")
-    ax.axhline(BEST_CONSTANT, color="grey", linestyle=":", label="best constant action")
-    ax.axhline(max(7.5, BEST_CONSTANT + 0.8), color="red", linestyle=":", label="issue bar")
-    ylabel = "mean return, last 100 training episodes" + (f" (mean of {smooth} updates)" if smooth > 1 else "")
-    ax.set(xlabel="env steps", ylabel=ylabel, ylim=(0, 10))
+def reference_bins() -> dict[int, tuple[float, float, float]]:
+    """bin start -> (mean, lowest run, highest run) of the reference's 200k-step bins."""
+    with REFERENCE_BINS.open() as f:
+        rows = list(csv.DictReader(f))
+    runs = [k for k in rows[0] if k.startswith("run")]
+    return {int(r["bin_start"]): (float(r["mean"]), min(float(r[k]) for k in runs), max(float(r[k]) for k in runs))
+            for r in rows}
+
+
+def binned(steps: list[int], returns: list[float]) -> dict[int, float]:
+    """bin start -> mean of the readings whose step lies in (start, start + BIN]; only complete bins."""
+    steps_a, returns_a = np.asarray(steps), np.asarray(returns)
+    last = steps_a.max() if len(steps_a) else 0
+    return {start: float(returns_a[(steps_a > start) & (steps_a <= start + BIN)].mean())
+            for start in range(0, int(last) - BIN + 1, BIN) if ((steps_a > start) & (steps_a <= start + BIN)).any()}
+
+
+def variant_runs(out: Path, names: list[str]) -> dict[str, list[str]]:
+    """variant -> its runs: NAME_s0, NAME_s1 ... where --seeds made them, else NAME alone."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        seeded = sorted(p.stem for p in out.glob(f"{name}_s*.csv"))
+        groups[name] = seeded or [name]
+    return groups
+
+
+def plot_curves(out: Path, names: list[str], best_constant: dict[str, float]) -> None:
+    """Every variant's seed-mean in 200k-step bins (seed range shaded) against the reference's bins; writes
+    OUT/curves.png and OUT/bins.csv."""
+    reference = reference_bins()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    table: dict[str, dict[int, float]] = {}
+    for i, (name, runs) in enumerate(variant_runs(out, names).items()):
+        per_run = [binned(*read_curve(out, run)) for run in runs]
+        starts = sorted(set.intersection(*(set(b) for b in per_run)))
+        if not starts:
+            continue
+        values = np.array([[b[s] for s in starts] for b in per_run])
+        table[name] = dict(zip(starts, values.mean(0)))
+        centres = np.array(starts) + BIN / 2
+        line, = ax.plot(centres, values.mean(0), marker=".", linestyle=("-", "--", ":")[i // 10 % 3],
+                        label=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        if len(runs) > 1:
+            ax.fill_between(centres, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        if name in best_constant:
+            ax.axhline(best_constant[name], color=line.get_color(), linestyle=":", lw=1)
+    last = max((max(t) for t in table.values()), default=3 * BIN) + BIN
+    starts = [s for s in sorted(reference) if s < last]
+    centres = np.array(starts) + BIN / 2
+    ax.plot(centres, [reference[s][0] for s in starts], "k--", marker="o", ms=3,
+            label="reference PPO: mean of 3 runs (non-recurrent 16/32/32, 200 levels)")
+    ax.fill_between(centres, [reference[s][1] for s in starts], [reference[s][2] for s in starts], color="k",
+                    alpha=0.1)
+    ax.set(xlabel="env steps", ylabel="mean return of the last 100 training episodes, 200k-step bins",
+           ylim=(3, 10), title="dotted: best constant action on each variant's training levels")
     ax.legend(fontsize=8)
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    with (out / "bins.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["bin_start", "bin_end", "reference", *table])
+        for start in sorted(set().union(*table.values())) if table else []:
+            writer.writerow([start, start + BIN, f"{reference[start][0]:.3f}" if start in reference else "",
+                             *(f"{t[start]:.3f}" if start in t else "" for t in table.values())])
+
+
+def measure_best_constant(params: dict, episodes: int = 256) -> float:
+    """Mean return of the best constant action on the training levels of `params`' environment."""
+    from rlinterp.agent.evaluate import ConstantPolicy, play_episodes
+    from rlinterp.config import params_from_dict
+    from rlinterp.envs import NUM_ACTIONS
+
+    config = params_from_dict(params)
+    envs = 64
+    return max(float(play_episodes(config.env, ConstantPolicy(a), envs, episodes // envs, seed=1,
+                                   start_level=config.env.start_level, num_levels=config.env.num_levels,
+                                   progress=False).returns.mean()) for a in range(NUM_ACTIONS))
 
 
 def main() -> None:
@@ -106,21 +168,32 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock limit per variant")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per variant")
-    parser.add_argument("--smooth", type=int, default=1, help="updates averaged per plotted point")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per variant (train_agent.seed 0..K-1)")
+    parser.add_argument("--best-constant", action="store_true", help="measure the best constant action on each "
+                        "variant's training levels (256 episodes per action) and draw it beside the curve")
     parser.add_argument("--replot", action="store_true", help="train nothing: redraw OUT/curves.png from the "
                         "named variants' CSVs (several runs' CSVs can be gathered in one OUT)")
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variants]
-    if args.replot:
-        plot_curves(args.out, [name for name, _ in variants], args.smooth)
-        return
     base = yaml.safe_load(Path(args.params).read_text())
+    configs = {name: with_overrides(yaml.safe_load(yaml.safe_dump(base)), overrides) for name, overrides in variants}
     args.out.mkdir(parents=True, exist_ok=True)
+    constants_path = args.out / "best_constant.json"
+    constants = json.loads(constants_path.read_text()) if constants_path.exists() else {}
+    if args.best_constant:
+        constants.update({name: measure_best_constant(config) for name, config in configs.items()
+                          if name not in constants})
+        constants_path.write_text(json.dumps(constants, indent=2) + "\n")
+    if args.replot:
+        plot_curves(args.out, list(configs), constants)
+        return
+    runs = {(f"{name}_s{seed}" if args.seeds > 1 else name): with_overrides(
+                yaml.safe_load(yaml.safe_dump(config)), [f"train_agent.seed={seed}"] if args.seeds > 1 else [])
+            for name, config in configs.items() for seed in range(args.seeds)}
     context = mp.get_context("spawn")
-    processes = [context.Process(target=train_variant, name=name, daemon=True,
-                                 args=(name, with_overrides(yaml.safe_load(yaml.safe_dump(base)), overrides),
-                                       args.out, args.device, args.threads))
-                 for name, overrides in variants]
+    processes = [context.Process(target=train_variant, name=run, daemon=True,
+                                 args=(run, config, args.out, args.device, args.threads))
+                 for run, config in runs.items()]
     for process in processes:
         process.start()
     deadline = time.monotonic() + 60 * args.minutes
@@ -129,13 +202,12 @@ def main() -> None:
         if process.is_alive():
             process.terminate()
             process.join()
-    plot_curves(args.out, [name for name, _ in variants], args.smooth)
-    for name, _ in variants:
-        steps, returns = read_curve(args.out, name)
-        late = [r for s, r in zip(steps, returns) if s >= steps[-1] / 2] if steps else []
-        if late:
-            print(f"{name:24s} {steps[-1]:9d} steps: return {returns[-1]:.2f}, "
-                  f"mean over the second half {np.mean(late):.2f}")
+    plot_curves(args.out, list(configs), constants)
+    reference = reference_bins()
+    for run in runs:
+        bins = binned(*read_curve(args.out, run))
+        gaps = [f"{s / 1e6:.1f}M {bins[s]:.2f} ({bins[s] - reference[s][0]:+.2f})" for s in sorted(bins)[-3:]]
+        print(f"{run:24s} last bins, return (minus the reference's): {'; '.join(gaps)}")
 
 
 if __name__ == "__main__":

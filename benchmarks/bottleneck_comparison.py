@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.agent.checkpoint import load_agent
+from rlinterp.files import file_sha256
 from rlinterp.config import load_params
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, prior_realism

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlinterp.agent.checkpoint import build_agent, file_sha256, load_agent
+from rlinterp.agent.checkpoint import build_agent, load_agent
+from rlinterp.files import file_sha256
 from rlinterp.config import load_params
 from rlinterp.saliency import direction_target, saliency, value_target
 from rlinterp.simulator.train import build_simulator, load_simulator

@@ -18,11 +18,13 @@ from typing import Any
 
 import yaml
 
+from rlinterp.errors import InputError
+
 PROCGEN_GAMES = ("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
                  "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range."""
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rlinterp.hooks import attached
+
 
 def cross_correlation(s: np.ndarray, max_lag: int) -> np.ndarray:
     """s (N, T, C) activations -> M (max_lag + 1, C, C), M[k, i, j] = corr of s_i(t) with s_j(t + k)."""
@@ -40,17 +42,13 @@ def jacobians(simulator, agent, latents: torch.Tensor, steps: int, target_step: 
     (closed loop, most likely states) from `latents` (N, D)."""
     nudges: list[torch.Tensor] = []
 
-    def hook(module, inputs, output):
-        e = torch.zeros(output.shape[0], directions.shape[0], dtype=output.dtype, device=output.device,
-                        requires_grad=True)
+    def nudge(step: int, hx: torch.Tensor) -> torch.Tensor:
+        e = torch.zeros(hx.shape[0], directions.shape[0], dtype=hx.dtype, device=hx.device, requires_grad=True)
         nudges.append(e)
-        return output + e @ directions.to(output)
+        return hx + e @ directions.to(hx)
 
-    handle = agent.hook_hx.register_forward_hook(hook)
-    try:
+    with attached(agent, hx=nudge):
         rollout = simulator.rollout(latents, agent, steps, modal=True, env_grads=env_grads)
-    finally:
-        handle.remove()
     target = (rollout.agent_hx[target_step] - mean.to(rollout.agent_hx)) @ readout.to(rollout.agent_hx).T   # (N, C)
     leaves = nudges[:target_step + 1]
     rows = []

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rlinterp.analysis.decompose import Basis
+from rlinterp.hooks import attached
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,12 @@ class Intervention:
         return torch.eye(self.readout.shape[1]) - torch.outer(self.directions[k], self.readout[k])
 
 
-class HookedIntervention:
-    """Applies an intervention through `agent.hook_hx` while active: `with HookedIntervention(agent, edit): ...`.
-    `steps` (start, stop) limits it to calls start..stop-1 of the hook since entering (simulated steps)."""
+def intervene(agent, intervention: Intervention, steps: tuple[int, int | None] = (0, None)):
+    """A context manager that applies `intervention` to the agent's hx (its `hx` hook point) at the passes
+    start..stop-1 since entering (`steps`; one pass per environment or simulated step), in the real
+    environment and in the simulator alike: `with intervene(agent, edit): ...`."""
+    start, stop = steps
 
-    def __init__(self, agent, intervention: Intervention, steps: tuple[int, int | None] = (0, None)):
-        self.agent, self.intervention, self.steps = agent, intervention, steps
-        self.calls, self.handle = 0, None
-
-    def _hook(self, module, inputs, output):
-        start, stop = self.steps
-        active = self.calls >= start and (stop is None or self.calls < stop)
-        self.calls += 1
-        return self.intervention(output) if active else output
-
-    def __enter__(self) -> HookedIntervention:
-        self.calls = 0
-        self.handle = self.agent.hook_hx.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
+    def edit(step: int, hx: torch.Tensor) -> torch.Tensor | None:
+        return intervention(hx) if step >= start and (stop is None or step < stop) else None
+    return attached(agent, hx=edit)

@@ -1,22 +1,19 @@
 """What every stage needs around the science: torch set-up, atomic outputs, and one-line errors."""
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
-import os
-import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from rlinterp.config import ComputeConfig, ConfigError
+from rlinterp.errors import InputError
 
 
-class StageError(RuntimeError):
+
+class StageError(InputError):
     """A stage cannot run on the inputs it was given; the message says what was wrong and what was expected."""
 
 
@@ -62,41 +59,6 @@ def describe_precision(dtype: torch.dtype | None) -> str:
     return "bf16 (encoder autocast; GRU, heads, losses and optimiser fp32)" if dtype else "fp32"
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename), creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def replace_directory(source: Path, target: Path) -> None:
-    """Move `source` to `target`, replacing any old `target`; `target` never holds a partial result."""
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash)
-    else:
-        os.replace(source, target)
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Fill a hidden temporary directory; it replaces `path` only if the block finishes without an error."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.incomplete-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, target)
-
-
 def curve_logger(live) -> Callable[[int, dict[str, float]], None]:
     """A `log(step, stats)` for training loops that writes one DVCLive point per statistic at `step`."""
     def log(step: int, stats: dict[str, float]) -> None:
@@ -109,13 +71,11 @@ def curve_logger(live) -> Callable[[int, dict[str, float]], None]:
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
     """Run a stage's main; expected failures (bad params, bad inputs) end with one clear line, exit code 2."""
-    from rlinterp.agent.checkpoint import CheckpointError
-
     @functools.wraps(fn)
     def wrapper() -> None:
         try:
             fn()
-        except (ConfigError, CheckpointError, StageError) as err:
+        except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
     return wrapper

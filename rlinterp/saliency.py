@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.hooks import attached
 from rlinterp.simulator.model import Rollout, Simulator
 
 Target = Callable[[Rollout, int], torch.Tensor]   # (rollout, t) -> (B,) one scalar per batch row
@@ -94,15 +95,8 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, 
             frame = frame + noise * frame_noise_scale
         return add_leaf("frame")(step, frame)
 
-    def hx_hook(module, inputs, output):          # agent.hook_hx: the state its heads read, every step
-        return add_leaf("agent_hx")(len(leaves["agent_hx"]), output)
-
-    handle = agent.hook_hx.register_forward_hook(hx_hook)
-    try:
-        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads,
-                                    hooks={"frame": frame_hook, "env_h": add_leaf("env_h")})
-    finally:
-        handle.remove()
+    with attached(agent, hx=add_leaf("agent_hx")), attached(simulator, frame=frame_hook, env_h=add_leaf("env_h")):
+        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads)
     results = {}
     pairs = [(name, t) for name in targets for t in timesteps]
     for index, (name, t) in enumerate(pairs):

@@ -36,14 +36,15 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from rlinterp.runtime import replace_directory
+from rlinterp.errors import InputError
+from rlinterp.files import replace_directory
 
 SCHEMA_VERSION = 1
 EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
 EPISODE_DTYPES = {"return": np.float32, "length": np.int64, "level_seed": np.int64, "completed": np.bool_}
 
 
-class StoreError(RuntimeError):
+class StoreError(InputError):
     """A store is missing, incomplete, of another schema version, or inconsistent."""
 
 

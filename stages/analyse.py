@@ -14,7 +14,8 @@ from rlinterp import plots
 from rlinterp.analysis.states import analyse_states
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
-from rlinterp.runtime import StageError, atomic_directory, stage_main, write_json
+from rlinterp.runtime import StageError, stage_main
+from rlinterp.files import atomic_directory, write_json
 from rlinterp.store import RolloutStore
 
 

@@ -11,7 +11,8 @@ from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
-from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
+from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 

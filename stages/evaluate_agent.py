@@ -7,7 +7,8 @@ from rlinterp.agent.evaluate import (agent_bar, agent_policies, best_constant_ac
                                      evaluate_policies, summarise)
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
-from rlinterp.runtime import StageError, setup_torch, stage_main, write_json
+from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.files import write_json
 
 CHECKPOINT = "data/agent/checkpoint.pt"
 BASELINES = "metrics/baselines.json"

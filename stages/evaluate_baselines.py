@@ -6,7 +6,8 @@ result while the agent is retrained.
 from rlinterp.agent.evaluate import baseline_policies, evaluate_policies, summarise
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS
-from rlinterp.runtime import stage_main, write_json
+from rlinterp.runtime import stage_main
+from rlinterp.files import write_json
 
 OUTPUT = "metrics/baselines.json"
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from rlinterp.config import load_params
 from rlinterp.panel import PanelSources, export_panel
-from rlinterp.runtime import atomic_directory, stage_main, write_json
+from rlinterp.runtime import stage_main
+from rlinterp.files import atomic_directory, write_json
 
 SITE = "data/panel"
 METRICS = "metrics/panel.json"

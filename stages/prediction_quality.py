@@ -1,14 +1,14 @@
 """Stage prediction_quality: the simulator against held-out real rollouts, step by step, beside trivial
 predictors; a curve file per measure for `dvc plots diff`, headline metrics, and open-loop videos."""
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rlinterp import plots
 from rlinterp.config import load_params
-from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.runtime import setup_torch, stage_main
+from rlinterp.files import atomic_path, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
@@ -25,13 +25,11 @@ CURVES = "plots/prediction_quality"
 
 def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
     """k, then median/q25/q75 per predictor (the median columns are named after the predictor)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["k"] + [f"{p}{s}" for p in stats for s in ("", "_q25", "_q75")])
         for k in range(len(next(iter(stats.values()))["median"])):
             writer.writerow([k + 1] + [f"{stats[p][s][k]:.6g}" for p in stats for s in ("median", "q25", "q75")])
-    os.replace(tmp, path)
 
 
 @stage_main

@@ -1,12 +1,14 @@
 """Stage record: the trained agent's real rollouts into data/rollouts.zarr, with metrics and a few videos."""
 import time
 
-from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.agent.checkpoint import load_agent
+from rlinterp.files import file_sha256
 from rlinterp.agent.evaluate import level_sets
 from rlinterp.config import config_hash, load_params, to_dict
 from rlinterp.envs import NUM_ACTIONS
 from rlinterp.record import record_rollouts
-from rlinterp.runtime import setup_torch, stage_main, write_json
+from rlinterp.runtime import setup_torch, stage_main
+from rlinterp.files import write_json
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields, store_size
 from rlinterp.video import write_gif
 

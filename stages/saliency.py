@@ -16,7 +16,8 @@ from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
-from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
+from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.files import atomic_directory, write_json
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
                                saliency, signed_unit_maps, value_target)
 from rlinterp.simulator.sample import frames_to_obs

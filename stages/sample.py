@@ -1,7 +1,7 @@
 """Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs."""
 import numpy as np
 
-from rlinterp.agent.checkpoint import file_sha256
+from rlinterp.files import file_sha256
 from rlinterp.config import config_hash, load_params
 from rlinterp.runtime import StageError, setup_torch, stage_main
 from rlinterp.simulator.data import split_episodes

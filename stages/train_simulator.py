@@ -4,9 +4,11 @@ import torch
 from dvclive import Live
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.agent.checkpoint import load_agent
+from rlinterp.files import file_sha256
 from rlinterp.config import load_params
-from rlinterp.runtime import curve_logger, setup_torch, stage_main, write_json
+from rlinterp.runtime import curve_logger, setup_torch, stage_main
+from rlinterp.files import write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch

@@ -16,14 +16,16 @@ import numpy as np
 import torch
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import file_sha256, load_agent
+from rlinterp.agent.checkpoint import load_agent
+from rlinterp.files import file_sha256
 from rlinterp.agent.evaluate import level_sets
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import config_hash, load_params, to_dict
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
-from rlinterp.interventions import HookedIntervention, Intervention
+from rlinterp.interventions import intervene, Intervention
 from rlinterp.record import record_rollouts
-from rlinterp.runtime import StageError, atomic_directory, setup_torch, stage_main, write_json
+from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
@@ -75,7 +77,7 @@ def main() -> None:
     with atomic_directory(folder) as tmp:
         for run, hook in runs.items():
             with RolloutWriter(tmp / f"{run}.zarr", fields, {**attrs, "run": run}) as writer, \
-                    HookedIntervention(agent, hook):
+                    intervene(agent, hook):
                 record_rollouts(params.env, agent, writer, config.num_envs, config.episodes_per_env, config.seed,
                                 start_level, num_levels, device)
     real = {run: RolloutStore(f"{folder}/{run}.zarr") for run in runs}
@@ -89,7 +91,7 @@ def main() -> None:
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)
     simulated = {}
     for run, hook in runs.items():
-        with torch.no_grad(), HookedIntervention(agent, hook):
+        with torch.no_grad(), intervene(agent, hook):
             simulated[run] = simulator.rollout(latents, agent, params.sample.num_steps, modal=True)
     actions = {run: np.bincount(r.agent_action.flatten().cpu().numpy(), minlength=NUM_ACTIONS)
                for run, r in simulated.items()}

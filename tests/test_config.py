@@ -105,14 +105,3 @@ def test_file_errors(tmp_path, params_dict):
     bad.write_text(yaml.safe_dump(params_dict))
     with pytest.raises(ConfigError, match="bad.yaml: env = 3: expected a mapping"):
         load_params(bad)
-
-
-def test_paper_profile_is_the_original_scale():
-    paper = load_params(ROOT / "profiles/paper.yaml")
-    assert paper.env.distribution_mode == "hard" and paper.env.num_levels == 1_000_000
-    assert paper.agent.channels == (16, 32, 32) and paper.agent.fc_size == 64 and paper.agent.hidden_size == 64
-    assert paper.agent.input_pool == 1
-    t = paper.train_agent
-    assert (t.num_envs, t.num_steps, t.epochs, t.minibatches, t.total_steps) == (256, 256, 3, 8, 200_000_000)
-    assert (t.learning_rate, t.gamma, t.gae_lambda, t.entropy_coef) == (5e-4, 0.999, 0.95, 0.01)
-    assert paper.compute.device == "cuda"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rlinterp import plots
-from rlinterp.agent.model import HookPoint
+from rlinterp.hooks import HookPoint
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
 
 

@@ -11,7 +11,7 @@ import torch
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.analysis.decompose import fit_basis
 from rlinterp.envs import NUM_ACTIONS
-from rlinterp.interventions import HookedIntervention, Intervention
+from rlinterp.interventions import intervene, Intervention
 from rlinterp.record import record_rollouts
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 from rlinterp.validation import compare_real, episode_ic_means, level_order
@@ -75,7 +75,7 @@ def test_collapsing_a_used_direction_changes_policy_and_value_and_an_unused_one_
     state = torch.randn(64, h, generator=torch.Generator().manual_seed(1)) * 3     # varied incoming states
 
     def step(edit=None):
-        with torch.no_grad(), HookedIntervention(agent, edit or dataclasses.replace(edit_used, pairs=())):
+        with torch.no_grad(), intervene(agent, edit or dataclasses.replace(edit_used, pairs=())):
             out = agent.step(obs, state, first)
         return out.logits.softmax(-1), out.value
 
@@ -108,7 +108,7 @@ def real_runs(tmp_path_factory):
             if edit is None:
                 record_rollouts(params.env, agent, writer, 3, 1, seed=5, progress=False)
             else:
-                with HookedIntervention(agent, edit):
+                with intervene(agent, edit):
                     record_rollouts(params.env, agent, writer, 3, 1, seed=5, progress=False)
         return RolloutStore(folder / f"{name}.zarr")
 

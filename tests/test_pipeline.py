@@ -17,7 +17,7 @@ import yaml
 import zarr
 from PIL import Image
 
-from rlinterp.agent.checkpoint import file_sha256
+from rlinterp.files import file_sha256
 from rlinterp.analysis.decompose import Basis
 from rlinterp.store import RolloutStore
 from rlinterp.validation import episode_ic_means, level_order
@@ -80,8 +80,12 @@ def test_tiny_repro_end_to_end(tmp_path):
             assert r["episodes"] == 4 and 0 <= r["mean_return"] <= 10
             assert r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
             assert r["completion_rate"] == pytest.approx(r["mean_return"] / 10)   # CoinRun pays 10 at the coin
-        assert side["agent_minus_best_constant"] == pytest.approx(
-            side["agent"]["mean_return"] - side["best_constant"]["mean_return"])
+        paired = side["agent_minus_best_constant"]
+        assert paired["mean"] == pytest.approx(side["agent"]["mean_return"] - side["best_constant"]["mean_return"])
+        assert paired["ci95_low"] <= paired["mean"] <= paired["ci95_high"] and 0 <= paired["p_value"] <= 1
+        assert 0 <= side["greedy_actions_not_best_constant"] <= 1
+    assert set(report["bar"]) == {"train_beats_best_constant_by_1", "unseen_beats_best_constant",
+                                  "memory_helps_on_train", "greedy_differs_from_best_constant_10pct"}
     baselines = json.loads((repo / "metrics/baselines.json").read_text())
     best = max(range(15), key=lambda a: baselines["train_levels"][f"constant_{a}"]["mean_return"])
     assert report["train_levels"]["best_constant"]["mean_return"] == \
@@ -227,6 +231,16 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert failed.returncode != 0
     assert "error: params.yaml: train_agent.learning_rate = -0.1: expected a number > 0" in failed.stderr
     assert (repo / "data/agent/checkpoint.pt").read_bytes() == before
+
+
+def test_fresh_clone_finds_the_agent_and_baselines_up_to_date(tmp_path):
+    """The studied agent's checkpoint and the baselines are git-tracked outputs recorded in dvc.lock, so a fresh
+    clone's `dvc repro` does not retrain or re-evaluate them."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, env=environment())
+    assert (clone / "data/agent/checkpoint.pt").is_file(), "the agent checkpoint is not committed"
+    status = json.loads(dvc(clone, "status", "train_agent", "evaluate_baselines", "--json").stdout)
+    assert status == {}, f"not up to date on a fresh clone: {status}"
 
 
 def test_killed_training_resumes_from_its_checkpoint(tmp_path):

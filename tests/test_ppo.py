@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.hooks import attached
 from rlinterp.agent.ppo import RolloutCollector, compute_gae, ppo_loss, ppo_update, split_sequences
 from tests.toy_envs import CueMemoryEnv
 
@@ -85,19 +86,26 @@ def test_step_by_step_equals_sequence():
 
 
 def test_hook_points_read_and_patch_hx():
+    """`attached` reads a hook point (fn returns None), patches it (fn returns a tensor), counts the passes as
+    steps, and removes its hooks on leaving, also after an error."""
     agent = tiny_agent()
     obs = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
     first = torch.ones(4, dtype=torch.bool)
-    seen = {}
-    handle = agent.hook_hx.register_forward_hook(lambda m, i, o: seen.setdefault("hx", o.clone()))
-    out = agent.step(obs, agent.initial_state(4), first)
-    handle.remove()
-    assert torch.equal(seen["hx"], out.hx)
-    handle = agent.hook_hx.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
-    patched = agent.step(obs, agent.initial_state(4), first)
-    handle.remove()
+    seen = []
+    with attached(agent, hx=lambda step, hx: seen.append((step, hx.clone()))):
+        out = agent.step(obs, agent.initial_state(4), first)
+        agent.step(obs, out.hx, first)
+    assert [step for step, _ in seen] == [0, 1] and torch.equal(seen[0][1], out.hx)
+    with attached(agent, hx=lambda step, hx: torch.zeros_like(hx)):
+        patched = agent.step(obs, agent.initial_state(4), first)
     assert torch.equal(patched.hx, torch.zeros_like(out.hx))
     assert torch.allclose(patched.logits, agent.policy_head.bias.expand(4, -1))
+    with pytest.raises(RuntimeError, match="inside"), attached(agent, hx=lambda step, hx: torch.zeros_like(hx)):
+        raise RuntimeError("inside")
+    assert torch.equal(agent.step(obs, agent.initial_state(4), first).hx, out.hx)   # the hooks are gone
+    with pytest.raises(ValueError, match="no hook point 'hxx'.*features, hx, logits, value"):
+        with attached(agent, hxx=lambda step, hx: None):
+            pass
 
 
 @pytest.mark.parametrize("heads_input", ["hx", "features", "features_and_hx"])

@@ -10,7 +10,7 @@ from torch import nn
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import build_agent
-from rlinterp.agent.model import HookPoint
+from rlinterp.hooks import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
                                parse_ids, saliency, signed_unit_maps, smoothgrad_latents, value_target)
@@ -19,10 +19,11 @@ from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.train import build_simulator
 
 
-class LinearToy:
+class LinearToy(nn.Module):
     """frame_i = A_i z ; hx_i = hook_hx(B frame_i) ; value_i = v . hx_i ; env_h_i = frame_i (the same leaves)."""
 
     def __init__(self, steps=4, latent=5, pixels=3, hidden=2):
+        super().__init__()
         g = torch.Generator().manual_seed(0)
         self.A = torch.randn(steps, pixels, latent, generator=g)
         self.B = torch.randn(hidden, pixels, generator=g)
@@ -30,13 +31,14 @@ class LinearToy:
         self.config = types.SimpleNamespace(bottleneck="vae")
         self.agent = nn.Module()
         self.agent.hook_hx = HookPoint()
+        self.hook_env_h, self.hook_frame = HookPoint(), HookPoint()
 
-    def rollout(self, latent, agent, steps, modal, env_grads, hooks):
+    def rollout(self, latent, agent, steps, modal, env_grads):
         frames, hxs, values, envs = [], [], [], []
         for i in range(steps):
             frame = latent @ self.A[i].T
-            env = hooks["env_h"](i, frame)
-            frame = hooks["frame"](i, frame)
+            env = self.hook_env_h(frame)
+            frame = self.hook_frame(frame)
             hx = agent.hook_hx(frame @ self.B.T)
             frames.append(frame)
             envs.append(env)

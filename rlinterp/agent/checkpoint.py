@@ -4,8 +4,6 @@ A checkpoint is written to a temporary file and renamed into place, so a reader 
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +11,14 @@ import torch
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import AgentConfig, ConfigError, build_section
+from rlinterp.errors import InputError
+from rlinterp.files import atomic_path
 from rlinterp.envs import NUM_ACTIONS, OBS_SHAPE
 
 FORMAT = "rlinterp.agent/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable, or does not match what the caller expects."""
 
 
@@ -28,21 +28,10 @@ def build_agent(config: AgentConfig, num_actions: int = NUM_ACTIONS) -> Recurren
                           config.heads_input, config.init)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any], fmt: str = FORMAT) -> None:
     """Atomically write `state` (tensors, state dicts and plain Python values only), tagged with `fmt`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": fmt, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": fmt, **state}, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fmt: str = FORMAT,

@@ -4,8 +4,8 @@ Precision: `set_precision(torch.bfloat16)` runs the encoder (convolutions and fc
 under bf16 autocast; its features, the GRU state, logits and value stay fp32.
 
 Every activation a researcher may want to read or patch passes through a named `HookPoint`
-(`hook_features`, `hook_hx`, `hook_logits`, `hook_value`), so a forward hook on e.g.
-`agent.hook_hx` sees, or replaces, the hidden state in the real and in the simulated loop alike.
+(`hook_features`, `hook_hx`, `hook_logits`, `hook_value`): `with rlinterp.hooks.attached(agent, hx=fn)` reads,
+or replaces, the hidden state in the real and in the simulated loop alike.
 """
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-class HookPoint(nn.Identity):
-    """An identity module marking a named activation; register forward hooks on it to read or patch."""
+from rlinterp.hooks import HookPoint
 
 
 class ResidualBlock(nn.Module):

@@ -16,7 +16,6 @@ reward[s] and done[s] follow action[s]); with c = num_init_steps, simulated step
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig
+from rlinterp.hooks import HookPoint
 from rlinterp.simulator.networks import DownBlock, FrameEmbedder, ImageDecoder, NormGRUCell, mlp
 
 FRAME_SIZE = 64
@@ -71,6 +71,7 @@ class Simulator(nn.Module):
         self.size = FRAME_SIZE // config.image_pool
         self.num_actions = num_actions
         self.agent_hidden_size = agent_hidden_size
+        self.hook_env_h, self.hook_frame, self.hook_action = HookPoint(), HookPoint(), HookPoint()
         c = config
         stoch = c.stoch_groups * c.stoch_classes
         # context encoder: down blocks per frame, a GRU over the context, an MLP to the latent's parameters
@@ -166,8 +167,7 @@ class Simulator(nn.Module):
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
                 imagine_from: int | None = None, modal: bool = False,
-                generator: torch.Generator | None = None, env_grads: bool = True,
-                hooks: dict[str, Callable[[int, torch.Tensor], torch.Tensor]] | None = None) -> Rollout:
+                generator: torch.Generator | None = None, env_grads: bool = True) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
@@ -179,13 +179,13 @@ class Simulator(nn.Module):
         modal: use the most likely categorical state instead of sampling (the original's generation mode).
         env_grads: False detaches every action before it enters the simulated environment, so gradients
             reach earlier steps only through the agent's own hidden state (the original's `env_grads`).
-        hooks: name -> fn(step, tensor) -> tensor, applied where the tensor is made and before it is used:
-            "env_h" (deterministic state), "frame" (decoded frame), "action" (one-hot fed to the next step).
-            Saliency adds zero leaves here to read gradients. The agent's own state is reached through its
-            hook points (`agent.hook_hx`), as in the real environment.
+
+        Hook points (`rlinterp.hooks.attached(simulator, ...)`) fire where each tensor is made and before it is
+        used: `env_h` (deterministic state), `frame` (decoded frame), `action` (one-hot fed to the next step);
+        saliency adds zero leaves there to read gradients. The agent's own points (`hx`, ...) fire as in the
+        real environment.
         """
         c = self.config
-        hooks = hooks or {}
         imagine_from = (steps if frames is not None else 0) if imagine_from is None else imagine_from
         if frames is None and imagine_from > 0:
             raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
@@ -206,8 +206,7 @@ class Simulator(nn.Module):
         for i in range(steps):
             x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
             h_new = self.gru(x, h)
-            if "env_h" in hooks:
-                h_new = hooks["env_h"](i, h_new)
+            h_new = self.hook_env_h(h_new)
             out["env_update"].append((h_new - h).norm(dim=-1))
             h = h_new
             prior_logits = self._group(self.prior(h))
@@ -221,8 +220,7 @@ class Simulator(nn.Module):
             feature = torch.cat([h, z], dim=-1)
             decoded = self.image_decoder(feature)
             frame = decoded + (decoded.clamp(0, 1) - decoded).detach()   # clamp forward, identity gradient
-            if "frame" in hooks:
-                frame = hooks["frame"](i, frame)
+            frame = self.hook_frame(frame)
             agent_out = agent.step_pixels(self.agent_pixels(frame), hx)
             hx = agent_out.hx
             probs = agent_out.logits.softmax(-1)
@@ -231,8 +229,7 @@ class Simulator(nn.Module):
                 action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
             else:
                 action = straight_through_onehot(probs, greedy)
-            if "action" in hooks:
-                action = hooks["action"](i, action)
+            action = self.hook_action(action)
             if not env_grads:
                 action = action.detach()
             for key, value in (("frames", frame), ("reward", self.reward_head(feature).squeeze(-1)),

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp.agent.checkpoint import CheckpointError, file_sha256, load_agent, load_checkpoint, save_checkpoint
+from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
+from rlinterp.files import file_sha256
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import AgentConfig, ConfigError, SimulatorConfig, TrainSimulatorConfig, build_section, to_dict
 from rlinterp.simulator import data, losses, model, networks

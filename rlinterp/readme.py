@@ -1,0 +1,80 @@
+"""The README's result tables, rendered from the committed metrics so that no number in it is typed by hand.
+
+`python -m rlinterp.readme` rewrites every block between `<!-- metrics:NAME -->` and `<!-- /metrics:NAME -->`
+in README.md from `metrics/`; `tests/test_readme.py` fails when the README and the metrics disagree.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+LEVELS = ("train_levels", "unseen_levels")
+
+
+def _ci(result: dict) -> str:
+    return f"{result['mean_return']:.2f} ({result['ci95_low']:.2f} to {result['ci95_high']:.2f})"
+
+
+def _paired(diff: dict) -> str:
+    p = diff["p_value"]
+    return (f"{diff['mean']:+.2f} ({diff['ci95_low']:+.2f} to {diff['ci95_high']:+.2f}), "
+            f"p {'< 1e-4' if p < 1e-4 else f'= {p:.2g}'}")
+
+
+def agent_table(metrics: Path) -> str:
+    """The studied agent beside its baselines and the paired differences it is judged by."""
+    agent = json.loads((metrics / "agent.json").read_text())
+    train_agent = json.loads((metrics / "train_agent.json").read_text())
+    sides = [agent[levels] for levels in LEVELS]
+    best = sides[0]["best_constant"]["action_name"]
+    rows = [("agent (sampled actions)", lambda s: _ci(s["agent"]), lambda s: s["agent"]["completion_rate"]),
+            ("agent, hx zeroed every step", lambda s: _ci(s["memoryless_agent"]),
+             lambda s: s["memoryless_agent"]["completion_rate"]),
+            ("agent, most likely action", lambda s: _ci(s["greedy_agent"]),
+             lambda s: s["greedy_agent"]["completion_rate"]),
+            (f"best constant action ({best} on training levels)", lambda s: _ci(s["best_constant"]),
+             lambda s: s["best_constant"]["completion_rate"]),
+            ("uniformly random", lambda s: _ci(s["random"]), lambda s: s["random"]["completion_rate"])]
+    lines = [f"Agent after {train_agent['total_steps']:,} env steps ({train_agent['train_seconds'] / 3600:.1f} h "
+             f"of training at {train_agent['steps_per_s']:,.0f} env steps/s); {agent['episodes_per_policy']:,} "
+             "episodes per policy and level set, the same level seeds for every policy.", "",
+             "| policy | training levels: return (95% CI) | complete | unseen levels: return (95% CI) | complete |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, value, completion in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{value(s)} | {completion(s):.0%}" for s in sides) + " |")
+    lines += ["", "| paired over the same episodes | training levels | unseen levels |", "| --- | --- | --- |"]
+    for key, label in (("agent_minus_best_constant", "agent - best constant action"),
+                       ("greedy_agent_minus_best_constant", "most likely action - best constant action"),
+                       ("agent_minus_memoryless", "agent - agent with hx zeroed")):
+        lines.append(f"| {label} | " + " | ".join(_paired(s[key]) for s in sides) + " |")
+    lines.append("| steps where the most likely action is not the best constant one | "
+                 + " | ".join(f"{s['greedy_actions_not_best_constant']:.0%}" for s in sides) + " |")
+    bar = agent["bar"]
+    lines += ["", "Issue-22 bar: " + "; ".join(f"{name.replace('_', ' ')} **{'yes' if ok else 'no'}**"
+                                                for name, ok in bar.items()) + "."]
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table}
+
+
+def render(readme: str, metrics: Path) -> str:
+    """`readme` with every metrics block re-rendered."""
+    def block(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise KeyError(f"README block metrics:{name}: no such table (expected one of {', '.join(TABLES)})")
+        return f"<!-- metrics:{name} -->\n{TABLES[name](metrics)}\n<!-- /metrics:{name} -->"
+    return re.sub(r"<!-- metrics:(\w+) -->.*?<!-- /metrics:\1 -->", block, readme, flags=re.S)
+
+
+def main(root: Path = Path(".")) -> None:
+    path = root / "README.md"
+    path.write_text(render(path.read_text(), root / "metrics"))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("."))

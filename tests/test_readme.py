@@ -1,0 +1,26 @@
+"""The README's result tables are the committed metrics, rendered; none is typed by hand."""
+from pathlib import Path
+
+from rlinterp.readme import TABLES, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_tables_match_the_committed_metrics():
+    readme = (ROOT / "README.md").read_text()
+    for name in TABLES:
+        assert f"<!-- metrics:{name} -->" in readme, f"README has no metrics:{name} block"
+    assert render(readme, ROOT / "metrics") == readme, "README is stale: run python -m rlinterp.readme"
+
+
+def test_rendering_follows_the_metrics(tmp_path):
+    """Change one number in a copy of the metrics and the rendered README changes with it."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for path in (ROOT / "metrics").glob("*.json"):
+        (metrics / path.name).write_text(path.read_text())
+    agent = metrics / "agent.json"
+    text = agent.read_text()
+    agent.write_text(text.replace('"episodes_per_policy": ', '"episodes_per_policy": 9', 1))
+    readme = (ROOT / "README.md").read_text()
+    assert render(readme, metrics) != render(readme, ROOT / "metrics")
