@@ -28,7 +28,7 @@ from PIL import Image
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import PanelConfig
 from rlinterp.envs import ACTION_NAMES
-from rlinterp.saliency import signed_unit_maps
+from rlinterp.plots import signed_unit_maps
 from rlinterp.store import RolloutStore, StoreError
 
 SITE_FILES = Path(__file__).with_name("panel_site")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -291,3 +293,11 @@ def activation_shifts(panels: dict[str, dict[str, list[dict]]], path: str | Path
         ax.legend(fontsize=7)
     axes[0, 0].set_title(title, fontsize=9)
     save_figure(fig, path)
+
+
+def signed_unit_maps(maps: np.ndarray, size: int) -> np.ndarray:
+    """Signed maps (K, S, S) -> (K, size, size) in [-1, 1], nearest-upsampled, divided by the largest |value| over
+    all K maps so that steps compare; one scale for every picture that colours positive and negative saliency."""
+    scale = max(float(np.abs(maps).max()), 1e-12)
+    repeat = size // maps.shape[-1]
+    return np.repeat(np.repeat(maps / scale, repeat, 1), repeat, 2)

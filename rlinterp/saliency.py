@@ -133,14 +133,6 @@ def blur(maps: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     return F.conv2d(out, g.view(1, 1, -1, 1), padding=(kernel // 2, 0))[:, 0]
 
 
-def signed_unit_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """Signed maps (K, S, S) -> (K, size, size) in [-1, 1], nearest-upsampled, divided by the largest |value| over
-    all K maps so that steps compare; one scale for every picture that colours positive and negative saliency."""
-    scale = max(float(np.abs(maps).max()), 1e-12)
-    repeat = size // maps.shape[-1]
-    return np.repeat(np.repeat(maps / scale, repeat, 1), repeat, 2)
-
-
 def parse_ids(spec: list) -> list[int]:
     """Sample ids as written in params: explicit ids [0, 3, 7], or a range ["0 to 100"] (end exclusive)."""
     ids: list[int] = []

@@ -3,8 +3,9 @@ import json
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import load_agent
-from rlinterp.agent.evaluate import (agent_bar, agent_policies, best_constant_actions, compare_with_baselines,
-                                     evaluate_policies, summarise)
+from rlinterp.agent.acting import agent_policies
+from rlinterp.agent.evaluate import (agent_bar, best_constant_actions, compare_with_baselines, evaluate_policies,
+                                     summarise)
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, setup_torch, stage_main

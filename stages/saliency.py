@@ -19,7 +19,7 @@ from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, setup_torch, stage_main
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
-                               saliency, signed_unit_maps, value_target)
+                               saliency, value_target)
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
@@ -122,7 +122,7 @@ def main() -> None:
 
 def saliency_overlay(obs: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """Greyscale frames with positive saliency in blue and negative in red, scaled by the clip's largest |value|."""
-    maps = signed_unit_maps(maps, obs.shape[1])
+    maps = plots.signed_unit_maps(maps, obs.shape[1])
     grey = obs.mean(-1, keepdims=True) * 0.5
     out = np.repeat(grey, 3, -1)
     out[..., 2] += np.clip(maps, 0, 1) * 200

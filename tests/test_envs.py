@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from rlinterp.agent.checkpoint import build_agent
-from rlinterp.agent.evaluate import AgentPolicy, ConstantPolicy, RandomPolicy, play_episodes
+from rlinterp.agent.acting import AgentPolicy
+from rlinterp.agent.evaluate import ConstantPolicy, RandomPolicy, play_episodes
 from rlinterp.envs import NUM_ACTIONS, OBS_SHAPE, VecProcgen
 
 

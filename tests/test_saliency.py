@@ -13,7 +13,8 @@ from rlinterp.agent.checkpoint import build_agent
 from rlinterp.hooks import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
-                               parse_ids, saliency, signed_unit_maps, smoothgrad_latents, value_target)
+                               parse_ids, saliency, smoothgrad_latents, value_target)
+from rlinterp.plots import signed_unit_maps
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.train import build_simulator

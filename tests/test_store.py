@@ -137,3 +137,10 @@ def test_store_killed_mid_write_is_never_readable_as_complete(tmp_path):
     assert leftovers and all(p.name.startswith(".r.zarr.incomplete-") for p in leftovers)
     with pytest.raises(StoreError, match="incomplete"):
         RolloutStore(leftovers[0])
+
+
+def test_the_store_loads_no_model_code():
+    """Reading rollouts needs numpy and zarr only: `import rlinterp.store` pulls in neither torch nor the agent."""
+    code = "import sys, rlinterp.store; print(sorted(m for m in ('torch', 'rlinterp.agent') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,43 +1,20 @@
-"""Evaluate policies on fixed level seeds: the trained agent, its memoryless ablation and trivial baselines.
+"""Evaluate policies on fixed level seeds, compare them episode by episode, and the trivial baseline policies.
 
 Every policy plays the first `episodes_per_env` episodes of each of `num_envs` envs built with the same seed
 and level range. An env's k-th level is drawn from its own seeded generator, independently of what the
-policy does, so every policy is scored on the very same level seeds (checked in the tests).
+policy does, so every policy is scored on the very same level seeds (checked in the tests). The agent's own
+policies are in `rlinterp/agent/acting.py`; this module runs no network, so the baselines do not depend on it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import stats
 from tqdm import tqdm
 
-from rlinterp.agent.model import RecurrentAgent, sample_actions
 from rlinterp.config import EnvConfig, EvaluateConfig
 from rlinterp.envs import VecProcgen
-
-
-class AgentPolicy:
-    """The agent sampling from its policy; `memoryless` zeroes the hidden state before every step; `greedy` takes
-    the most likely action (if that scores like a constant action, the policy's mode ignores what it sees)."""
-
-    def __init__(self, agent: RecurrentAgent, seed: int, memoryless: bool = False, device: str = "cpu",
-                 greedy: bool = False):
-        self.agent, self.memoryless, self.greedy, self.device = agent, memoryless, greedy, torch.device(device)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.hx: torch.Tensor | None = None
-
-    @torch.inference_mode()
-    def __call__(self, obs: np.ndarray, first: np.ndarray) -> np.ndarray:
-        if self.hx is None:
-            self.hx = self.agent.initial_state(len(obs), self.device)
-        reset = np.ones_like(first) if self.memoryless else first
-        out = self.agent.step(torch.from_numpy(obs).to(self.device), self.hx,
-                              torch.from_numpy(reset).to(self.device))
-        self.hx = out.hx
-        actions = out.logits.argmax(-1) if self.greedy else sample_actions(out.logits, self.generator)
-        return actions.cpu().numpy()
 
 
 class RandomPolicy:
@@ -147,17 +124,6 @@ def best_constant_actions(baselines: dict) -> dict[str, int]:
         constants = {int(n.split("_")[1]): r["mean_return"] for n, r in policies.items() if n.startswith("constant_")}
         best[levels] = max(constants, key=constants.__getitem__)
     return best
-
-
-def agent_policies(agent: RecurrentAgent, seed: int, best_constant: dict[str, int], device: str = "cpu") -> dict:
-    """Per level set: the trained agent, the same agent with its hidden state zeroed before every step, the agent
-    taking its most likely action, and that level set's best constant action, replayed so that every comparison
-    with it is paired episode by episode."""
-    return {levels: {"agent": lambda: AgentPolicy(agent, seed, device=device),
-                     "memoryless_agent": lambda: AgentPolicy(agent, seed, memoryless=True, device=device),
-                     "greedy_agent": lambda: AgentPolicy(agent, seed, device=device, greedy=True),
-                     "best_constant": lambda action=action: ConstantPolicy(action)}
-            for levels, action in best_constant.items()}
 
 
 def paired_difference(a: EvalResult, b: EvalResult) -> dict[str, float]:
