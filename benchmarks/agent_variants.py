@@ -21,6 +21,8 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -196,12 +198,17 @@ def main() -> None:
                  for run, config in runs.items()]
     for process in processes:
         process.start()
+    # A SIGTERM to this script (e.g. pkill) must stop its runs too: spawned children outlive a killed parent.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     deadline = time.monotonic() + 60 * args.minutes
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.terminate()
-            process.join()
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
     plot_curves(args.out, list(configs), constants)
     reference = reference_bins()
     for run in runs:

@@ -1,6 +1,7 @@
 """What every stage needs around the science: torch set-up, atomic outputs, and one-line errors."""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -57,6 +58,21 @@ def resolve_precision(compute: ComputeConfig, device: torch.device) -> torch.dty
 
 def describe_precision(dtype: torch.dtype | None) -> str:
     return "bf16 (encoder autocast; GRU, heads, losses and optimiser fp32)" if dtype else "fp32"
+
+
+def stage_paths(*names: str, positional: tuple[str, ...] = (), flags: tuple[str, ...] = ()
+                ) -> argparse.Namespace:
+    """The stage's command line: a required `--name PATH` for every file it reads or writes (dvc.yaml passes
+    them, from the paths it declares once in its `vars`, so the DAG and the code cannot disagree), then any
+    positional arguments and on/off flags."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
+    for name in positional:
+        parser.add_argument(name)
+    for name in names:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, metavar="PATH")
+    for name in flags:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true")
+    return parser.parse_args()
 
 
 def curve_logger(live) -> Callable[[int, dict[str, float]], None]:

@@ -1,32 +1,25 @@
 """Stage analyse@NAME: PCA, ICA, NMF, clusters and 2-D embeddings of one kind of state in one rollout store.
 
-    python stages/analyse.py NAME STORE FIELD [--per-episode]
+    python stages/analyse.py FIELD --store STORE --out DIR --metrics JSON --figures DIR [--per-episode]
 
-Writes data/analysis/NAME/{basis,projections}.npz (bases for later stages; every row's loadings, IC activations
-and cluster), metrics/analysis/NAME.json and figures in plots/analysis/NAME/. --per-episode analyses one vector
-per episode (e.g. a sample's latent, constant over its steps).
+Writes DIR/{basis,projections}.npz (bases for later stages; every row's loadings, IC activations and cluster),
+the metrics JSON and figures. --per-episode analyses one vector per episode (e.g. a sample's latent, constant
+over its steps).
 """
-import argparse
-
 import numpy as np
 
 from rlinterp import plots
 from rlinterp.analysis.states import analyse_states
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
-from rlinterp.runtime import StageError, stage_main
+from rlinterp.runtime import StageError, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.store import RolloutStore
 
 
 @stage_main
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name")
-    parser.add_argument("store")
-    parser.add_argument("field")
-    parser.add_argument("--per-episode", action="store_true")
-    args = parser.parse_args()
+    args = stage_paths("store", "out", "metrics", "figures", positional=("field",), flags=("per_episode",))
     config = load_params("params.yaml").analysis
     store = RolloutStore(args.store)
     if args.field not in store.fields:
@@ -42,14 +35,14 @@ def main() -> None:
                                             for e in range(min(config.example_episodes, store.num_episodes))]
     result = analyse_states(x, config, np.concatenate(examples) if examples else None)
 
-    with atomic_directory(f"data/analysis/{args.name}") as out:
+    with atomic_directory(args.out) as out:
         result.basis.save(out / "basis.npz")
         np.savez(out / "projections.npz", rows=rows, pca=result.pca[:, :16].astype(np.float32),
                  ica=result.ica.astype(np.float32), labels=result.labels, embedding_rows=result.embedding_rows,
                  **{f"embedding_{m}": e for m, e in result.embeddings.items()})
-    write_json(f"metrics/analysis/{args.name}.json", {"store": args.store, "field": args.field, **result.metrics})
+    write_json(args.metrics, {"store": args.store, "field": args.field, **result.metrics})
 
-    figures = f"plots/analysis/{args.name}"
+    figures = args.figures
     title = f"{args.field} of {args.store}"
     plots.explained_variance(result.basis.pca_variance_ratio, result.shuffled_variance_ratio,
                              f"{figures}/explained_variance.png", title)

@@ -11,29 +11,23 @@ from rlinterp.analysis.behaviour import cluster_behaviours
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
-from rlinterp.runtime import StageError, stage_main
+from rlinterp.runtime import StageError, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
-SAMPLES = "data/samples.zarr"
-ENV_BASIS = "data/analysis/env_h/basis.npz"
-HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
-OUT = "data/behaviours"
-METRICS = "metrics/behaviours.json"
-FIGURES = "plots/behaviours"
-
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("samples", "env_basis", "hx_basis", "out", "metrics", "figures")
     config = load_params("params.yaml").behaviours
-    samples = RolloutStore(SAMPLES)
+    samples = RolloutStore(paths.samples)
     lengths = samples.episode_ends - samples.episode_starts
     if len(set(lengths)) != 1:
-        raise StageError(f"{SAMPLES}: samples of different lengths {sorted(set(lengths))[:5]}; expected one length")
+        raise StageError(f"{paths.samples}: samples of different lengths {sorted(set(lengths))[:5]}; expected one length")
     shape = (samples.num_episodes, int(lengths[0]))
     hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
-    env_basis, hx_basis = Basis.load(ENV_BASIS), Basis.load(HX_BASIS)
+    env_basis, hx_basis = Basis.load(paths.env_basis), Basis.load(paths.hx_basis)
     env_pcs = env_basis.pca(np.asarray(samples["env_h"][:]))[:, :config.env_components].reshape(*shape, -1)
     states = np.concatenate([hx, env_pcs], axis=-1)
     window_labels, behaviour, metrics = cluster_behaviours(states, tuple(config.lags), config.clusters,
@@ -55,12 +49,12 @@ def main() -> None:
         summaries.append({**summary, "ic_profile": ics[members].mean(0)})
         for i, sample in enumerate(members[:config.videos]):
             frames = samples.episode(int(sample), ["obs"])["obs"]
-            write_gif(f"{FIGURES}/behaviour_{b:02d}_sample_{int(sample):04d}.gif", frames, fps=8)
-    with atomic_directory(OUT) as out:
+            write_gif(f"{paths.figures}/behaviour_{b:02d}_sample_{int(sample):04d}.gif", frames, fps=8)
+    with atomic_directory(paths.out) as out:
         np.savez(out / "labels.npz", window_labels=window_labels, behaviour=behaviour)
-    write_json(METRICS, {**metrics, "samples": int(samples.num_episodes), "lags": list(config.lags),
+    write_json(paths.metrics, {**metrics, "samples": int(samples.num_episodes), "lags": list(config.lags),
                          "behaviours": per_behaviour})
-    plots.behaviour_summary(summaries, ACTION_NAMES, f"{FIGURES}/behaviours.png")
+    plots.behaviour_summary(summaries, ACTION_NAMES, f"{paths.figures}/behaviours.png")
 
 
 if __name__ == "__main__":

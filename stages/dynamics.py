@@ -11,19 +11,10 @@ from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
-from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
-
-AGENT = "data/agent/checkpoint.pt"
-SIMULATOR = "data/simulator/checkpoint.pt"
-SAMPLES = "data/samples.zarr"
-HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
-BEHAVIOURS = "data/behaviours/labels.npz"
-OUT = "data/dynamics"
-METRICS = "metrics/dynamics.json"
-FIGURES = "plots/dynamics"
 
 
 def sign_agreement(rows: list[dict], mode: str) -> dict[str, float]:
@@ -34,20 +25,21 @@ def sign_agreement(rows: list[dict], mode: str) -> dict[str, float]:
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("agent", "simulator", "samples", "hx_basis", "behaviours", "out", "metrics", "figures")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.dynamics
-    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
-    samples = RolloutStore(SAMPLES)
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
+    samples = RolloutStore(paths.samples)
     steps = int(samples.episode_ends[0])
-    basis = Basis.load(HX_BASIS)
+    basis = Basis.load(paths.hx_basis)
     hx = np.asarray(samples["hx"][:]).reshape(samples.num_episodes, steps, -1)
     activations = basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(samples.num_episodes, steps, -1)
-    behaviour = np.load(BEHAVIOURS)["behaviour"]
+    behaviour = np.load(paths.behaviours)["behaviour"]
     prior = np.flatnonzero(samples.rows("source_step", samples.episode_starts) < 0)
     if config.target_step >= steps or len(prior) == 0:
         raise StageError(f"dynamics.target_step = {config.target_step}: expected a step of the {steps}-step prior "
-                         f"samples in {SAMPLES} ({len(prior)} prior samples found)")
+                         f"samples in {paths.samples} ({len(prior)} prior samples found)")
     chosen = prior[:config.samples]
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[chosen])).to(device)
     readout, directions, mean = (torch.as_tensor(a, dtype=torch.float32) for a in
@@ -79,9 +71,9 @@ def main() -> None:
     overall = report["groups"]["all"]
     for mode in jac:
         report.update(sign_agreement(overall[f"consistency_{mode}"], mode))
-    with atomic_directory(OUT) as out:
+    with atomic_directory(paths.out) as out:
         np.savez(out / "dynamics.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
-    write_json(METRICS, report)
+    write_json(paths.metrics, report)
     behaviours = sorted((g for g in report["groups"] if g != "all"),       # the best-estimated ones
                         key=lambda g: -report["groups"][g]["jacobian_samples"])
     for group in ["all", *behaviours[:config.plotted_behaviours]]:
@@ -89,9 +81,9 @@ def main() -> None:
         plots.matrix_grid({"cross-correlation": arrays[f"{group}/xcorr"],
                            "Jacobian through agent only": arrays[f"{group}/jacobian_without_env"],
                            "Jacobian through agent + environment": arrays[f"{group}/jacobian_with_env"]},
-                          f"{FIGURES}/{group}.png", f"{group.replace('_', ' ')}: {entry['samples']} samples, "
+                          f"{paths.figures}/{group}.png", f"{group.replace('_', ' ')}: {entry['samples']} samples, "
                           f"Jacobians of {entry['jacobian_samples']} (target step {config.target_step})")
-    plots.consistency_curves({mode: overall[f"consistency_{mode}"] for mode in jac}, f"{FIGURES}/consistency.png")
+    plots.consistency_curves({mode: overall[f"consistency_{mode}"] for mode in jac}, f"{paths.figures}/consistency.png")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,8 @@ from rlinterp.agent.evaluate import (agent_bar, best_constant_actions, compare_w
                                      summarise)
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
-from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import write_json
-
-CHECKPOINT = "data/agent/checkpoint.pt"
-BASELINES = "metrics/baselines.json"
-OUTPUT = "metrics/agent.json"
-FIGURE = "plots/evaluate_agent/returns.png"
 
 
 def named_by_action(policies: dict) -> dict:
@@ -25,10 +20,11 @@ def named_by_action(policies: dict) -> dict:
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("checkpoint", "baselines", "output", "figure")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
-    agent, meta = load_agent(CHECKPOINT, device, expected=params.agent)
-    with open(BASELINES) as f:
+    agent, meta = load_agent(paths.checkpoint, device, expected=params.agent)
+    with open(paths.baselines) as f:
         baselines = json.load(f)
     ev = params.evaluate
     best = best_constant_actions(baselines)
@@ -36,12 +32,12 @@ def main() -> None:
     try:
         report = compare_with_baselines(results, baselines, best, ACTION_NAMES)
     except ValueError as err:
-        raise StageError(f"{BASELINES}: {err}") from err
-    write_json(OUTPUT, {"checkpoint_step": meta["step"], "episodes_per_policy": ev.num_envs * ev.episodes_per_env,
+        raise StageError(f"{paths.baselines}: {err}") from err
+    write_json(paths.output, {"checkpoint_step": meta["step"], "episodes_per_policy": ev.num_envs * ev.episodes_per_env,
                         "bar": agent_bar(report), **report})
     plots.policy_returns({levels: named_by_action({**{n: summarise(r) for n, r in results[levels].items()
                                                       if n != "best_constant"}, **baselines[levels]})
-                          for levels in results}, report, FIGURE)
+                          for levels in results}, report, paths.figure)
 
 
 if __name__ == "__main__":

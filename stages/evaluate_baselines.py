@@ -6,18 +6,17 @@ result while the agent is retrained.
 from rlinterp.agent.evaluate import baseline_policies, evaluate_policies, summarise
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS
-from rlinterp.runtime import stage_main
+from rlinterp.runtime import stage_main, stage_paths
 from rlinterp.files import write_json
-
-OUTPUT = "metrics/baselines.json"
 
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("output")
     params = load_params("params.yaml")
     policies = baseline_policies(NUM_ACTIONS, params.evaluate.seed)
     results = evaluate_policies(params.env, params.evaluate, policies)
-    write_json(OUTPUT, {levels: {name: summarise(result) for name, result in played.items()}
+    write_json(paths.output, {levels: {name: summarise(result) for name, result in played.items()}
                         for levels, played in results.items()})
 
 

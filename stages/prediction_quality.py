@@ -7,7 +7,7 @@ import numpy as np
 
 from rlinterp import plots
 from rlinterp.config import load_params
-from rlinterp.runtime import setup_torch, stage_main
+from rlinterp.runtime import setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_path, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
@@ -15,12 +15,6 @@ from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_agent_and_simulator, real_steps
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
-
-AGENT = "data/agent/checkpoint.pt"
-SIMULATOR = "data/simulator/checkpoint.pt"
-REAL = "data/rollouts.zarr"
-METRICS = "metrics/prediction_quality.json"
-CURVES = "plots/prediction_quality"
 
 
 def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
@@ -34,11 +28,12 @@ def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("agent", "simulator", "real", "metrics", "curves")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config, sim = params.prediction_quality, params.simulator
-    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, sim, device)
-    real = RolloutStore(REAL)
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
+    real = RolloutStore(paths.real)
     train_episodes, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
                                              params.train_simulator.seed)
     length = sim.num_init_steps + config.num_steps - 1
@@ -47,8 +42,8 @@ def main() -> None:
     values, mask, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
                                                real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device))
     headline, curves = summarise(values, mask)
-    write_json(METRICS, {"windows": int(mask.shape[1]), "num_steps": config.num_steps, **headline})
-    out = Path(CURVES)
+    write_json(paths.metrics, {"windows": int(mask.shape[1]), "num_steps": config.num_steps, **headline})
+    out = Path(paths.curves)
     out.mkdir(parents=True, exist_ok=True)
     for measure, stats in curves.items():
         write_curve(out / f"{measure}.csv", stats)

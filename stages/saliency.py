@@ -16,7 +16,7 @@ from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
-from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
                                saliency, value_target)
@@ -25,32 +25,25 @@ from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
-AGENT = "data/agent/checkpoint.pt"
-SIMULATOR = "data/simulator/checkpoint.pt"
-SAMPLES = "data/samples.zarr"
-HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
-STORE = "data/saliency.zarr"
-METRICS = "metrics/saliency.json"
-FIGURES = "plots/saliency"
-
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("agent", "simulator", "samples", "hx_basis", "store", "metrics", "figures")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.saliency
-    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
-    samples = RolloutStore(SAMPLES)
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
+    samples = RolloutStore(paths.samples)
     ids = parse_ids(list(config.samples))
     bad = [i for i in ids if not 0 <= i < samples.num_episodes]
     if bad or not ids:
         raise StageError(f"saliency.samples = {list(config.samples)}: expected ids in [0, {samples.num_episodes}) "
-                         f"(the samples in {SAMPLES}), got {bad or 'none'}")
+                         f"(the samples in {paths.samples}), got {bad or 'none'}")
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[ids])).to(device)
     sphere = params.simulator.bottleneck == "sphere"
     if config.combine:
         latents = combined_latent(latents, sphere)[None]
-    basis = Basis.load(HX_BASIS)
+    basis = Basis.load(paths.hx_basis)
     rng = np.random.default_rng(config.seed)
     random_direction = rng.standard_normal(basis.ica_unmixing.shape[1])
     random_direction *= np.linalg.norm(basis.ica_unmixing, axis=1).mean() / np.linalg.norm(random_direction)
@@ -73,7 +66,7 @@ def main() -> None:
     maps_made = 2 * len(latents) * len(targets) * len(config.timesteps)
 
     lookback, kinds = {}, ("frames", "agent_hx", "env_h", "latent")
-    with atomic_directory(STORE) as out:
+    with atomic_directory(paths.store) as out:
         root = zarr.open_group(out, mode="w")
         root.attrs.update({"samples": ids if not config.combine else [ids], "timesteps": list(config.timesteps),
                            "targets": list(targets), "combine": config.combine})
@@ -98,25 +91,25 @@ def main() -> None:
     for mode in ("with_env_grads", "without_env_grads"):
         ic = [v["share_of_frame_saliency_before_t"] for k, v in report[mode].items() if k.startswith("ic_")]
         report[mode]["ic_mean"] = {"share_of_frame_saliency_before_t": float(np.mean(ic))}
-    write_json(METRICS, report)
+    write_json(paths.metrics, report)
 
     t0 = config.timesteps[0]
     curves = {f"{name} ({mode.replace('_', ' ')})": frames[:, 0, :t0 + 1].mean(0)
               for (mode, name), frames in lookback.items()
               if name in ("value", "action", "ic_0", "random_direction")}
-    plots.lookback(curves, t0, f"{FIGURES}/lookback.png")
+    plots.lookback(curves, t0, f"{paths.figures}/lookback.png")
     for index in range(min(config.videos, len(latents))):
         maps = results[True][index][("value", t0)].frames.mean(1).cpu()        # (K, S, S) channel mean
         with torch.no_grad():
             rollout = simulator.rollout(latents[index][None], agent, config.num_steps, modal=True)
         obs = frames_to_obs(rollout.frames[:, 0], simulator)
         overlay = saliency_overlay(obs, blur(maps, config.blur_kernel, config.blur_sigma).numpy())
-        write_gif(f"{FIGURES}/value_t{t0}_sample_{index:03d}.gif", overlay, fps=4)
+        write_gif(f"{paths.figures}/value_t{t0}_sample_{index:03d}.gif", overlay, fps=4)
         for name in ("value", "action", "ic_0"):
             magnitude = results[True][index][(name, t0)].frames.abs().sum(1).cpu()
             plots.saliency_strip(rollout.frames[:t0 + 1, 0].cpu(),
                                  blur(magnitude, config.blur_kernel, config.blur_sigma)[:t0 + 1],
-                                 f"{FIGURES}/{name}_t{t0}_sample_{index:03d}.png",
+                                 f"{paths.figures}/{name}_t{t0}_sample_{index:03d}.png",
                                  f"|d {name} at step {t0} / d frame| (blurred), sample {index}, with env grads")
 
 

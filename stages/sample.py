@@ -3,47 +3,42 @@ import numpy as np
 
 from rlinterp.files import file_sha256
 from rlinterp.config import config_hash, load_params
-from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import split_episodes
 from rlinterp.simulator.sample import record_samples, sample_fields
 from rlinterp.simulator.train import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
 
-AGENT = "data/agent/checkpoint.pt"
-SIMULATOR = "data/simulator/checkpoint.pt"
-REAL = "data/rollouts.zarr"
-STORE = "data/samples.zarr"
-VIDEOS = "plots/sample"
-
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("agent", "simulator", "real", "store", "videos")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.sample
-    agent, simulator = load_agent_and_simulator(AGENT, SIMULATOR, params.agent, params.simulator, device)
-    real = RolloutStore(REAL)
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
+    real = RolloutStore(paths.real)
     _, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
                                 params.train_simulator.seed)
     long_enough = heldout[real.episode_ends[heldout] - real.episode_starts[heldout] >= simulator.config.num_init_steps]
     if config.informed_samples > len(long_enough):
         raise StageError(f"sample.informed_samples = {config.informed_samples}: expected at most the "
-                         f"{len(long_enough)} held-out episodes of {REAL} (one sample per episode)")
+                         f"{len(long_enough)} held-out episodes of {paths.real} (one sample per episode)")
     informed = np.random.default_rng(config.seed).choice(long_enough, config.informed_samples, replace=False)
     attrs = {"stage": "sample", "params_hash": config_hash(params.agent, params.simulator, config),
-             "agent_sha256": file_sha256(AGENT), "simulator_sha256": file_sha256(SIMULATOR),
-             "real_store": REAL, "prior_samples": config.prior_samples, "informed_samples": config.informed_samples}
-    with RolloutWriter(STORE, sample_fields(simulator), attrs, chunk_steps=256, shard_steps=8192) as writer:
+             "agent_sha256": file_sha256(paths.agent), "simulator_sha256": file_sha256(paths.simulator),
+             "real_store": paths.real, "prior_samples": config.prior_samples, "informed_samples": config.informed_samples}
+    with RolloutWriter(paths.store, sample_fields(simulator), attrs, chunk_steps=256, shard_steps=8192) as writer:
         record_samples(simulator, agent, writer, prior_samples=config.prior_samples, informed_episodes=informed,
                        real=real, steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
                        modal=config.modal, device=device)
-    samples = RolloutStore(STORE)
+    samples = RolloutStore(paths.store)
     prior = list(range(min(config.prior_samples, (config.videos + 1) // 2)))
     shown = prior + list(range(config.prior_samples, samples.num_episodes))[:config.videos - len(prior)]
     for index in shown:
         kind = "prior" if index < config.prior_samples else "informed"
-        write_gif(f"{VIDEOS}/{kind}_{index:04d}.gif", samples.episode(index, ["obs"])["obs"], fps=8)
+        write_gif(f"{paths.videos}/{kind}_{index:04d}.gif", samples.episode(index, ["obs"])["obs"], fps=8)
 
 
 if __name__ == "__main__":

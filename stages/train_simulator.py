@@ -7,7 +7,7 @@ from rlinterp import plots
 from rlinterp.agent.checkpoint import load_agent
 from rlinterp.files import file_sha256
 from rlinterp.config import load_params
-from rlinterp.runtime import curve_logger, setup_torch, stage_main
+from rlinterp.runtime import curve_logger, setup_torch, stage_main, stage_paths
 from rlinterp.files import write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
@@ -15,29 +15,23 @@ from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.train import real_steps, resumable_checkpoint, train_simulator, training_config
 from rlinterp.store import RolloutStore
 
-AGENT = "data/agent/checkpoint.pt"
-STORE = "data/rollouts.zarr"
-CHECKPOINT = "data/simulator/checkpoint.pt"
-CURVES = "plots/train_simulator"
-METRICS = "metrics/simulator.json"
-FIGURES = "plots/simulator"
-
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("agent", "store", "checkpoint", "curves", "metrics", "figures")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    agent_sha256 = file_sha256(AGENT)
+    agent, _ = load_agent(paths.agent, device, expected=params.agent)
+    agent_sha256 = file_sha256(paths.agent)
     sim, config = params.simulator, params.train_simulator
-    resume = resumable_checkpoint(CHECKPOINT, training_config(sim, config), agent_sha256, device) is not None
+    resume = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device) is not None
     print("train_simulator: resuming from its checkpoint" if resume else
           "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")
-    with Live(dir=CURVES, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-        simulator, summary = train_simulator(sim, config, STORE, agent, agent_sha256, CHECKPOINT, str(device),
+    with Live(dir=paths.curves, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+        simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint, str(device),
                                              curve_logger(live))
 
-    store = RolloutStore(STORE)
+    store = RolloutStore(paths.store)
     train_episodes, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)
@@ -47,12 +41,12 @@ def main() -> None:
     report = evaluate_simulator(simulator, agent, batches, config, reference["frames"].mean(0))
     realism = prior_realism(simulator, agent, reference, unseen, samples=64, steps=sim.num_sim_steps,
                             seed=config.seed)
-    write_json(METRICS, {**summary, **report, "prior_realism": realism})
+    write_json(paths.metrics, {**summary, **report, "prior_realism": realism})
     with torch.no_grad():
         window = window_from_batch(batches[0], simulator)
         predicted = open_loop(simulator, agent, window).frames
     for b in range(min(4, predicted.shape[1])):
-        plots.open_loop_strip(window.frames[:, b].cpu(), predicted[:, b].cpu(), f"{FIGURES}/open_loop_{b}.png",
+        plots.open_loop_strip(window.frames[:, b].cpu(), predicted[:, b].cpu(), f"{paths.figures}/open_loop_{b}.png",
                               title="held-out window: real | open-loop simulation (recorded actions) | error")
 
 

@@ -10,7 +10,6 @@ GIFs of real episodes on the same level and of simulated rollouts from the same 
     python stages/validate.py NAME
 """
 import dataclasses
-import sys
 
 import numpy as np
 import torch
@@ -24,18 +23,13 @@ from rlinterp.config import config_hash, load_params, to_dict
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
 from rlinterp.interventions import intervene, Intervention
 from rlinterp.record import record_rollouts
-from rlinterp.runtime import StageError, setup_torch, stage_main
+from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.train import load_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 from rlinterp.validation import action_shift, compare_real, ic_shifts, level_order, paired_test
 from rlinterp.video import side_by_side, write_gif
-
-AGENT = "data/agent/checkpoint.pt"
-SIMULATOR = "data/simulator/checkpoint.pt"
-SAMPLES = "data/samples.zarr"
-HX_BASIS = "data/analysis/agent_hx_real/basis.npz"
 
 
 def random_basis_like(edit: Intervention, seed: int) -> Intervention:
@@ -49,7 +43,8 @@ def random_basis_like(edit: Intervention, seed: int) -> Intervention:
 
 @stage_main
 def main() -> None:
-    name = sys.argv[1]
+    paths = stage_paths("agent", "simulator", "samples", "hx_basis", "out", "metrics", "figures", positional=("name",))
+    name = paths.name
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.validate
@@ -57,8 +52,8 @@ def main() -> None:
     if spec is None:
         raise StageError(f"validate {name!r}: no such intervention in params.yaml validate.interventions "
                          f"(expected one of {', '.join(config.interventions)})")
-    agent, _ = load_agent(AGENT, device, expected=params.agent)
-    basis = Basis.load(HX_BASIS)
+    agent, _ = load_agent(paths.agent, device, expected=params.agent)
+    basis = Basis.load(paths.hx_basis)
     try:
         edit = Intervention.from_spec(basis, config.basis, list(spec.source), list(spec.target))
     except ValueError as err:
@@ -69,11 +64,11 @@ def main() -> None:
     intervention = {"name": name, "basis": config.basis, "source": list(spec.source), "target": list(spec.target)}
 
     start_level, num_levels = level_sets(params.env, params.evaluate)[f"{config.levels}_levels"]
-    attrs = {"stage": "validate", "intervention": intervention, "agent_sha256": file_sha256(AGENT),
+    attrs = {"stage": "validate", "intervention": intervention, "agent_sha256": file_sha256(paths.agent),
              "params_hash": config_hash(params.env, params.agent, config), "env": to_dict(params.env),
              "levels": {"start_level": start_level, "num_levels": num_levels}}
     fields = real_rollout_fields(params.agent.hidden_size, NUM_ACTIONS)
-    folder = f"data/validation/{name}"
+    folder = paths.out
     with atomic_directory(folder) as tmp:
         for run, hook in runs.items():
             with RolloutWriter(tmp / f"{run}.zarr", fields, {**attrs, "run": run}) as writer, \
@@ -85,8 +80,8 @@ def main() -> None:
               "real": {run: compare_real(real[run], real["control"], basis, config.bootstrap_samples, config.seed)
                        for run in ("edited", "random_basis")}}
 
-    simulator, _ = load_simulator(SIMULATOR, agent, file_sha256(AGENT), expected=params.simulator, device=device)
-    samples = RolloutStore(SAMPLES)
+    simulator, _ = load_simulator(paths.simulator, agent, file_sha256(paths.agent), expected=params.simulator, device=device)
+    samples = RolloutStore(paths.samples)
     count = min(config.sim_samples, samples.num_episodes)
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)
     simulated = {}
@@ -105,9 +100,9 @@ def main() -> None:
         "value": paired_test(values[run], values["control"], config.bootstrap_samples, config.seed),
         **ic_shifts(ic_means[run], ic_means["control"], config.bootstrap_samples, config.seed)}
         for run in ("edited", "random_basis")}
-    write_json(f"metrics/validation/{name}.json", report)
+    write_json(paths.metrics, report)
 
-    figures = f"plots/validation/{name}"
+    figures = paths.figures
     shares = {"control": report["real"]["edited"]["action_distribution"]["control"],
               **{run: report["real"][run]["action_distribution"]["edited"] for run in ("edited", "random_basis")}}
     plots.action_distributions(shares, ACTION_NAMES, f"{figures}/real_actions.png",
