@@ -12,11 +12,11 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-import torch
 
 from rlinterp.agent.checkpoint import load_agent
 from rlinterp.files import file_sha256
 from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, prior_realism
 from rlinterp.simulator.train import real_steps, train_simulator
@@ -31,8 +31,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8000)
     args = parser.parse_args()
     params = load_params(args.params)
-    if params.compute.num_threads:
-        torch.set_num_threads(params.compute.num_threads)
+    setup_torch(params.compute)
     agent, _ = load_agent(args.agent, expected=params.agent)
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)

@@ -20,6 +20,7 @@ import torch
 from rlinterp.agent.checkpoint import build_agent, load_agent
 from rlinterp.agent.model import sample_actions
 from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch
 from rlinterp.envs import NUM_ACTIONS, VecProcgen
 from rlinterp.record import record_rollouts
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields, store_size
@@ -61,8 +62,7 @@ def main() -> None:
     parser.add_argument("--bound-steps", type=int, default=300)
     args = parser.parse_args()
     params = load_params(args.params)
-    if params.compute.num_threads:
-        torch.set_num_threads(params.compute.num_threads)
+    setup_torch(params.compute)
     if Path(args.checkpoint).exists():
         agent, _ = load_agent(args.checkpoint, expected=params.agent)
         print(f"agent: {args.checkpoint}")

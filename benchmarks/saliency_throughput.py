@@ -18,8 +18,9 @@ import torch
 from rlinterp.agent.checkpoint import build_agent, load_agent
 from rlinterp.files import file_sha256
 from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch
 from rlinterp.saliency import direction_target, saliency, value_target
-from rlinterp.simulator.train import build_simulator, load_simulator
+from rlinterp.simulator.checkpoint import build_simulator, load_simulator
 
 
 def main() -> None:
@@ -32,8 +33,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     params = load_params(args.params)
-    if params.compute.num_threads:
-        torch.set_num_threads(params.compute.num_threads)
+    setup_torch(params.compute)
     torch.manual_seed(0)
     if Path(args.checkpoint).exists():
         agent, _ = load_agent(args.agent, expected=params.agent)

@@ -15,9 +15,10 @@ import torch
 
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.config import load_params
+from rlinterp.runtime import setup_torch
 from rlinterp.simulator.data import split_episodes, window_loader
 from rlinterp.simulator.losses import simulator_loss, window_from_batch
-from rlinterp.simulator.train import build_simulator
+from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore
 
 
@@ -28,8 +29,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
     params = load_params(args.params)
-    if params.compute.num_threads:
-        torch.set_num_threads(params.compute.num_threads)
+    setup_torch(params.compute)
     sim, config = params.simulator, params.train_simulator
     torch.manual_seed(0)
     agent = build_agent(params.agent).eval().requires_grad_(False)

@@ -13,7 +13,7 @@ from rlinterp.config import load_params
 from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
-from rlinterp.simulator.train import load_agent_and_simulator
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 
 

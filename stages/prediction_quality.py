@@ -12,7 +12,8 @@ from rlinterp.files import atomic_path, write_json
 from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_agent_and_simulator, real_steps
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
+from rlinterp.simulator.train import real_steps
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 

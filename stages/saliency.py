@@ -21,7 +21,7 @@ from rlinterp.files import atomic_directory, write_json
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target, parse_ids,
                                saliency, value_target)
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_agent_and_simulator
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 

@@ -6,7 +6,7 @@ from rlinterp.config import config_hash, load_params
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import split_episodes
 from rlinterp.simulator.sample import record_samples, sample_fields
-from rlinterp.simulator.train import load_agent_and_simulator
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
 

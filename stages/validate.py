@@ -26,7 +26,7 @@ from rlinterp.record import record_rollouts
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.train import load_simulator
+from rlinterp.simulator.checkpoint import load_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 from rlinterp.validation import action_shift, compare_real, ic_shifts, level_order, paired_test
 from rlinterp.video import side_by_side, write_gif

@@ -39,6 +39,13 @@ def test_every_params_key_has_a_comment():
      "intervention source [0, 1] and target [None]: expected lists of equal length"),
     ("validate", "interventions", {"typo": {"source": [0], "taget": [None]}},
      "unknown key validate.interventions.typo.taget"),
+    # checks across sections
+    ("train_simulator", "imagine_steps", 4, "train_simulator.imagine_steps = 4: expected fewer than "
+                                            "simulator.num_sim_steps = 4"),
+    ("simulator", "encoder_channels", [4, 4, 4, 4], "encoder_channels = [4, 4, 4, 4]: each halves the 16-pixel frame; "
+                                                    "expected at most 3 entries"),
+    ("saliency", "timesteps", [9], "saliency.timesteps = [9]: expected steps in [0, saliency.num_steps = 4)"),
+    ("behaviours", "lags", [1, 9], "behaviours.lags = [1, 9]: expected lags shorter than sample.num_steps = 5"),
 ])
 def test_bad_values_name_key_value_and_expectation(params_dict, section, key, value, expected):
     params_dict[section][key] = value
@@ -63,21 +70,6 @@ def test_missing_key(params_dict):
     del params_dict["env"]["num_levels"]
     with pytest.raises(ConfigError, match=r"missing key env.num_levels \(number of training levels"):
         params_from_dict(params_dict)
-
-
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("train_simulator", "imagine_steps", 4, "train_simulator.imagine_steps = 4: expected fewer than "
-                                            "simulator.num_sim_steps = 4"),
-    ("simulator", "encoder_channels", [4, 4, 4, 4], "encoder_channels = [4, 4, 4, 4]: each halves the 16-pixel frame; "
-                                                    "expected at most 3 entries"),
-    ("saliency", "timesteps", [9], "saliency.timesteps = [9]: expected steps in [0, saliency.num_steps = 4)"),
-    ("behaviours", "lags", [1, 9], "behaviours.lags = [1, 9]: expected lags shorter than sample.num_steps = 5"),
-])
-def test_cross_section_checks(params_dict, section, key, value, expected):
-    params_dict[section][key] = value
-    with pytest.raises(ConfigError) as err:
-        params_from_dict(params_dict)
-    assert expected in str(err.value)
 
 
 def test_cross_field_checks(params_dict):

@@ -11,7 +11,7 @@ from rlinterp.agent.checkpoint import build_agent
 from rlinterp.simulator import quality
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.sample import record_samples, sample_fields
-from rlinterp.simulator.train import build_simulator
+from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 
 from tests.test_simulator import numbered_store

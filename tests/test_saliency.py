@@ -17,7 +17,7 @@ from rlinterp.saliency import (action_target, blur, combined_latent, direction_t
 from rlinterp.plots import signed_unit_maps
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
-from rlinterp.simulator.train import build_simulator
+from rlinterp.simulator.checkpoint import build_simulator
 
 
 class LinearToy(nn.Module):

@@ -11,7 +11,8 @@ from rlinterp.agent.checkpoint import CheckpointError, build_agent
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.data import WindowStream, split_episodes, valid_starts
 from rlinterp.simulator.losses import balanced_kl, categorical_kl, simulator_loss, uniformity_loss, window_from_batch
-from rlinterp.simulator.train import build_simulator, load_simulator, train_simulator
+from rlinterp.simulator.checkpoint import build_simulator, load_simulator
+from rlinterp.simulator.train import train_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 
 

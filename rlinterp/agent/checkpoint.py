@@ -58,15 +58,26 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu",
     With `expected`, a checkpoint built from other network params is refused rather than mis-loaded.
     """
     state = load_checkpoint(path, device)
-    try:
-        config = build_section(AgentConfig, state["config"]["agent"], "agent")
-    except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"{path}: checkpoint has no valid agent config ({err})") from err
-    if expected is not None and config != expected:
-        raise CheckpointError(f"{path}: checkpoint was built with agent params {config}, but params.yaml has "
-                              f"{expected}; re-run train_agent or restore the matching params")
-    agent = build_agent(config).to(device)
+    agent = build_agent(checkpoint_config(path, state, AgentConfig, "agent", expected, "train_agent")).to(device)
     agent.load_state_dict(state["model"])
     agent.eval()
-    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
-    return agent, meta
+    return agent, checkpoint_meta(state)
+
+
+def checkpoint_config(path: str | Path, state: dict[str, Any], cls: type, section: str, expected: Any,
+                      producer: str) -> Any:
+    """The `section` params a checkpoint recorded, validated as `cls`; refused if they differ from `expected`
+    (when given), so a model is never built from one set of params and loaded with weights of another."""
+    try:
+        config = build_section(cls, state["config"][section], section)
+    except (KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: checkpoint has no valid {section} config ({err})") from err
+    if expected is not None and config != expected:
+        raise CheckpointError(f"{path}: checkpoint was built with {section} params {config}, but params.yaml has "
+                              f"{expected}; re-run {producer} or restore the matching params")
+    return config
+
+
+def checkpoint_meta(state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says besides its weights (config, progress, provenance)."""
+    return {k: v for k, v in state.items() if k not in ("model", "optimizer")}

@@ -15,17 +15,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
-from rlinterp.files import file_sha256
+from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.config import AgentConfig, ConfigError, SimulatorConfig, TrainSimulatorConfig, build_section, to_dict
+from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import simulator_loss, window_from_batch
+from rlinterp.simulator.checkpoint import FORMAT, build_simulator
 from rlinterp.simulator.model import Simulator
 from rlinterp.store import RolloutStore
-
-FORMAT = "rlinterp.simulator/1"
-
 
 def training_code_hash() -> str:
     """sha256 of the modules that define a simulator training run."""
@@ -47,43 +44,6 @@ def resumable_checkpoint(path: str | Path, run_config: dict[str, Any], agent_sha
         return None
     state = load_checkpoint(path, device, fmt=FORMAT, producer="train_simulator")
     return state if state.get("config") == run_config and state.get("agent_sha256") == agent_sha256 else None
-
-
-def build_simulator(config: SimulatorConfig, agent: RecurrentAgent) -> Simulator:
-    return Simulator(config, agent.hidden_size, agent.num_actions)
-
-
-def load_simulator(path: str | Path, agent: RecurrentAgent, agent_sha256: str, expected: SimulatorConfig | None = None,
-                   device: str | torch.device = "cpu") -> tuple[Simulator, dict[str, Any]]:
-    """The trained simulator in eval mode; refused if it was trained beside another agent or other params."""
-    state = load_checkpoint(path, device, fmt=FORMAT, producer="train_simulator")
-    if state.get("agent_sha256") != agent_sha256:
-        raise CheckpointError(f"{path}: simulator was trained with agent sha256 {state.get('agent_sha256')}, but "
-                              f"the agent given has sha256 {agent_sha256}; re-run train_simulator")
-    try:
-        config = build_section(SimulatorConfig, state["config"]["simulator"], "simulator")
-    except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"{path}: checkpoint has no valid simulator config ({err})") from err
-    if expected is not None and config != expected:
-        raise CheckpointError(f"{path}: simulator was built with {config}, but params.yaml has {expected}; re-run "
-                              f"train_simulator or restore the matching params")
-    simulator = build_simulator(config, agent).to(device)
-    simulator.load_state_dict(state["model"])
-    simulator.eval()
-    return simulator, {k: v for k, v in state.items() if k not in ("model", "optimizer")}
-
-
-def load_agent_and_simulator(agent_path: str | Path, simulator_path: str | Path, agent_config: AgentConfig,
-                             simulator_config: SimulatorConfig, device: str | torch.device = "cpu"
-                             ) -> tuple[RecurrentAgent, Simulator]:
-    """The trained agent and the simulator trained beside it, both in eval mode, refused as `load_agent` and
-    `load_simulator` refuse a mismatch. The agent's weights are frozen: stages that differentiate through the
-    closed loop want gradients of frames and states, never of the agent."""
-    agent, _ = load_agent(agent_path, device, expected=agent_config)
-    agent.requires_grad_(False)
-    simulator, _ = load_simulator(simulator_path, agent, file_sha256(agent_path), expected=simulator_config,
-                                  device=device)
-    return agent, simulator
 
 
 def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096
