@@ -19,10 +19,27 @@ consistency at lag k: do correlation and causation agree? The share of (i, j) en
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from rlinterp.hooks import attached
+
+
+@dataclass
+class DynamicsArrays:
+    """dynamics.npz: per group ("all" or a behaviour) and kind ("xcorr", "jacobian_with_env", ...), a
+    (max_lag + 1, C, C) array; `arrays` keys are "group/kind"."""
+    arrays: dict[str, np.ndarray]
+
+    def save(self, path) -> None:
+        np.savez(path, **{key.replace("/", "__"): value for key, value in self.arrays.items()})
+
+    @classmethod
+    def load(cls, path) -> DynamicsArrays:
+        with np.load(path) as data:
+            return cls({key.replace("__", "/"): data[key] for key in data.files})
 
 
 def cross_correlation(s: np.ndarray, max_lag: int) -> np.ndarray:

@@ -25,7 +25,9 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from rlinterp.analysis.behaviour import BehaviourLabels
 from rlinterp.analysis.decompose import Basis
+from rlinterp.analysis.states import Projections
 from rlinterp.config import PanelConfig
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.plots import signed_unit_maps
@@ -173,19 +175,18 @@ def export_embeddings(site: Site, sources: PanelSources, stores: dict[str, Rollo
         if not path.is_file() or store is None:
             site.lack(f"embedding: {title}", f"{path} not found" if not path.is_file() else f"no {kind} store")
             continue
-        projections = np.load(path)
-        rows = projections["rows"][projections["embedding_rows"]]
+        projections = Projections.load(path)
+        rows = projections.rows[projections.embedding_rows]
         episode = np.searchsorted(store.episode_ends, rows, side="right")
         prefix = "s" if kind == "sample" else "e"
         keep = np.flatnonzero([f"{prefix}{e}" in exported for e in episode])[:max_points]
-        for method in (k.removeprefix("embedding_") for k in projections.files if k.startswith("embedding_")
-                       and k != "embedding_rows"):
-            coords = projections[f"embedding_{method}"][keep]
+        for method, coords in projections.embeddings.items():
+            coords = coords[keep]
             site.embeddings.append({
                 "title": f"{title}, {method}", "item": [f"{prefix}{e}" for e in episode[keep]],
                 "step": (rows[keep] - store.episode_starts[episode[keep]]).astype(int).tolist(),
                 "x": rounded(coords[:, 0]), "y": rounded(coords[:, 1]),
-                "cluster": projections["labels"][projections["embedding_rows"]][keep].astype(int).tolist()})
+                "cluster": projections.labels[projections.embedding_rows][keep].astype(int).tolist()})
 
 
 def export_saliency(site: Site, out: Path, path: Path, items: dict[str, dict]) -> None:
@@ -213,7 +214,7 @@ def export_behaviours(site: Site, sources: PanelSources, items: dict[str, dict],
     if not sources.behaviour_labels.is_file() or not sources.behaviour_metrics.is_file():
         site.lack("behaviours", f"{sources.behaviour_labels} or {sources.behaviour_metrics} not found")
         return
-    labels = np.load(sources.behaviour_labels)["behaviour"]
+    labels = BehaviourLabels.load(sources.behaviour_labels).behaviour
     for sample, behaviour in enumerate(labels):
         if f"s{sample}" in items:
             items[f"s{sample}"]["behaviour"] = int(behaviour)

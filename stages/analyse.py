@@ -9,7 +9,7 @@ over its steps).
 import numpy as np
 
 from rlinterp import plots
-from rlinterp.analysis.states import analyse_states
+from rlinterp.analysis.states import Projections, analyse_states
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
 from rlinterp.runtime import StageError, stage_main, stage_paths
@@ -37,9 +37,8 @@ def main() -> None:
 
     with atomic_directory(args.out) as out:
         result.basis.save(out / "basis.npz")
-        np.savez(out / "projections.npz", rows=rows, pca=result.pca[:, :16].astype(np.float32),
-                 ica=result.ica.astype(np.float32), labels=result.labels, embedding_rows=result.embedding_rows,
-                 **{f"embedding_{m}": e for m, e in result.embeddings.items()})
+        Projections(rows, result.pca[:, :16].astype(np.float32), result.ica.astype(np.float32), result.labels,
+                    result.embedding_rows, result.embeddings).save(out / "projections.npz")
     write_json(args.metrics, {"store": args.store, "field": args.field, **result.metrics})
 
     figures = args.figures

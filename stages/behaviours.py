@@ -7,7 +7,7 @@ and, per behaviour, an exemplar GIF and a summary figure in plots/behaviours/.
 import numpy as np
 
 from rlinterp import plots
-from rlinterp.analysis.behaviour import cluster_behaviours
+from rlinterp.analysis.behaviour import BehaviourLabels, cluster_behaviours
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
@@ -51,7 +51,7 @@ def main() -> None:
             frames = samples.episode(int(sample), ["obs"])["obs"]
             write_gif(f"{paths.figures}/behaviour_{b:02d}_sample_{int(sample):04d}.gif", frames, fps=8)
     with atomic_directory(paths.out) as out:
-        np.savez(out / "labels.npz", window_labels=window_labels, behaviour=behaviour)
+        BehaviourLabels(window_labels, behaviour).save(out / "labels.npz")
     write_json(paths.metrics, {**metrics, "samples": int(samples.num_episodes), "lags": list(config.lags),
                          "behaviours": per_behaviour})
     plots.behaviour_summary(summaries, ACTION_NAMES, f"{paths.figures}/behaviours.png")

@@ -10,7 +10,8 @@ import torch
 from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
-from rlinterp.dynamics import consistency, cross_correlation, jacobians, lagged
+from rlinterp.analysis.behaviour import BehaviourLabels
+from rlinterp.dynamics import DynamicsArrays, consistency, cross_correlation, jacobians, lagged
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
@@ -35,7 +36,7 @@ def main() -> None:
     basis = Basis.load(paths.hx_basis)
     hx = np.asarray(samples["hx"][:]).reshape(samples.num_episodes, steps, -1)
     activations = basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(samples.num_episodes, steps, -1)
-    behaviour = np.load(paths.behaviours)["behaviour"]
+    behaviour = BehaviourLabels.load(paths.behaviours).behaviour
     prior = np.flatnonzero(samples.rows("source_step", samples.episode_starts) < 0)
     if config.target_step >= steps or len(prior) == 0:
         raise StageError(f"dynamics.target_step = {config.target_step}: expected a step of the {steps}-step prior "
@@ -72,7 +73,7 @@ def main() -> None:
     for mode in jac:
         report.update(sign_agreement(overall[f"consistency_{mode}"], mode))
     with atomic_directory(paths.out) as out:
-        np.savez(out / "dynamics.npz", **{k.replace("/", "__"): v for k, v in arrays.items()})
+        DynamicsArrays(arrays).save(out / "dynamics.npz")
     write_json(paths.metrics, report)
     behaviours = sorted((g for g in report["groups"] if g != "all"),       # the best-estimated ones
                         key=lambda g: -report["groups"][g]["jacobian_samples"])

@@ -18,7 +18,10 @@ import zarr
 from PIL import Image
 
 from rlinterp.files import file_sha256
+from rlinterp.analysis.behaviour import BehaviourLabels
 from rlinterp.analysis.decompose import Basis
+from rlinterp.analysis.states import Projections
+from rlinterp.dynamics import DynamicsArrays
 from rlinterp.store import RolloutStore
 from rlinterp.validation import episode_ic_means, level_order
 
@@ -136,17 +139,17 @@ def test_tiny_repro_end_to_end(tmp_path):
                                 ("env_h", samples, "env_h"), ("latent", samples, "latent")):
         analysed = json.loads((repo / f"metrics/analysis/{name}.json").read_text())
         basis = Basis.load(repo / f"data/analysis/{name}/basis.npz")
-        projections = np.load(repo / f"data/analysis/{name}/projections.npz")
+        projections = Projections.load(repo / f"data/analysis/{name}/projections.npz")
         rows = source.episode_starts if name == "latent" else np.arange(source.num_steps)
-        np.testing.assert_array_equal(projections["rows"], rows)
+        np.testing.assert_array_equal(projections.rows, rows)
         x = np.asarray(source[field][:])[rows].reshape(len(rows), -1)
-        np.testing.assert_allclose(projections["ica"], basis.ica(x), rtol=1e-3, atol=1e-3)   # stored basis
+        np.testing.assert_allclose(projections.ica, basis.ica(x), rtol=1e-3, atol=1e-3)   # stored basis
         assert analysed["rows"] == len(rows) and sum(analysed["cluster_sizes"]) == len(rows)
-        assert len(projections["labels"]) == len(rows)
+        assert len(projections.labels) == len(rows) and set(projections.embeddings) == {"tsne"}
         assert (repo / f"plots/analysis/{name}/embedding_tsne.png").stat().st_size > 5000
     behaviours = json.loads((repo / "metrics/behaviours.json").read_text())
-    labels = np.load(repo / "data/behaviours/labels.npz")
-    assert labels["behaviour"].shape == (samples.num_episodes,) and labels["window_labels"].shape == (5, 3)
+    labels = BehaviourLabels.load(repo / "data/behaviours/labels.npz")
+    assert labels.behaviour.shape == (samples.num_episodes,) and labels.window_labels.shape == (5, 3)
     assert sum(b["samples"] for b in behaviours["behaviours"]) == samples.num_episodes
     assert (repo / "plots/behaviours/behaviours.png").stat().st_size > 5000
     salient = json.loads((repo / "metrics/saliency.json").read_text())
@@ -188,9 +191,9 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert dynamics["jacobian_samples"] == 4 and dynamics["max_lag"] == 2
     rows = dynamics["groups"]["all"]["consistency_with_env"]
     assert [r["lag"] for r in rows] == [1, 2] and all(0 <= r["sign_agreement"] <= 1 for r in rows)
-    arrays = np.load(repo / "data/dynamics/dynamics.npz")
-    assert arrays["all__xcorr"].shape == (3, 4, 4) and arrays["all__jacobian_with_env"].shape == (3, 4, 4)
-    np.testing.assert_allclose(arrays["all__jacobian_without_env"][0], np.eye(4), atol=1e-4)   # k = 0: identity
+    arrays = DynamicsArrays.load(repo / "data/dynamics/dynamics.npz").arrays
+    assert arrays["all/xcorr"].shape == (3, 4, 4) and arrays["all/jacobian_with_env"].shape == (3, 4, 4)
+    np.testing.assert_allclose(arrays["all/jacobian_without_env"][0], np.eye(4), atol=1e-4)   # k = 0: identity
     assert 0 <= dynamics["groups"]["all"]["sign_agreement_with_env"] <= 1
     assert (repo / "plots/dynamics/consistency.png").stat().st_size > 5000
     assert (repo / "plots/dynamics/all.png").stat().st_size > 5000

@@ -6,11 +6,28 @@ clustered; a sample's behaviour is the most common cluster of its windows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.decomposition import PCA
 
 from rlinterp.analysis.cluster import cluster, silhouette, subsample
 from rlinterp.analysis.decompose import shuffled_columns, standardise
+
+
+@dataclass
+class BehaviourLabels:
+    """labels.npz: the cluster of every window (samples, windows) and each sample's behaviour (samples,)."""
+    window_labels: np.ndarray
+    behaviour: np.ndarray
+
+    def save(self, path) -> None:
+        np.savez(path, window_labels=self.window_labels, behaviour=self.behaviour)
+
+    @classmethod
+    def load(cls, path) -> BehaviourLabels:
+        with np.load(path) as data:
+            return cls(data["window_labels"], data["behaviour"])
 
 
 def dynamics_features(states: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:

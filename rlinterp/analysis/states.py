@@ -16,6 +16,30 @@ from rlinterp.config import AnalysisConfig
 
 
 @dataclass
+class Projections:
+    """projections.npz: every analysed row (`rows`, step indices into its store), its leading PCs, IC
+    activations and cluster, and the 2-D embedding of the subsample `embedding_rows` (positions into `rows`)
+    per method. The one place that knows the file's keys."""
+    rows: np.ndarray
+    pca: np.ndarray
+    ica: np.ndarray
+    labels: np.ndarray
+    embedding_rows: np.ndarray
+    embeddings: dict[str, np.ndarray]
+
+    def save(self, path) -> None:
+        np.savez(path, rows=self.rows, pca=self.pca, ica=self.ica, labels=self.labels,
+                 embedding_rows=self.embedding_rows, **{f"embedding_{m}": e for m, e in self.embeddings.items()})
+
+    @classmethod
+    def load(cls, path) -> Projections:
+        with np.load(path) as data:
+            embeddings = {k.removeprefix("embedding_"): data[k] for k in data.files
+                          if k.startswith("embedding_") and k != "embedding_rows"}
+            return cls(data["rows"], data["pca"], data["ica"], data["labels"], data["embedding_rows"], embeddings)
+
+
+@dataclass
 class StateAnalysis:
     basis: Basis
     pca: np.ndarray             # (N, P) PC loadings of every row
