@@ -13,7 +13,9 @@ import pytest
 import zarr
 from PIL import Image
 
+from rlinterp.analysis.behaviour import BehaviourLabels
 from rlinterp.analysis.decompose import Basis
+from rlinterp.analysis.states import Projections
 from rlinterp.config import PanelConfig
 from rlinterp.panel import TILE, TILES_PER_ROW, PanelSources, export_panel
 from rlinterp.store import FieldSpec, RolloutWriter, real_rollout_fields
@@ -64,15 +66,16 @@ def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tup
     if "embedding" in parts:
         n = samples * sample_steps
         shown = rng.choice(n, min(n, 4000), replace=False)
-        np.savez(root / "projections.npz", rows=np.arange(n), labels=rng.integers(0, 5, n), embedding_rows=shown,
-                 embedding_tsne=rng.normal(size=(len(shown), 2)))
+        Projections(rows=np.arange(n), pca=np.zeros((n, 2)), ica=np.zeros((n, 2)), labels=rng.integers(0, 5, n),
+                    embedding_rows=shown, embeddings={"tsne": rng.normal(size=(len(shown), 2))}
+                    ).save(root / "projections.npz")
     if "saliency" in parts:
         group = zarr.open_group(root / "saliency.zarr", mode="w")
         group.attrs.update({"samples": [0, 1], "timesteps": [2], "combine": False})
         group.create_array("with_env_grads/value/frames", data=rng.normal(size=(2, 1, 3, 3, 16, 16)).astype(np.float32))
     if "behaviours" in parts:
         labels = np.arange(samples) % 3
-        np.savez(root / "labels.npz", behaviour=labels)
+        BehaviourLabels(window_labels=labels[:, None], behaviour=labels).save(root / "labels.npz")
         (root / "behaviours.json").write_text(json.dumps({"behaviours": [
             {"behaviour": b, "samples": int((labels == b).sum()), "mean_value": 0.5, "top_action": HOSTILE}
             for b in range(3)]}))
