@@ -25,7 +25,7 @@ def policy_returns(results: dict[str, dict[str, dict[str, float]]], report: dict
     comparisons = ("agent_minus_best_constant", "greedy_agent_minus_best_constant", "agent_minus_memoryless")
     tall = 0.32 * max(map(len, results.values())) + 1.5
     fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), tall + 2.5), squeeze=False,
-                             gridspec_kw={"height_ratios": [tall, 2.0]})
+                             sharey="row", gridspec_kw={"height_ratios": [tall, 2.0]})
     for col, (levels, policies) in enumerate(results.items()):
         ax = axes[0][col]
         names = list(policies)
@@ -33,20 +33,25 @@ def policy_returns(results: dict[str, dict[str, dict[str, float]]], report: dict
         errors = [policies[n]["mean_return"] - policies[n]["ci95_low"] for n in names]
         colours = ["tab:blue" if n.startswith("agent") else "tab:orange" if n.startswith("memoryless")
                    else "tab:green" if n.startswith("greedy") else "tab:gray" for n in names]
-        labels = [f"{n} ({policies[n]['completion_rate']:.0%} complete)" for n in names]
-        ax.barh(labels, means, xerr=errors, color=colours)
-        ax.invert_yaxis()
+        ax.barh(names, means, xerr=errors, color=colours)
+        for y, name in enumerate(names):          # completion rate beside each bar
+            ax.text(policies[name]["ci95_high"] + 0.1, y, f"{policies[name]['completion_rate']:.0%}", va="center",
+                    fontsize=7)
+        ax.set_xlim(0, 11)
         ax.set_title(levels.replace("_", " "))
-        ax.set_xlabel("mean episode return (95% CI)")
+        ax.set_xlabel("mean episode return (95% CI); completion rate beside each bar")
         ax = axes[1][col]
         diffs = [report[levels][c] for c in comparisons]
         ax.errorbar([d["mean"] for d in diffs], range(len(diffs)), fmt="o", color="black",
                     xerr=[[d["mean"] - d["ci95_low"] for d in diffs], [d["ci95_high"] - d["mean"] for d in diffs]])
         ax.axvline(0, color="tab:gray", lw=0.8)
-        ax.set_yticks(range(len(diffs)), [f"{c.replace('_minus_', ' - ')}\n(p = {d['p_value']:.1g})"
-                                          for c, d in zip(comparisons, diffs)], fontsize=8)
-        ax.invert_yaxis()
+        ax.set_yticks(range(len(diffs)), [c.replace("_minus_", " - ") for c in comparisons], fontsize=8)
+        for y, d in enumerate(diffs):
+            ax.annotate(f"p = {d['p_value']:.1g}", (d["ci95_high"], y), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7)
         ax.set_xlabel("paired difference in return, same episodes (95% CI)")
+    axes[0][0].invert_yaxis()
+    axes[1][0].invert_yaxis()
     save_figure(fig, path)
 
 
