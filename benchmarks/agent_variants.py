@@ -38,6 +38,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 # eprewmean of the last 100 episodes) in 200k-step bins, with each run's bin mean: bin_start, bin_end, mean, runs.
 REFERENCE_BINS = Path(__file__).parent / "results" / "parity" / "reference_bins.csv"
 BIN = 200_000
+# Per-update statistics written to each run's CSV: the curve, then what tells a healthy policy update.
+LOGGED = ("episode_return", "completion_rate", "episode_length", "entropy", "approx_kl", "clip_fraction",
+          "explained_variance", "value_loss", "grad_norm")
 
 
 def with_overrides(params: dict, overrides: list[str]) -> dict:
@@ -67,11 +70,10 @@ def train_variant(name: str, params: dict, out: Path, device: str, threads: int)
     start = time.perf_counter()
     with (out / f"{name}.csv").open("w", newline="") as f, tempfile.TemporaryDirectory() as tmp:
         writer = csv.writer(f)
-        writer.writerow(["step", "seconds", "episode_return", "completion_rate", "episode_length"])
+        writer.writerow(["step", "seconds", *LOGGED])
 
         def log(step: int, stats: dict[str, float]) -> None:
-            writer.writerow([step, round(time.perf_counter() - start, 1), stats.get("episode_return", ""),
-                             stats.get("completion_rate", ""), stats.get("episode_length", "")])
+            writer.writerow([step, round(time.perf_counter() - start, 1), *(stats.get(k, "") for k in LOGGED)])
             f.flush()
 
         train_agent(config.env, config.agent, config.train_agent, Path(tmp) / "checkpoint.pt", device=device,
