@@ -443,17 +443,24 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     return build_section(Params, data, "")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The sections of a parameter file (params.yaml or a profile), or a ConfigError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such parameter file (expected the project's params.yaml)")
-    with path.open() as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: no such parameter file")
     try:
-        return params_from_dict(data or {})
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    data = read_params_file(path)
+    try:
+        return params_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 

@@ -13,20 +13,7 @@ from typing import Any
 
 import yaml
 
-from rlinterp.config import ConfigError, Params, params_from_dict
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such parameter file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
-    return data
+from rlinterp.config import ConfigError, Params, params_from_dict, read_params_file
 
 
 def overlay(base: dict[str, Any], profile: dict[str, Any], name: str = "profile") -> dict[str, Any]:
@@ -45,7 +32,7 @@ def overlay(base: dict[str, Any], profile: dict[str, Any], name: str = "profile"
 
 def load_profile(params_path: str | Path, profile_path: str | Path) -> Params:
     """The validated params of `params_path` with the profile at `profile_path` laid over them."""
-    return params_from_dict(overlay(read_yaml(params_path), read_yaml(profile_path), str(profile_path)))
+    return params_from_dict(overlay(read_params_file(params_path), read_params_file(profile_path), str(profile_path)))
 
 
 ENTRY = re.compile(r"^(  (\w+):\s*)([^#\n]*?)(\s*#.*)?$")
@@ -66,7 +53,7 @@ def apply(params_path: str | Path, profile_path: str | Path) -> None:
     """Write the profile's values, with the profile's comments where it has them, into the params file line
     by line, so that every other line and comment stays."""
     params_path = Path(params_path)
-    profile = read_yaml(profile_path)
+    profile = read_params_file(profile_path)
     load_profile(params_path, profile_path)                # refuse a bad profile before touching anything
     comments = {(section, key): entry.group(4) for _, section, key, entry in
                 _entries(Path(profile_path).read_text().splitlines())}
@@ -78,7 +65,7 @@ def apply(params_path: str | Path, profile_path: str | Path) -> None:
             comment = comments.get((section, key)) or entry.group(4) or ""
             lines[i] = f"{entry.group(1)}{value}{comment}\n"
     params_path.write_text("".join(lines))
-    applied = params_from_dict(read_yaml(params_path))
+    applied = params_from_dict(read_params_file(params_path))
     expected = load_profile(params_path, profile_path)
     if applied != expected:
         raise ConfigError(f"{profile_path}: some values could not be written into {params_path} line by line "

@@ -1,4 +1,5 @@
-"""What every stage needs around the science: torch set-up, atomic outputs, and one-line errors."""
+"""What every stage needs around the science: torch set-up and precision, its paths from the command line,
+training curves, and one-line errors. Atomic file writes live in `rlinterp/files.py`."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ import torch
 
 from rlinterp.config import ComputeConfig, ConfigError
 from rlinterp.errors import InputError
-
 
 
 class StageError(InputError):
@@ -35,10 +35,10 @@ def setup_torch(compute: ComputeConfig) -> torch.device:
 def cpu_has_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return not flags.isdisjoint({"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(compute: ComputeConfig, device: torch.device) -> torch.dtype | None:

@@ -23,7 +23,8 @@ def main() -> None:
     config = load_params("params.yaml").analysis
     store = RolloutStore(args.store)
     if args.field not in store.fields:
-        raise StageError(f"{args.store}: no per-step array {args.field!r} to analyse (it has {', '.join(store.fields)})")
+        raise StageError(f"{args.store}: no per-step array {args.field!r} to analyse "
+                         f"(it has {', '.join(store.fields)})")
     rows = store.episode_starts if args.per_episode else np.arange(store.num_steps)
     x = store.rows(args.field, rows) if args.per_episode else np.asarray(store[args.field][:])
     x = x.reshape(len(x), -1)

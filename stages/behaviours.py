@@ -24,7 +24,8 @@ def main() -> None:
     samples = RolloutStore(paths.samples)
     lengths = samples.episode_ends - samples.episode_starts
     if len(set(lengths)) != 1:
-        raise StageError(f"{paths.samples}: samples of different lengths {sorted(set(lengths))[:5]}; expected one length")
+        raise StageError(f"{paths.samples}: samples of different lengths {sorted(set(lengths))[:5]}; "
+                         "expected one length")
     shape = (samples.num_episodes, int(lengths[0]))
     hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
     env_basis, hx_basis = Basis.load(paths.env_basis), Basis.load(paths.hx_basis)
@@ -53,7 +54,7 @@ def main() -> None:
     with atomic_directory(paths.out) as out:
         BehaviourLabels(window_labels, behaviour).save(out / "labels.npz")
     write_json(paths.metrics, {**metrics, "samples": int(samples.num_episodes), "lags": list(config.lags),
-                         "behaviours": per_behaviour})
+                               "behaviours": per_behaviour})
     plots.behaviour_summary(summaries, ACTION_NAMES, f"{paths.figures}/behaviours.png")
 
 

@@ -3,9 +3,8 @@ import json
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import load_agent
-from rlinterp.agent.acting import agent_policies
-from rlinterp.agent.evaluate import (agent_bar, best_constant_actions, compare_with_baselines, evaluate_policies,
-                                     summarise)
+from rlinterp.agent.acting import AGENT_POLICIES, agent_policies
+from rlinterp.agent.evaluate import agent_bar, best_constant_actions, compare_with_baselines, evaluate_policies
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
@@ -34,10 +33,10 @@ def main() -> None:
     except ValueError as err:
         raise StageError(f"{paths.baselines}: {err}") from err
     write_json(paths.output, {"checkpoint_step": meta["step"], "episodes_per_policy": ev.num_envs * ev.episodes_per_env,
-                        "bar": agent_bar(report), **report})
-    plots.policy_returns({levels: named_by_action({**{n: summarise(r) for n, r in results[levels].items()
-                                                      if n != "best_constant"}, **baselines[levels]})
-                          for levels in results}, report, paths.figure)
+                              "bar": agent_bar(report), **report})
+    figure = {levels: named_by_action({**{n: report[levels][n] for n in AGENT_POLICIES}, **baselines[levels]})
+              for levels in results}
+    plots.policy_returns(figure, report, paths.figure)
 
 
 if __name__ == "__main__":

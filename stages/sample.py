@@ -28,7 +28,8 @@ def main() -> None:
     informed = np.random.default_rng(config.seed).choice(long_enough, config.informed_samples, replace=False)
     attrs = {"stage": "sample", "params_hash": config_hash(params.agent, params.simulator, config),
              "agent_sha256": file_sha256(paths.agent), "simulator_sha256": file_sha256(paths.simulator),
-             "real_store": paths.real, "prior_samples": config.prior_samples, "informed_samples": config.informed_samples}
+             "real_store": paths.real, "prior_samples": config.prior_samples,
+             "informed_samples": config.informed_samples}
     with RolloutWriter(paths.store, sample_fields(simulator), attrs, chunk_steps=256, shard_steps=8192) as writer:
         record_samples(simulator, agent, writer, prior_samples=config.prior_samples, informed_episodes=informed,
                        real=real, steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,

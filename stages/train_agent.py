@@ -22,7 +22,8 @@ def main() -> None:
     state = resumable_checkpoint(paths.checkpoint, run_config)
     if state is not None and state["step"] >= params.train_agent.total_steps:
         # DVC runs this stage only when asked to (repro -f) or when a dependency changed: train afresh.
-        print(f"train_agent: {paths.checkpoint} already finished this run ({state['step']} steps); training from step 0")
+        print(f"train_agent: {paths.checkpoint} already finished this run ({state['step']} steps); "
+              "training from step 0")
         Path(paths.checkpoint).unlink()
         state = None
     resume = state is not None

@@ -28,8 +28,8 @@ def main() -> None:
     print("train_simulator: resuming from its checkpoint" if resume else
           "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")
     with Live(dir=paths.curves, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-        simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint, str(device),
-                                             curve_logger(live))
+        simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint,
+                                             str(device), curve_logger(live))
 
     store = RolloutStore(paths.store)
     train_episodes, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)

@@ -80,7 +80,8 @@ def main() -> None:
               "real": {run: compare_real(real[run], real["control"], basis, config.bootstrap_samples, config.seed)
                        for run in ("edited", "random_basis")}}
 
-    simulator, _ = load_simulator(paths.simulator, agent, file_sha256(paths.agent), expected=params.simulator, device=device)
+    simulator, _ = load_simulator(paths.simulator, agent, file_sha256(paths.agent), expected=params.simulator,
+                                  device=device)
     samples = RolloutStore(paths.samples)
     count = min(config.sim_samples, samples.num_episodes)
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)

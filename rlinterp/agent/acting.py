@@ -31,6 +31,9 @@ class AgentPolicy:
         return actions.cpu().numpy()
 
 
+# The agent's policies, in the order reports and figures list them.
+AGENT_POLICIES = ("agent", "memoryless_agent", "greedy_agent")
+
 
 def agent_policies(agent: RecurrentAgent, seed: int, best_constant: dict[str, int], device: str = "cpu") -> dict:
     """Per level set: the trained agent, the same agent with its hidden state zeroed before every step, the agent

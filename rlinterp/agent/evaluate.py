@@ -47,6 +47,10 @@ class EvalResult:
     level_seeds: np.ndarray
     action_counts: np.ndarray
 
+    def share_of_other_actions(self, action: int) -> float:
+        """The share of steps on which the policy took an action other than `action`."""
+        return 1 - float(self.action_counts[action] / self.action_counts.sum())
+
     def summary(self) -> dict[str, float]:
         """Mean return with a normal-approximation 95% confidence interval, completion rate, mean length."""
         n = len(self.returns)
@@ -170,8 +174,8 @@ def compare_with_baselines(agent_results: dict[str, dict[str, EvalResult]], base
             "greedy_agent_minus_best_constant": paired_difference(greedy, constant),
             "agent_minus_memoryless": paired_difference(agent, memoryless),
             "agent_minus_random": float(agent.returns.mean()) - baselines[levels]["random"]["mean_return"],
-            "agent_actions_not_best_constant": 1 - float(agent.action_counts[action] / agent.action_counts.sum()),
-            "greedy_actions_not_best_constant": 1 - float(greedy.action_counts[action] / greedy.action_counts.sum())}
+            "agent_actions_not_best_constant": agent.share_of_other_actions(action),
+            "greedy_actions_not_best_constant": greedy.share_of_other_actions(action)}
     return report
 
 
