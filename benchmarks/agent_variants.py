@@ -4,7 +4,7 @@ Each variant is the params file with `key=value` overrides, written as `dvc exp 
 --seeds K it runs K times (train_agent.seed 0..K-1, named NAME_s0 ...). Every run trains in its own process
 for at most --minutes, and its curve (env steps, wall seconds, mean return and completion of the last 100
 training episodes) goes to OUT/<run>.csv as it is made, so a run cut off by the time limit still leaves its
-curve. OUT/curves.png draws each variant as the mean of its seeds in 200k-step bins, with the seeds' range
+curve. The encoder runs at `compute.precision`, as in the train_agent stage. OUT/curves.png draws each variant as the mean of its seeds in 200k-step bins, with the seeds' range
 shaded, beside the mean of the three openai/train-procgen easy-200 CoinRun runs in the same bins (range shaded,
 `results/parity/reference_bins.csv`) and, with --best-constant, the best constant action measured on each
 variant's own training levels; OUT/bins.csv holds the same bin means.
@@ -64,9 +64,11 @@ def train_variant(name: str, params: dict, out: Path, device: str, threads: int)
 
     from rlinterp.agent.train import train_agent
     from rlinterp.config import params_from_dict
+    from rlinterp.runtime import resolve_precision
 
     torch.set_num_threads(threads)
     config = params_from_dict(params)
+    precision = resolve_precision(config.compute, torch.device(device))
     start = time.perf_counter()
     with (out / f"{name}.csv").open("w", newline="") as f, tempfile.TemporaryDirectory() as tmp:
         writer = csv.writer(f)
@@ -77,7 +79,7 @@ def train_variant(name: str, params: dict, out: Path, device: str, threads: int)
             f.flush()
 
         train_agent(config.env, config.agent, config.train_agent, Path(tmp) / "checkpoint.pt", device=device,
-                    log=log, progress=False)
+                    log=log, progress=False, precision=precision)
 
 
 def read_curve(out: Path, name: str) -> tuple[list[int], list[float]]:

@@ -36,7 +36,7 @@ def main() -> None:
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)
     config = dataclasses.replace(params.train_simulator, total_windows=args.windows)
-    train, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
+    train, heldout = split_episodes(store, config.heldout_fraction, config.seed)
     rows = []
     for bottleneck in ("sphere", "vae"):
         sim_config = dataclasses.replace(params.simulator, bottleneck=bottleneck)

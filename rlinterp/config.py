@@ -199,6 +199,9 @@ class SampleConfig:
     num_steps: int = param("simulated steps per sample", ge=1)
     batch_size: int = param("samples simulated together", ge=1)
     modal: bool = param("most likely categorical states instead of sampled ones (the original's generation mode)")
+    allowed_returns: tuple[float, ...] = param("the episode returns the game allows (CoinRun: 0 or 10), which a "
+                                               "sample's return is checked against")
+    return_tolerance: float = param("a sample's return counts as allowed within this of one of them", ge=0)
     videos: int = param("sample GIFs written to plots/sample/", ge=0)
 
 
@@ -253,9 +256,13 @@ class BehavioursConfig:
 
 @dataclass(frozen=True)
 class SaliencyConfig:
-    seed: int = param("seed of the SmoothGrad noise and of the random-direction baseline", ge=0)
+    seed: int = param("seed of the SmoothGrad noise and of the random hx directions", ge=0)
     samples: tuple[str, ...] = param("sample ids in data/samples.zarr: ids like 3, or ranges like '0 to 8' (end "
-                                     "exclusive)")
+                                     "exclusive); the metrics' CIs are over these samples")
+    stored_samples: int = param("the first samples whose maps are kept in data/saliency.zarr (the metrics use all)",
+                                ge=1)
+    random_directions: int = param("random hx directions (norms of the ICs') explained like the ICs: their null",
+                                   ge=1)
     combine: bool = param("one saliency map at the mean latent of the chosen samples instead of one per sample")
     num_steps: int = param("simulated steps re-run from each sample's latent", ge=1)
     timesteps: tuple[int, ...] = param("steps t whose targets are explained (original 4)")
@@ -265,9 +272,15 @@ class SaliencyConfig:
                                      "copy, in [0, 1] pixel units (0 = none; not in the original)", ge=0, le=1)
     actions: str = param("action log-probability targets: the greedy action only (original), or also every action",
                          choices=("greedy", "all"))
-    blur_kernel: int = param("Gaussian blur kernel of the frame maps in the figures (0 = none; original 5)", ge=0)
+    blur_kernel: int = param("Gaussian blur kernel of the frame maps in the figures: odd, or 0 = none (original 5)",
+                             ge=0)
     blur_sigma: float = param("Gaussian blur sigma (original 5)", gt=0)
     videos: int = param("saliency overlay GIFs written to plots/saliency/", ge=0)
+
+    def __post_init__(self) -> None:
+        if self.blur_kernel > 1 and self.blur_kernel % 2 == 0:
+            raise ConfigError(f"saliency.blur_kernel = {self.blur_kernel}: expected an odd size (an even kernel "
+                              f"shifts the maps by half a pixel and grows them by one), or 0 for no blur")
 
 
 @dataclass(frozen=True)
@@ -284,14 +297,17 @@ class InterventionSpec:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    seed: int = param("seed of the environments, action sampling, random baseline basis and bootstrap", ge=0)
+    seed: int = param("seed of the environments, action sampling, matched random edits and resampling", ge=0)
     basis: str = param("basis of the edited directions: ica or pca of the real agent hx", choices=("ica", "pca"))
     interventions: dict[str, InterventionSpec] = param("name -> intervention, one validate stage each")
     levels: str = param("train or unseen levels for the real-environment runs", choices=("train", "unseen"))
     num_envs: int = param("parallel environments in the real-environment runs", ge=1)
     episodes_per_env: int = param("episodes per environment (same level seeds for control and edit)", ge=1)
     sim_samples: int = param("simulated rollouts from the first prior latents of data/samples.zarr", ge=1)
-    bootstrap_samples: int = param("bootstrap and permutation resamples", ge=100)
+    random_edits: int = param("matched random edits (same |delta hx| per step, random direction): the null each "
+                              "effect is read against", ge=1)
+    bootstrap_samples: int = param("bootstrap and permutation resamples (the smallest p-value is 1 / (this + 1))",
+                                   ge=100)
     videos: int = param("side-by-side GIFs (control | edited) of real episodes and of simulated rollouts", ge=0)
 
 

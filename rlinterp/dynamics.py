@@ -14,8 +14,11 @@ Jacobian at lag k (the original's "xcaus"): the effect of nudging component i at
     identity by construction (the original read gradients at the state's output, so its k = 0 was trivial too,
     and later steps were zero). Through the agent only (`env_grads=False`: actions detached before they enter
     the simulated environment) or through agent and simulated environment.
-consistency at lag k: do correlation and causation agree? The share of (i, j) entries where M_k and J_k have
-    the same sign, and the correlation of their magnitudes, beside the same share for shuffled entries.
+consistency at lag k: do correlation and causation agree? Over the off-diagonal (i != j) entries only (a
+    component's own persistence fills the diagonal of both, which alone can make them agree): the share where M_k
+    and J_k have the same sign and the correlation of their magnitudes, with a permutation test: the Jacobian's
+    off-diagonal entries shuffled `permutations` times give the null distribution of the share, and the p-value
+    (one-sided: agreement at least as high) per lag.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlinterp.analysis.decompose import Basis
 from rlinterp.hooks import attached
+
+MODES = {"with_env": True, "without_env": False}   # Jacobians through agent and simulated environment, or agent only
 
 
 @dataclass
@@ -82,16 +88,62 @@ def lagged(jac: np.ndarray, max_lag: int) -> np.ndarray:
     return np.stack([jac[target - k] for k in range(min(max_lag, target) + 1)])
 
 
-def consistency(xcorr: np.ndarray, jac: np.ndarray, seed: int) -> list[dict[str, float]]:
-    """Per lag k >= 1 of both (K, C, C) arrays: sign agreement, magnitude correlation, and the sign agreement of
-    shuffled Jacobian entries (what unrelated matrices give)."""
+def consistency(xcorr: np.ndarray, jac: np.ndarray, seed: int, permutations: int = 1000) -> list[dict[str, float]]:
+    """Per lag k >= 1 of both (K, C, C) arrays, over off-diagonal entries: sign agreement, magnitude correlation,
+    the mean agreement of `permutations` shuffles of the Jacobian's entries, and the permutation p-value."""
     rng = np.random.default_rng(seed)
+    off = ~np.eye(xcorr.shape[-1], dtype=bool)
     out = []
     for k in range(1, min(len(xcorr), len(jac))):
-        m, j = xcorr[k].ravel(), jac[k].ravel()
-        shuffled = rng.permutation(j)
-        magnitude = np.corrcoef(np.abs(m), np.abs(j))[0, 1] if np.std(m) > 0 and np.std(j) > 0 else float("nan")
-        out.append({"lag": k, "sign_agreement": float((np.sign(m) == np.sign(j)).mean()),
-                    "sign_agreement_shuffled": float((np.sign(m) == np.sign(shuffled)).mean()),
+        m, j = np.sign(xcorr[k][off]), jac[k][off]
+        agreement = float((m == np.sign(j)).mean())
+        shuffled = (m == np.sign(rng.permuted(np.tile(j, (permutations, 1)), axis=1))).mean(1)
+        m_abs, j_abs = np.abs(xcorr[k][off]), np.abs(j)
+        magnitude = np.corrcoef(m_abs, j_abs)[0, 1] if m_abs.std() > 0 and j_abs.std() > 0 else float("nan")
+        out.append({"lag": k, "sign_agreement": agreement, "sign_agreement_shuffled": float(shuffled.mean()),
+                    "p_value": float((1 + (shuffled >= agreement - 1e-12).sum()) / (permutations + 1)),
                     "magnitude_correlation": float(magnitude)})
     return out
+
+def ic_jacobians(simulator, agent, latents: torch.Tensor, basis: Basis, target_step: int,
+                 batch_size: int) -> dict[str, np.ndarray]:
+    """mode -> (N, target_step + 1, C, C) Jacobians of the basis's ICs (see `jacobians`), `batch_size` latents at
+    a time."""
+    readout, directions, mean = (torch.as_tensor(a, dtype=torch.float32) for a in
+                                 (basis.ica_unmixing, basis.ica_directions, basis.mean))
+    return {mode: np.concatenate([jacobians(simulator, agent, latents[i:i + batch_size], target_step + 1,
+                                            target_step, readout, directions, mean, env_grads).cpu().numpy()
+                                  for i in range(0, len(latents), batch_size)])
+            for mode, env_grads in MODES.items()}
+
+
+def sign_agreement(rows: list[dict], mode: str) -> dict[str, float]:
+    """Mean over lags of a consistency list: one number per group and mode, to compare groups at a glance."""
+    return {f"sign_agreement_{mode}": float(np.mean([r["sign_agreement"] for r in rows])),
+            f"sign_agreement_{mode}_shuffled": float(np.mean([r["sign_agreement_shuffled"] for r in rows]))}
+
+
+def compare_groups(activations: np.ndarray, jac: dict[str, np.ndarray], jacobian_rows: np.ndarray,
+                   groups: dict[str, np.ndarray], max_lag: int, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Correlation against causation, per group of samples (e.g. all, or one behaviour).
+
+    activations (N, T, C) are every sample's ICs; `jac` holds the Jacobians of the samples `jacobian_rows`. For each
+    group with at least 2 Jacobian samples: the cross-correlation over those same samples (so correlation and
+    causation describe the same rollouts), each mode's mean lagged Jacobian, and their consistency. Returns
+    (group -> report entry, "group/kind" -> (max_lag + 1, C, C) arrays).
+    """
+    report, arrays = {}, {}
+    for group, members in groups.items():
+        in_group = np.isin(jacobian_rows, members)
+        if in_group.sum() < 2:
+            continue
+        xcorr = cross_correlation(activations[jacobian_rows[in_group]], max_lag)   # the Jacobians' own samples
+        entry = {"samples": int(len(members)), "jacobian_samples": int(in_group.sum())}
+        arrays[f"{group}/xcorr"] = xcorr
+        for mode in jac:
+            per_lag = lagged(jac[mode][in_group].mean(0), max_lag)
+            arrays[f"{group}/jacobian_{mode}"] = per_lag
+            entry[f"consistency_{mode}"] = consistency(xcorr, per_lag, seed)
+            entry.update(sign_agreement(entry[f"consistency_{mode}"], mode))
+        report[group] = entry
+    return report, arrays

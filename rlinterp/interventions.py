@@ -56,10 +56,6 @@ class Intervention:
                 delta[:, target] += s[:, source] - s[:, target]
         return hx + delta @ directions
 
-    def collapse_matrix(self, k: int) -> torch.Tensor:
-        """P = I - d_k u_k^T, the projector that collapsing component k applies to hx - mean."""
-        return torch.eye(self.readout.shape[1]) - torch.outer(self.directions[k], self.readout[k])
-
 
 def intervene(agent, intervention: Intervention, steps: tuple[int, int | None] = (0, None)):
     """A context manager that applies `intervention` to the agent's hx (its `hx` hook point) at the passes

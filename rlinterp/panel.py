@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from PIL import Image
 
 from rlinterp.analysis.behaviour import BehaviourLabels
 from rlinterp.analysis.decompose import Basis
 from rlinterp.analysis.states import Projections
 from rlinterp.config import PanelConfig
+from rlinterp.errors import InputError
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.plots import signed_unit_maps
+from rlinterp.saliency_store import SaliencyStore
 from rlinterp.store import RolloutStore, StoreError
 
 SITE_FILES = Path(__file__).with_name("panel_site")
@@ -192,20 +193,20 @@ def export_embeddings(site: Site, sources: PanelSources, stores: dict[str, Rollo
 def export_saliency(site: Site, out: Path, path: Path, items: dict[str, dict]) -> None:
     """Overlays of the value target (through agent and simulated environment) at the first explained step."""
     try:
-        root = zarr.open_group(path, mode="r")
-        maps = np.asarray(root["with_env_grads/value/frames"][:, 0])      # (samples, steps, C, S, S)
-    except (FileNotFoundError, KeyError) as err:
-        site.lack("saliency", f"{path}: {err!r}")
+        store = SaliencyStore.load(path)
+    except InputError as err:
+        site.lack("saliency", str(err))
         return
-    if root.attrs.get("combine"):
+    if store.combine:
         site.lack("saliency", f"{path}: combine mode (one map for several samples) has no per-sample overlay")
         return
-    t = int(root.attrs["timesteps"][0])
-    for position, sample in enumerate(root.attrs["samples"]):
+    t = store.timesteps[0]
+    maps = store.maps["with_env_grads/value/frames"]
+    for position, sample in enumerate(store.samples):
         item = items.get(f"s{sample}")
         if item is None:
             continue
-        tiles = saliency_tiles(maps[position, :t + 1].mean(1))
+        tiles = saliency_tiles(np.asarray(maps[position, 0, :t + 1]).mean(1))
         tile_grid(tiles).save(out / "saliency" / f"s{sample}.png")
         item["saliency"] = {"target": "value", "timestep": t}
 

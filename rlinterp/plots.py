@@ -80,7 +80,8 @@ def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path
     cols = 4
     rows = -(-len(measures) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    colours = {"simulator": "tab:blue", "copy_last": "tab:orange", "mean_frame": "tab:gray"}
+    colours = {"simulator": "tab:blue", "simulator_closed_loop": "tab:cyan", "copy_last": "tab:orange",
+               "mean_frame": "tab:gray"}
     for ax, measure in zip(axes.flat, measures):
         for predictor, stats in curves[measure].items():
             steps = range(1, len(stats["median"]) + 1)
@@ -279,24 +280,30 @@ def consistency_curves(results: dict, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def activation_shifts(panels: dict[str, dict[str, list[dict]]], path: str | Path, title: str = "") -> None:
-    """One panel per measured quantity (its name labels the y axis), grouped bars per component: each series'
-    difference with its 95% interval as an error bar."""
+def validation_effects(outcomes: dict[str, dict], path: str | Path, title: str = "") -> None:
+    """One panel per outcome: the matched random edits' effects (grey dots) and the real edit's (red, with its 95%
+    CI where it is paired), so an effect reads against what an arbitrary edit of the same size does."""
     import numpy as np
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), sharex=True, squeeze=False)
-    for ax, (quantity, series) in zip(axes[:, 0], panels.items()):
-        width = 0.8 / len(series)
-        for i, (name, shifts) in enumerate(series.items()):
-            diff = np.array([s["difference"] for s in shifts])
-            err = np.abs(np.array([[s["ci95_low"] for s in shifts], [s["ci95_high"] for s in shifts]]) - diff)
-            ax.bar(np.arange(len(shifts)) + i * width, diff, width, yerr=err, capsize=2, label=name)
-        count = len(next(iter(series.values())))
-        ax.axhline(0, color="k", linewidth=0.5)
-        ax.set_xticks(np.arange(count) + 0.4 - width / 2)
-        ax.set_xticklabels([f"IC {c}" for c in range(count)], fontsize=7)
-        ax.set_ylabel(f"{quantity},\nedited - control", fontsize=8)
-        ax.legend(fontsize=7)
-    axes[0, 0].set_title(title, fontsize=9)
+    names = list(outcomes)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.3 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        outcome = outcomes[name]
+        nulls = np.asarray(outcome["null_effects"])
+        ax.scatter(np.random.default_rng(0).uniform(-0.15, 0.15, len(nulls)), nulls, s=10, color="0.6",
+                   label="matched random edits")
+        effect = outcome["effect"]
+        if "ci95_low" in outcome:
+            ax.errorbar([0], [effect], yerr=[[effect - outcome["ci95_low"]], [outcome["ci95_high"] - effect]],
+                        fmt="o", color="tab:red", capsize=3, label="the edit (95% CI)")
+        else:
+            ax.plot([0], [effect], "o", color="tab:red", label="the edit")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks([])
+        ax.set_title(f"{name.replace('_', ' ')}\np = {outcome['p_value']:.2g}, "
+                     f"pct {outcome['null_percentile']:.0%}", fontsize=8)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -306,3 +313,13 @@ def signed_unit_maps(maps: np.ndarray, size: int) -> np.ndarray:
     scale = max(float(np.abs(maps).max()), 1e-12)
     repeat = size // maps.shape[-1]
     return np.repeat(np.repeat(maps / scale, repeat, 1), repeat, 2)
+
+
+def saliency_overlay(obs: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Greyscale frames with positive saliency in blue and negative in red, scaled by the clip's largest |value|."""
+    maps = signed_unit_maps(maps, obs.shape[1])
+    grey = obs.mean(-1, keepdims=True) * 0.5
+    out = np.repeat(grey, 3, -1)
+    out[..., 2] += np.clip(maps, 0, 1) * 200
+    out[..., 0] += np.clip(-maps, 0, 1) * 200
+    return np.clip(out, 0, 255).astype(np.uint8)

@@ -58,7 +58,43 @@ def agent_table(metrics: Path) -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table}
+def _horizons(ks: list[int]) -> str:
+    """[1, 2, 3, 7, 8] -> '1-3, 7-8'; [] -> 'none'."""
+    runs: list[list[int]] = []
+    for k in ks:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs) or "none"
+
+
+def prediction_table(metrics: Path) -> str:
+    """The simulator (open loop) against its best trivial predictor, per measure and horizon."""
+    quality = json.loads((metrics / "prediction_quality.json").read_text())
+    split = quality["split"]
+    lines = [f"{quality['windows']} held-out windows of {quality['num_steps']} simulated steps, from "
+             f"{len(split['heldout_level_seeds'])} levels no training window came from; advantage = how much better "
+             "the simulator is (positive: better), paired by window, 95% CI; horizons k where its per-step 95% CI "
+             "lies above / below 0.", "",
+             "| measure | baseline | simulator | baseline's | advantage (95% CI) | k won | k lost |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for measure, result in quality.items():
+        if not isinstance(result, dict) or "mean" not in result:
+            continue
+        for key, verdict in result.items():
+            if not key.startswith("simulator_vs_"):
+                continue
+            baseline = key.removeprefix("simulator_vs_")
+            a = verdict["advantage"]
+            lines.append(f"| {measure.replace('_', ' ')} | {baseline.replace('_', ' ')} | "
+                         f"{result['mean']['simulator']:.3g} | {result['mean'][baseline]:.3g} | "
+                         f"{a['mean']:+.3g} ({a['ci95_low']:+.3g} to {a['ci95_high']:+.3g}) | "
+                         f"{_horizons(verdict['horizons_won'])} | {_horizons(verdict['horizons_lost'])} |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table, "prediction": prediction_table}
 
 
 def render(readme: str, metrics: Path) -> str:

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.analysis.decompose import Basis
+from rlinterp.envs import ACTION_NAMES
+from rlinterp.errors import InputError
 from rlinterp.hooks import attached
+from rlinterp.saliency_store import KINDS, SaliencyStore, interval, mode_name
 from rlinterp.simulator.model import Rollout, Simulator
 
 Target = Callable[[Rollout, int], torch.Tensor]   # (rollout, t) -> (B,) one scalar per batch row
+# The model-randomisation check passes when the trained and untrained agents' maps correlate below this (upper CI).
+RANDOMISATION_THRESHOLD = 0.5
 
 
 def value_target(rollout: Rollout, t: int) -> torch.Tensor:
@@ -71,9 +78,10 @@ def smoothgrad_latents(latent: torch.Tensor, copies: int, scale: float, sphere: 
 
 def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, steps: int,
              targets: dict[str, Target], timesteps: list[int], *, noise_samples: int = 9, noise_scale: float = 1.25e-4,
-             frame_noise_scale: float = 0.0, env_grads: bool = True, generator: torch.Generator | None = None
-             ) -> dict[tuple[str, int], SaliencyMaps]:
+             frame_noise_scale: float = 0.0, env_grads: bool = True, generator: torch.Generator | None = None,
+             actions: torch.Tensor | None = None) -> dict[tuple[str, int], SaliencyMaps]:
     """(target name, t) -> SaliencyMaps for one sample's latent (D,). One forward pass serves every target.
+    With `actions` (steps,) the simulated environment follows them instead of the agent's choices (every copy).
 
     Frame noise is drawn in the rollout's frame hook, so it reaches the agent and nothing else, and the frame maps
     are gradients at the noisy frame; every copy gets noise, the first included (frames have no 'exact' copy).
@@ -96,7 +104,8 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, 
         return add_leaf("frame")(step, frame)
 
     with attached(agent, hx=add_leaf("agent_hx")), attached(simulator, frame=frame_hook, env_h=add_leaf("env_h")):
-        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads)
+        follow = {} if actions is None else {"actions": actions[:, None].expand(-1, len(batch)), "action_steps": steps}
+        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads, **follow)
     results = {}
     pairs = [(name, t) for name in targets for t in timesteps]
     for index, (name, t) in enumerate(pairs):
@@ -116,6 +125,58 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, 
     return results
 
 
+def saliency_targets(basis: Basis, every_action: bool, random_directions: int, seed: int) -> dict[str, Target]:
+    """The value, the greedy action, optionally every action's log-probability, every hx IC, and
+    `random_directions` random hx directions, each of the norm of its matching IC's unmixing row (cycling through
+    the ICs): the null an IC's saliency is read against."""
+    unmixing = basis.ica_unmixing
+    rng = np.random.default_rng(seed)
+    randoms = {}
+    for k in range(random_directions):
+        direction = rng.standard_normal(unmixing.shape[1])
+        randoms[f"random_direction_{k}"] = direction_target(
+            direction * np.linalg.norm(unmixing[k % len(unmixing)]) / np.linalg.norm(direction), basis.mean)
+    actions = {f"action_{name}": action_target(a) for a, name in enumerate(ACTION_NAMES)} if every_action else {}
+    return {"value": value_target, "action": greedy_action_target, **actions,
+            **{f"ic_{k}": direction_target(row, basis.mean) for k, row in enumerate(unmixing)}, **randoms}
+
+
+def explain_samples(simulator: Simulator, agent: RecurrentAgent, latents: torch.Tensor, samples: list, steps: int,
+                    targets: dict[str, Target], timesteps: list[int], combine: bool = False,
+                    **smoothgrad) -> SaliencyStore:
+    """Saliency of every target at every timestep for each latent (rows of `latents`), with and without gradients
+    through the simulated environment; `smoothgrad` is passed on to `saliency`."""
+    results: dict[bool, list] = {True: [], False: []}
+    for latent in latents:
+        for env_grads in (True, False):
+            results[env_grads].append(saliency(simulator, agent, latent, steps, targets, timesteps,
+                                               env_grads=env_grads, **smoothgrad))
+    maps = {f"{mode_name(env_grads)}/{name}/{kind}":
+            np.stack([[getattr(r[(name, t)], kind).cpu().numpy() for t in timesteps] for r in per_sample])
+            for env_grads, per_sample in results.items() for name in targets for kind in KINDS}
+    return SaliencyStore(samples, list(timesteps), list(targets), combine, maps)
+
+
+def randomisation_check(simulator: Simulator, agent: RecurrentAgent, untrained: RecurrentAgent,
+                        latents: torch.Tensor, steps: int, t: int, **smoothgrad) -> dict:
+    """Adebayo et al.'s (2018) model-randomisation test, per latent: the Spearman rank correlation of the value
+    target's |frame saliency| (steps up to t) for the trained agent and for `untrained`, an agent of the same
+    network with fresh weights, on the same simulated trajectory (both follow the trained agent's actions, so the
+    frames are identical). Near 1 means the maps describe the frames, not the agent: the check passes when the
+    correlation's upper 95% bound is below RANDOMISATION_THRESHOLD."""
+    correlations = []
+    for latent in latents:
+        with torch.no_grad():
+            actions = simulator.rollout(latent[None], agent, steps, modal=True).agent_action[:, 0]
+        maps = [saliency(simulator, model, latent, steps, {"value": value_target}, [t], actions=actions,
+                         **smoothgrad)[("value", t)].frames[:t + 1].abs().flatten().cpu().numpy()
+                for model in (agent, untrained)]
+        correlations.append(stats.spearmanr(*maps).statistic)
+    correlation = interval(np.array(correlations))
+    return {"value_rank_correlation": correlation, "threshold": RANDOMISATION_THRESHOLD,
+            "passes": bool(correlation["ci95_high"] < RANDOMISATION_THRESHOLD)}
+
+
 def combined_latent(latents: torch.Tensor, sphere: bool) -> torch.Tensor:
     """The original's combine mode: one latent, the mean of the chosen samples' (re-normalised on the sphere)."""
     mean = latents.mean(0)
@@ -123,18 +184,21 @@ def combined_latent(latents: torch.Tensor, sphere: bool) -> torch.Tensor:
 
 
 def blur(maps: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
-    """Gaussian blur of (K, S, S) maps (kernel 0 or 1: unchanged)."""
+    """Gaussian blur of (K, S, S) maps (kernel 0 or 1: unchanged; odd sizes), reflecting at the borders so that
+    they are not darkened by zero padding."""
     if kernel <= 1:
         return maps
+    if kernel % 2 == 0:
+        raise ValueError(f"blur kernel {kernel}: expected an odd size")
     x = torch.arange(kernel, dtype=maps.dtype) - (kernel - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = (g / g.sum()).to(maps)
-    out = F.conv2d(maps[:, None], g.view(1, 1, 1, -1), padding=(0, kernel // 2))
-    return F.conv2d(out, g.view(1, 1, -1, 1), padding=(kernel // 2, 0))[:, 0]
+    padded = F.pad(maps[:, None], (kernel // 2,) * 4, mode="reflect")
+    return F.conv2d(F.conv2d(padded, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))[:, 0]
 
-
-def parse_ids(spec: list) -> list[int]:
-    """Sample ids as written in params: explicit ids [0, 3, 7], or a range ["0 to 100"] (end exclusive)."""
+def parse_ids(spec: list, count: int, where: str) -> list[int]:
+    """Sample ids as written in params: explicit ids [0, 3, 7], or a range ["0 to 100"] (end exclusive); each must
+    be one of the `count` samples in `where`."""
     ids: list[int] = []
     for item in spec:
         if isinstance(item, str) and " to " in item:
@@ -142,4 +206,8 @@ def parse_ids(spec: list) -> list[int]:
             ids.extend(range(start, end))
         else:
             ids.append(int(item))
+    bad = [i for i in ids if not 0 <= i < count]
+    if bad or not ids:
+        raise InputError(f"saliency.samples = {spec}: expected ids in [0, {count}) (the samples in {where}), "
+                         f"got {bad or 'none'}")
     return ids

@@ -209,6 +209,12 @@ class RolloutStore:
         """The per-step array `name` at the global steps `steps` (reads only the chunks that hold them)."""
         return np.asarray(self[name].get_orthogonal_selection((np.asarray(steps),)))
 
+    def positions(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For global steps: the episode each belongs to, its step within that episode, and the episode's length."""
+        episode = np.searchsorted(self.episode_ends, steps, side="right")
+        start = self.episode_starts[episode]
+        return episode, steps - start, self.episode_ends[episode] - start
+
     def episode_info(self) -> dict[str, np.ndarray]:
         """Per-episode return, length, level_seed and completed."""
         return {name: np.asarray(self.group[f"meta/{name}"][:]) for name in EPISODE_FIELDS}
@@ -242,16 +248,6 @@ class RolloutStore:
             mask[i, :end - start] = True
         out["mask"] = mask
         return out
-
-    def sample_windows(self, batch_size: int, length: int, rng: np.random.Generator,
-                       episodes: np.ndarray | None = None, fields: list[str] | None = None) -> dict[str, np.ndarray]:
-        """`batch_size` windows with starts drawn uniformly over the steps of `episodes` (default: all)."""
-        episodes = np.arange(self.num_episodes) if episodes is None else np.asarray(episodes)
-        lengths = self.episode_ends[episodes] - self.episode_starts[episodes]
-        flat = rng.integers(lengths.sum(), size=batch_size)
-        owner = np.searchsorted(np.cumsum(lengths), flat, side="right")
-        offset = flat - (np.cumsum(lengths) - lengths)[owner]
-        return self.windows(self.episode_starts[episodes[owner]] + offset, length, fields)
 
 
 def store_size(path: str | Path) -> dict[str, int]:

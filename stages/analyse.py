@@ -1,14 +1,15 @@
 """Stage analyse@NAME: PCA, ICA, NMF, clusters and 2-D embeddings of one kind of state in one rollout store.
 
-    python stages/analyse.py FIELD --store STORE --out DIR --metrics JSON --figures DIR [--per-episode]
+    python stages/analyse.py FIELD --store S --out DIR --metrics JSON --figures DIR [--per-episode] [--untrained-null]
 
 Writes DIR/{basis,projections}.npz (bases for later stages; every row's loadings, IC activations and cluster),
 the metrics JSON and figures. --per-episode analyses one vector per episode (e.g. a sample's latent, constant
-over its steps).
+over its steps); --untrained-null (agent hx) adds the hx of a randomly initialised agent on the same frames as a null.
 """
 import numpy as np
 
 from rlinterp import plots
+from rlinterp.agent.acting import untrained_hidden_states
 from rlinterp.analysis.states import Projections, analyse_states
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
@@ -19,8 +20,10 @@ from rlinterp.store import RolloutStore
 
 @stage_main
 def main() -> None:
-    args = stage_paths("store", "out", "metrics", "figures", positional=("field",), flags=("per_episode",))
-    config = load_params("params.yaml").analysis
+    args = stage_paths("store", "out", "metrics", "figures", positional=("field",),
+                       flags=("per_episode", "untrained_null"))
+    params = load_params("params.yaml")
+    config = params.analysis
     store = RolloutStore(args.store)
     if args.field not in store.fields:
         raise StageError(f"{args.store}: no per-step array {args.field!r} to analyse "
@@ -28,13 +31,12 @@ def main() -> None:
     rows = store.episode_starts if args.per_episode else np.arange(store.num_steps)
     x = store.rows(args.field, rows) if args.per_episode else np.asarray(store[args.field][:])
     x = x.reshape(len(x), -1)
-    episode = np.searchsorted(store.episode_ends, rows, side="right")
-    timestep = rows - store.episode_starts[episode]
-    length = store.episode_ends[episode] - store.episode_starts[episode]
+    _, timestep, length = store.positions(rows)
     context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
     examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
                                             for e in range(min(config.example_episodes, store.num_episodes))]
-    result = analyse_states(x, config, np.concatenate(examples) if examples else None)
+    untrained = untrained_hidden_states(params.agent, store, config.seed) if args.untrained_null else None
+    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained)
 
     with atomic_directory(args.out) as out:
         result.basis.save(out / "basis.npz")
@@ -56,17 +58,11 @@ def main() -> None:
         plots.embedding_panels(coords, colours, paths, f"{figures}/embedding_{method}.png", f"{title}: {method}")
     plots.activity_over_time([result.ica[rows_] for rows_ in examples], f"{figures}/ica_over_time.png",
                              f"{title}: IC activations of example episodes")
-    summaries = []
-    has_obs = "obs" in store.fields
-    for c in range(min(8, int(result.labels.max()) + 1)):
-        members = np.flatnonzero(result.labels == c)
-        centre = result.pca[members, :8].mean(0)
-        nearest = members[np.argsort(((result.pca[members, :8] - centre) ** 2).sum(1))[:config.exemplars]]
-        frames = ([np.asarray(store["obs"][int(rows[i])]) for i in np.sort(nearest)] if has_obs else [])
-        summaries.append({"cluster": c, "size": len(members), "frames": frames,
-                          "value": float(context["value"][members].mean()),
-                          "reward": float(context["reward"][members].mean()),
-                          "actions": np.bincount(context["action"][members], minlength=NUM_ACTIONS) / len(members)})
+    summaries = [result.cluster_summary(c, context, config.exemplars, NUM_ACTIONS)
+                 for c in range(min(8, int(result.labels.max()) + 1))]
+    for summary in summaries:
+        exemplars = summary.pop("exemplars")
+        summary["frames"] = [np.asarray(store["obs"][int(rows[i])]) for i in exemplars] if "obs" in store.fields else []
     plots.cluster_summary(summaries, ACTION_NAMES, f"{figures}/clusters.png", f"{title}: largest clusters")
 
 

@@ -11,17 +11,11 @@ from rlinterp import plots
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.analysis.behaviour import BehaviourLabels
-from rlinterp.dynamics import DynamicsArrays, consistency, cross_correlation, jacobians, lagged
+from rlinterp.dynamics import DynamicsArrays, compare_groups, ic_jacobians, sign_agreement
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore
-
-
-def sign_agreement(rows: list[dict], mode: str) -> dict[str, float]:
-    """Mean over lags of a consistency list: one number per group and mode, to compare groups at a glance."""
-    return {f"sign_agreement_{mode}": float(np.mean([r["sign_agreement"] for r in rows])),
-            f"sign_agreement_{mode}_shuffled": float(np.mean([r["sign_agreement_shuffled"] for r in rows]))}
 
 
 @stage_main
@@ -43,33 +37,13 @@ def main() -> None:
                          f"samples in {paths.samples} ({len(prior)} prior samples found)")
     chosen = prior[:config.samples]
     latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[chosen])).to(device)
-    readout, directions, mean = (torch.as_tensor(a, dtype=torch.float32) for a in
-                                 (basis.ica_unmixing, basis.ica_directions, basis.mean))
-    jac = {}
-    for mode, env_grads in (("with_env", True), ("without_env", False)):
-        parts = [jacobians(simulator, agent, latents[i:i + config.batch_size], config.target_step + 1,
-                           config.target_step, readout, directions, mean, env_grads).cpu().numpy()
-                 for i in range(0, len(latents), config.batch_size)]
-        jac[mode] = np.concatenate(parts)                                  # (N, tau, C, C)
-
-    groups = {"all": np.arange(samples.num_episodes)}
-    groups.update({f"behaviour_{b}": np.flatnonzero(behaviour == b) for b in np.unique(behaviour)})
-    report, arrays = {"samples": int(samples.num_episodes), "jacobian_samples": int(len(chosen)),
-                      "target_step": config.target_step, "max_lag": config.max_lag, "groups": {}}, {}
-    for group, members in groups.items():
-        jac_members = np.isin(chosen, members)
-        if len(members) < 2 or not jac_members.any():
-            continue
-        xcorr = cross_correlation(activations[members], config.max_lag)
-        entry = {"samples": int(len(members)), "jacobian_samples": int(jac_members.sum())}
-        arrays[f"{group}/xcorr"] = xcorr
-        for mode in jac:
-            per_lag = lagged(jac[mode][jac_members].mean(0), config.max_lag)
-            arrays[f"{group}/jacobian_{mode}"] = per_lag
-            entry[f"consistency_{mode}"] = consistency(xcorr, per_lag, config.seed)
-            entry.update(sign_agreement(entry[f"consistency_{mode}"], mode))
-        report["groups"][group] = entry
-    overall = report["groups"]["all"]
+    jac = ic_jacobians(simulator, agent, latents, basis, config.target_step, config.batch_size)
+    groups = {"all": np.arange(samples.num_episodes),
+              **{f"behaviour_{b}": np.flatnonzero(behaviour == b) for b in np.unique(behaviour)}}
+    compared, arrays = compare_groups(activations, jac, chosen, groups, config.max_lag, config.seed)
+    report = {"samples": int(samples.num_episodes), "jacobian_samples": int(len(chosen)),
+              "target_step": config.target_step, "max_lag": config.max_lag, "groups": compared}
+    overall = compared["all"]
     for mode in jac:
         report.update(sign_agreement(overall[f"consistency_{mode}"], mode))
     with atomic_directory(paths.out) as out:

@@ -9,7 +9,7 @@ from rlinterp import plots
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_path, write_json
-from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
@@ -35,15 +35,16 @@ def main() -> None:
     config, sim = params.prediction_quality, params.simulator
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
     real = RolloutStore(paths.real)
-    train_episodes, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
+    train_episodes, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
                                              params.train_simulator.seed)
     length = sim.num_init_steps + config.num_steps - 1
     windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
                               PREDICTION_FIELDS)
-    values, mask, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
+    values, masks, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
                                                real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device))
-    headline, curves = summarise(values, mask)
-    write_json(paths.metrics, {"windows": int(mask.shape[1]), "num_steps": config.num_steps, **headline})
+    headline, curves = summarise(values, masks)
+    write_json(paths.metrics, {"windows": len(windows["mask"]), "num_steps": config.num_steps,
+                               "split": describe_split(real, train_episodes, heldout), **headline})
     out = Path(paths.curves)
     out.mkdir(parents=True, exist_ok=True)
     for measure, stats in curves.items():

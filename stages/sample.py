@@ -1,11 +1,12 @@
-"""Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs."""
+"""Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs, and
+metrics/sample.json: whether their returns are ones the game allows."""
 import numpy as np
 
-from rlinterp.files import file_sha256
 from rlinterp.config import config_hash, load_params
+from rlinterp.files import file_sha256, write_json
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import split_episodes
-from rlinterp.simulator.sample import record_samples, sample_fields
+from rlinterp.simulator.sample import game_realism, record_samples, sample_fields
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
@@ -13,13 +14,13 @@ from rlinterp.video import write_gif
 
 @stage_main
 def main() -> None:
-    paths = stage_paths("agent", "simulator", "real", "store", "videos")
+    paths = stage_paths("agent", "simulator", "real", "store", "metrics", "videos")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config = params.sample
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
     real = RolloutStore(paths.real)
-    _, heldout = split_episodes(real.num_episodes, params.train_simulator.heldout_fraction,
+    _, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
                                 params.train_simulator.seed)
     long_enough = heldout[real.episode_ends[heldout] - real.episode_starts[heldout] >= simulator.config.num_init_steps]
     if config.informed_samples > len(long_enough):
@@ -35,6 +36,10 @@ def main() -> None:
                        real=real, steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
                        modal=config.modal, device=device)
     samples = RolloutStore(paths.store)
+    kinds = {"prior": np.arange(config.prior_samples),
+             "informed": np.arange(config.prior_samples, samples.num_episodes)}
+    write_json(paths.metrics, {kind: game_realism(samples, rows, config.allowed_returns, config.return_tolerance)
+                               for kind, rows in kinds.items() if len(rows)})
     prior = list(range(min(config.prior_samples, (config.videos + 1) // 2)))
     shown = prior + list(range(config.prior_samples, samples.num_episodes))[:config.videos - len(prior)]
     for index in shown:

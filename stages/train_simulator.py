@@ -9,7 +9,7 @@ from rlinterp.files import file_sha256
 from rlinterp.config import load_params
 from rlinterp.runtime import curve_logger, setup_torch, stage_main, stage_paths
 from rlinterp.files import write_json
-from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.train import real_steps, resumable_checkpoint, train_simulator, training_config
@@ -32,7 +32,7 @@ def main() -> None:
                                              str(device), curve_logger(live))
 
     store = RolloutStore(paths.store)
-    train_episodes, heldout = split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
+    train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)
     batches = batches_of(windows, config.batch_size, device)
@@ -41,7 +41,8 @@ def main() -> None:
     report = evaluate_simulator(simulator, agent, batches, config, reference["frames"].mean(0))
     realism = prior_realism(simulator, agent, reference, unseen, samples=64, steps=sim.num_sim_steps,
                             seed=config.seed)
-    write_json(paths.metrics, {**summary, **report, "prior_realism": realism})
+    write_json(paths.metrics, {**summary, "split": describe_split(store, train_episodes, heldout), **report,
+                               "prior_realism": realism})
     with torch.no_grad():
         window = window_from_batch(batches[0], simulator)
         predicted = open_loop(simulator, agent, window).frames

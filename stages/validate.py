@@ -1,127 +1,69 @@
-"""Stage validate@NAME: one hidden-state intervention (params validate.interventions), in the real environment
-on the same level seeds as an unaltered control, and in the simulator from the same latents.
-
-Beside it runs the same spec in a random basis (directions of the same lengths, random orientations): the
-effect an arbitrary edit of that size has. The real runs are recorded into data/validation/NAME/RUN.zarr (RUN:
-control, edited, random_basis; their hx is the state after the edit, the one the agent acted on) and compared
-from there. Writes metrics/validation/NAME.json and plots/validation/NAME/ (actions, IC shifts, control | edited
-GIFs of real episodes on the same level and of simulated rollouts from the same latent).
-
-    python stages/validate.py NAME
-"""
+"""Stage validate@NAME: one hidden-state intervention (validate.interventions.NAME), real and simulated, against
+matched random edits (rlinterp.validation). Records data/validation/NAME/{control,edited}.zarr; writes
+metrics/validation/NAME.json and plots/validation/NAME/ (effects, actions, control | edited GIFs)."""
 import dataclasses
 
-import numpy as np
 import torch
+from tqdm import tqdm
 
 from rlinterp import plots
-from rlinterp.agent.checkpoint import load_agent
-from rlinterp.files import file_sha256
 from rlinterp.agent.evaluate import level_sets
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import config_hash, load_params, to_dict
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
-from rlinterp.interventions import intervene, Intervention
-from rlinterp.record import record_rollouts
-from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
-from rlinterp.files import atomic_directory, write_json
+from rlinterp.files import atomic_directory, file_sha256, write_json
+from rlinterp.runtime import setup_torch, stage_main, stage_paths
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.simulator.sample import frames_to_obs
-from rlinterp.simulator.checkpoint import load_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
-from rlinterp.validation import action_shift, compare_real, ic_shifts, level_order, paired_test
+from rlinterp.validation import (EpisodeOutcomes, MatchedRandomEdit, data_like_directions, level_order, named_edit,
+                                 play_with_edit, simulate_edit, validation_report)
 from rlinterp.video import side_by_side, write_gif
-
-
-def random_basis_like(edit: Intervention, seed: int) -> Intervention:
-    """The same spec on random orthogonal directions with the lengths of the real ones (u_k . d_k = 1)."""
-    rng = np.random.default_rng(seed)
-    count, size = edit.directions.shape
-    q = torch.as_tensor(np.linalg.qr(rng.standard_normal((size, size)))[0][:, :count].T, dtype=torch.float32)
-    lengths = edit.directions.norm(dim=1, keepdim=True)
-    return Intervention(q / lengths, q * lengths, edit.mean, edit.pairs)
 
 
 @stage_main
 def main() -> None:
     paths = stage_paths("agent", "simulator", "samples", "hx_basis", "out", "metrics", "figures", positional=("name",))
-    name = paths.name
     params = load_params("params.yaml")
-    device = setup_torch(params.compute)
-    config = params.validate
-    spec = config.interventions.get(name)
-    if spec is None:
-        raise StageError(f"validate {name!r}: no such intervention in params.yaml validate.interventions "
-                         f"(expected one of {', '.join(config.interventions)})")
-    agent, _ = load_agent(paths.agent, device, expected=params.agent)
+    device, config = setup_torch(params.compute), params.validate
     basis = Basis.load(paths.hx_basis)
-    try:
-        edit = Intervention.from_spec(basis, config.basis, list(spec.source), list(spec.target))
-    except ValueError as err:
-        raise StageError(f"validate.interventions {name}: {err}") from err
-    # The control runs through the same hook with an empty edit, which returns the state untouched.
-    runs = {"control": dataclasses.replace(edit, pairs=()), "edited": edit,
-            "random_basis": random_basis_like(edit, config.seed)}
-    intervention = {"name": name, "basis": config.basis, "source": list(spec.source), "target": list(spec.target)}
-
-    start_level, num_levels = level_sets(params.env, params.evaluate)[f"{config.levels}_levels"]
-    attrs = {"stage": "validate", "intervention": intervention, "agent_sha256": file_sha256(paths.agent),
-             "params_hash": config_hash(params.env, params.agent, config), "env": to_dict(params.env),
-             "levels": {"start_level": start_level, "num_levels": num_levels}}
-    fields = real_rollout_fields(params.agent.hidden_size, NUM_ACTIONS)
-    folder = paths.out
-    with atomic_directory(folder) as tmp:
+    edit = named_edit(config, paths.name, basis)
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
+    runs = {"control": dataclasses.replace(edit, pairs=()), "edited": edit}   # the control passes the same hook
+    nulls = [MatchedRandomEdit(edit, u) for u in data_like_directions(basis, config.random_edits, config.seed)]
+    levels = level_sets(params.env, params.evaluate)[f"{config.levels}_levels"]
+    with atomic_directory(paths.out) as tmp:
         for run, hook in runs.items():
-            with RolloutWriter(tmp / f"{run}.zarr", fields, {**attrs, "run": run}) as writer, \
-                    intervene(agent, hook):
-                record_rollouts(params.env, agent, writer, config.num_envs, config.episodes_per_env, config.seed,
-                                start_level, num_levels, device)
-    real = {run: RolloutStore(f"{folder}/{run}.zarr") for run in runs}
-    report = {"intervention": intervention,
-              "real": {run: compare_real(real[run], real["control"], basis, config.bootstrap_samples, config.seed)
-                       for run in ("edited", "random_basis")}}
-
-    simulator, _ = load_simulator(paths.simulator, agent, file_sha256(paths.agent), expected=params.simulator,
-                                  device=device)
+            with RolloutWriter(tmp / f"{run}.zarr", real_rollout_fields(params.agent.hidden_size, NUM_ACTIONS), {
+                    "stage": "validate", "intervention": paths.name, "run": run, "env": to_dict(params.env),
+                    "agent_sha256": file_sha256(paths.agent),
+                    "params_hash": config_hash(params.env, params.agent, config)}) as writer:
+                play_with_edit(params.env, agent, hook, writer, config, levels, device)
+    stores = {run: RolloutStore(f"{paths.out}/{run}.zarr") for run in runs}
+    real = {run: EpisodeOutcomes.from_store(store, NUM_ACTIONS) for run, store in stores.items()}
+    null_real = [EpisodeOutcomes(NUM_ACTIONS) for _ in nulls]
+    for hook, outcomes in zip(tqdm(nulls, desc="matched random edits", unit="edit"), null_real):
+        play_with_edit(params.env, agent, hook, outcomes, config, levels, device)
     samples = RolloutStore(paths.samples)
-    count = min(config.sim_samples, samples.num_episodes)
-    latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:count])).to(device)
-    simulated = {}
-    for run, hook in runs.items():
-        with torch.no_grad(), intervene(agent, hook):
-            simulated[run] = simulator.rollout(latents, agent, params.sample.num_steps, modal=True)
-    actions = {run: np.bincount(r.agent_action.flatten().cpu().numpy(), minlength=NUM_ACTIONS)
-               for run, r in simulated.items()}
-    values = {run: r.agent_value.mean(0).cpu().numpy() for run, r in simulated.items()}       # per sample
-    ics = {run: basis.ica(r.agent_hx.cpu().numpy()) for run, r in simulated.items()}         # (steps, samples, C)
-    ic_means = {run: (a.mean(0), np.abs(a).mean(0)) for run, a in ics.items()}                # per sample
-    report["simulated"] = {run: {
-        "action_total_variation": action_shift(actions[run], actions["control"]),
-        "action_agreement_with_control": float((simulated[run].agent_action ==
-                                                simulated["control"].agent_action).float().mean()),
-        "value": paired_test(values[run], values["control"], config.bootstrap_samples, config.seed),
-        **ic_shifts(ic_means[run], ic_means["control"], config.bootstrap_samples, config.seed)}
-        for run in ("edited", "random_basis")}
-    write_json(paths.metrics, report)
+    latents = torch.from_numpy(samples.rows("latent", samples.episode_starts[:config.sim_samples])).to(device)
+    simulated = {name: simulate_edit(simulator, agent, latents, hook, params.sample.num_steps)
+                 for name, hook in [*runs.items(), *((f"null_{k}", h) for k, h in enumerate(nulls))]}
+    report = validation_report(real["control"], real["edited"], null_real, {
+        name: {"value": r.agent_value.cpu().numpy(), "action": r.agent_action.cpu().numpy()}
+        for name, r in simulated.items()}, config.bootstrap_samples, config.seed)
+    write_json(paths.metrics, {"intervention": {"name": paths.name, **to_dict(config.interventions[paths.name])},
+                               "episodes": stores["control"].num_episodes, "sim_samples": len(latents), **report,
+                               "random_edit_sizes": [null.size_report() for null in nulls]})
 
-    figures = paths.figures
-    shares = {"control": report["real"]["edited"]["action_distribution"]["control"],
-              **{run: report["real"][run]["action_distribution"]["edited"] for run in ("edited", "random_basis")}}
-    plots.action_distributions(shares, ACTION_NAMES, f"{figures}/real_actions.png",
-                               f"{name}: actions in the real environment")
-    plots.activation_shifts({label: {f"{run} ({where})": report[where][run][key]
-                                     for run in ("edited", "random_basis") for where in ("real", "simulated")}
-                             for label, key in (("mean activation", "ic_activation_shift"),
-                                                ("mean |activation|", "ic_abs_activation_shift"))},
-                            f"{figures}/ic_shifts.png", f"{name}: IC activation, edited - control (95% CI)")
-    control_order, edited_order = level_order(real["control"]), level_order(real["edited"])
-    for index in range(min(config.videos, real["control"].num_episodes)):
-        left = real["control"].episode(int(control_order[index]), ["obs"])["obs"]
-        right = real["edited"].episode(int(edited_order[index]), ["obs"])["obs"]
-        write_gif(f"{figures}/real_{index:03d}.gif", side_by_side(left, right))
-    for index in range(min(config.videos, count)):
-        left = frames_to_obs(simulated["control"].frames[:, index], simulator)
-        right = frames_to_obs(simulated["edited"].frames[:, index], simulator)
-        write_gif(f"{figures}/simulated_{index:03d}.gif", side_by_side(left, right), fps=6)
+    plots.validation_effects(report["outcomes"], f"{paths.figures}/effects.png",
+                             f"{paths.name}: edit - control, against {len(nulls)} matched random edits")
+    plots.action_distributions({run: o.action_counts / max(o.action_counts.sum(), 1) for run, o in real.items()},
+                               ACTION_NAMES, f"{paths.figures}/real_actions.png", f"{paths.name}: real actions")
+    for index in range(min(config.videos, stores["control"].num_episodes, len(latents))):
+        real_pair = [store.episode(int(level_order(store)[index]), ["obs"])["obs"] for store in stores.values()]
+        write_gif(f"{paths.figures}/real_{index:03d}.gif", side_by_side(*real_pair))
+        sim_pair = [frames_to_obs(simulated[run].frames[:, index], simulator) for run in runs]
+        write_gif(f"{paths.figures}/simulated_{index:03d}.gif", side_by_side(*sim_pair), fps=6)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ TINY = {
     "analysis": {"fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
                  "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2},
     "behaviours": {"lags": [1, 2], "env_components": 4, "clusters": 3, "videos": 1},
-    "saliency": {"samples": ["0 to 2"], "num_steps": 4, "timesteps": [2], "noise_samples": 2, "videos": 1},
+    "saliency": {"samples": ["0 to 3"], "stored_samples": 2, "random_directions": 2, "num_steps": 4,
+                 "timesteps": [2], "noise_samples": 2, "videos": 1},
     "validate": {"interventions": {"collapse_ic0": {"source": [0], "target": [None]}}, "num_envs": 4,
-                 "episodes_per_env": 1, "sim_samples": 4, "bootstrap_samples": 200, "videos": 1},
+                 "episodes_per_env": 1, "sim_samples": 4, "random_edits": 2,
+                 "bootstrap_samples": 200, "videos": 1},
     "dynamics": {"max_lag": 2, "target_step": 3, "samples": 4, "batch_size": 2, "plotted_behaviours": 1},
 }
 

@@ -76,12 +76,26 @@ def test_state_analysis_beats_its_shuffled_baseline(params):
     config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=150)
     result = analyse_states(x, config, must_embed=np.arange(10))
     m = result.metrics
-    assert m["silhouette"] > m["silhouette_shuffled"] + 0.3
-    assert m["pca_first_ratio"] > 2 * m["pca_first_ratio_shuffled"]
+    assert m["silhouette"] > m["nulls"]["shuffled_columns"]["silhouette"] + 0.3
+    assert m["silhouette"] > m["nulls"]["gaussian"]["silhouette"] + 0.3          # clusters are not a covariance
+    assert m["pca_first_ratio"] > 2 * m["nulls"]["shuffled_columns"]["pca_first_ratio"]
+    assert m["pca_components_for_95pct"] == m["nulls"]["gaussian"]["pca_components_for_95pct"]   # same covariance
     assert set(range(10)) <= set(result.embedding_rows)
     assert result.embeddings["tsne"].shape == (len(result.embedding_rows), 2)
     structureless = shuffled_columns(x, rng)
     assert abs(np.corrcoef(structureless.T)[np.triu_indices(16, 1)]).max() < 0.15
+
+
+def test_a_gaussian_with_the_datas_covariance_passes_as_its_own_null(params):
+    """States that are only a correlated Gaussian: every measure sits with the Gaussian null, none beats it."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3000, 12)) @ rng.standard_normal((12, 12))
+    config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=100)
+    m = analyse_states(x, config).metrics
+    gaussian = m["nulls"]["gaussian"]
+    assert abs(m["silhouette"] - gaussian["silhouette"]) < 0.05
+    assert abs(m["ica_mean_abs_excess_kurtosis"] - gaussian["ica_mean_abs_excess_kurtosis"]) < 0.3
+    assert m["pca_first_ratio"] > 1.5 * m["nulls"]["shuffled_columns"]["pca_first_ratio"]   # the shuffle cannot tell
 
 
 def test_stored_basis_reproduces_projections(tmp_path):

@@ -84,9 +84,23 @@ def test_consistency_counts_sign_agreement_against_a_shuffled_baseline():
     agreeing = xcorr * rng.uniform(0.5, 2, xcorr.shape)
     result = consistency(xcorr, agreeing, seed=0)
     assert [r["lag"] for r in result] == [1, 2]
-    assert all(r["sign_agreement"] == 1.0 for r in result)
+    assert all(r["sign_agreement"] == 1.0 and r["p_value"] < 0.01 for r in result)
     assert all(r["sign_agreement_shuffled"] < 0.8 for r in result)
     assert consistency(xcorr, -xcorr, seed=0)[0]["sign_agreement"] == 0.0
+
+
+def test_agreement_on_the_diagonal_alone_is_not_consistency():
+    """Positive diagonals (each component's persistence) in both matrices, unrelated entries elsewhere: the old
+    all-entries share rose above chance; the off-diagonal test stays a null."""
+    rng = np.random.default_rng(1)
+    c = 8
+    xcorr, jac = rng.standard_normal((3, c, c)), rng.standard_normal((3, c, c))
+    xcorr[:, np.arange(c), np.arange(c)] = jac[:, np.arange(c), np.arange(c)] = 5.0
+    result = consistency(xcorr, jac, seed=0)
+    off = ~np.eye(c, dtype=bool)
+    assert all(r["sign_agreement"] == pytest.approx((np.sign(xcorr[r["lag"]][off]) ==
+                                                      np.sign(jac[r["lag"]][off])).mean()) for r in result)
+    assert all(r["p_value"] > 0.05 for r in result)
 
 
 def test_heat_maps_label_the_ics_the_lag_and_the_matrix_kind(tmp_path):

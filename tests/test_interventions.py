@@ -11,10 +11,12 @@ import torch
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.analysis.decompose import fit_basis
 from rlinterp.envs import NUM_ACTIONS
+from rlinterp.hooks import attached
 from rlinterp.interventions import intervene, Intervention
 from rlinterp.record import record_rollouts
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
-from rlinterp.validation import compare_real, episode_ic_means, level_order
+from rlinterp.validation import (PRIMARY, EpisodeOutcomes, MatchedRandomEdit, change_outcome, data_like_directions,
+                                 holm, primary_tests, real_outcomes)
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +30,16 @@ def basis():
 
 
 @pytest.mark.parametrize("kind", ["ica", "pca"])
-def test_collapse_is_a_projector_that_removes_its_direction(basis, kind):
+def test_collapse_removes_its_component_and_keeps_the_others(basis, kind):
     edit = Intervention.from_spec(basis, kind, [1], [None])
-    P = edit.collapse_matrix(1)
-    assert torch.allclose(P @ edit.directions[1], torch.zeros(8), atol=1e-5)           # P v = 0
-    assert torch.allclose(P @ P, P, atol=1e-5)                                         # P^2 = P
     hx = torch.randn(5, 8)
     edited = edit(hx)
     activations = (edited - edit.mean) @ edit.readout.T
     assert activations[:, 1].abs().max() < 1e-4                                         # component 1 is gone
     others = (hx - edit.mean) @ edit.readout.T
     assert torch.allclose(activations[:, [0, 2, 3]], others[:, [0, 2, 3]], atol=1e-4)   # nothing else moves
-    assert torch.allclose(edited - edit.mean, (hx - edit.mean) @ P.T, atol=1e-5)
+    # the projector I - d_1 u_1^T: hx moves only along the component's own direction
+    assert torch.allclose(edited, hx - others[:, [1]] * edit.directions[1], atol=1e-5)
 
 
 def test_swap_exchanges_activations_and_is_its_own_inverse(basis):
@@ -127,60 +127,101 @@ def test_an_empty_edit_records_bit_identical_rollouts(real_runs):
         np.testing.assert_array_equal(control.episode_info()[name], values, err_msg=name)
 
 
-def test_real_comparison_reads_the_recorded_runs(real_runs):
+def test_matched_random_edits_move_hx_as_far_as_the_edit_in_their_own_direction(basis):
+    edit = Intervention.from_spec(basis, "ica", [0], [None])
+    hx = torch.randn(32, 8) * 2
+    size = (edit(hx) - hx).norm(dim=-1)
+    nulls = [MatchedRandomEdit(edit, u) for u in data_like_directions(basis, 3, seed=0)]
+    for null in nulls:
+        move = null(hx) - hx
+        along = move @ null.direction
+        before = (hx - edit.mean) @ null.direction
+        assert torch.allclose(move.norm(dim=-1), along.abs(), atol=1e-5)               # along its own direction
+        expected = torch.minimum(size, before.abs())                                    # as far, up to the mean
+        assert torch.allclose(along.abs(), expected, atol=1e-5) and (expected < size).any() and (expected == size).any()
+        assert (torch.sign(along) == -torch.sign(before)).all()                        # towards the mean
+    assert abs(float(nulls[0].direction @ nulls[1].direction)) < 0.999                 # each its own direction
+
+
+def test_repeated_matched_random_edits_stay_bounded(basis):
+    """Applied step after step, as in a rollout, the null edit cannot push the state away without end."""
+    edit = Intervention.from_spec(basis, "ica", [0], [None])
+    null = MatchedRandomEdit(edit, data_like_directions(basis, 1, seed=1)[0])
+    hx = torch.randn(16, 8)
+    for _ in range(500):
+        hx = torch.tanh(null(hx)) * 0.5 + null(hx) * 0.5                              # a leaky, GRU-like carry
+    assert torch.isfinite(hx).all() and hx.abs().max() < 50
+
+
+def test_outcomes_read_from_a_store_equal_those_collected_while_playing(real_runs):
+    from rlinterp.config import params_from_dict
+    from tests.conftest import tiny_params_dict
+    params = params_from_dict(tiny_params_dict())
+    _, unhooked, _, _ = real_runs
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval()
+    collected = EpisodeOutcomes(NUM_ACTIONS)
+    record_rollouts(params.env, agent, collected, 3, 1, seed=5, progress=False)      # the run `unhooked` recorded
+    stored = EpisodeOutcomes.from_store(unhooked, NUM_ACTIONS)
+    for name, values in stored.by_level().items():
+        np.testing.assert_allclose(collected.by_level()[name], values, rtol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(collected.action_counts, stored.action_counts)
+
+
+def test_an_edit_without_downstream_effect_measures_zero_and_a_real_one_does_not(real_runs):
+    """Collapsing an IC changes the recorded hx by construction; only what follows it is measured."""
     basis, unhooked, control, edited = real_runs
+    outcome = {name: EpisodeOutcomes.from_store(store, NUM_ACTIONS) for name, store in
+               (("unhooked", unhooked), ("control", control), ("edited", edited))}
     assert np.abs(basis.ica(np.asarray(edited["hx"][:]))[:, 0]).max() < 1e-4     # the agent acted on IC 0 = 0
-    report = compare_real(edited, control, basis, samples=200, seed=0)
-    shift = report["ic_activation_shift"]
-    assert len(shift) == 4
-    control_means, control_abs_means = episode_ic_means(control, basis, level_order(control))
-    assert shift[0]["difference"] == pytest.approx(-control_means[:, 0].mean(), abs=1e-4)
-    assert report["ic_abs_activation_shift"][0]["difference"] == pytest.approx(-control_abs_means[:, 0].mean(),
-                                                                          abs=1e-4)
-    assert all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
-    info = control.episode_info()
-    assert report["return"]["control"] == pytest.approx(info["return"].mean())
-    assert report["length"]["control"] == pytest.approx(info["length"].mean())
-    assert sum(report["end_causes"]["edited"].values()) == pytest.approx(1.0)
-    same = compare_real(control, unhooked, basis, samples=200, seed=0)
-    assert same["return"]["difference"] == 0 and same["return"]["p_value"] == 1
-    assert same["action_distribution"]["total_variation"] == 0
-    assert all(s["difference"] == 0 for s in same["ic_activation_shift"] + same["ic_abs_activation_shift"])
+    same = real_outcomes(outcome["control"], outcome["unhooked"], [outcome["unhooked"]], samples=200, seed=0)
+    for name in ("real_return", "real_value", "real_completed", "real_length"):
+        assert same[name]["effect"] == 0 and same[name]["p_value"] == 1 and same[name]["null_effects"] == [0.0]
+    assert same["real_action_change"]["effect"] == 0
+    changed = real_outcomes(outcome["control"], outcome["edited"], [outcome["unhooked"]], samples=200, seed=0)
+    assert changed["real_value"]["effect"] != 0                                   # the tiny agent's value reads IC 0
+    runs = {name: o.by_level() for name, o in outcome.items()}
+    assert changed["real_value"]["effect"] == pytest.approx((runs["edited"]["value"] - runs["control"]["value"]).mean())
+    assert changed["real_value"]["ci95_low"] <= changed["real_value"]["effect"] <= changed["real_value"]["ci95_high"]
+    assert sum(outcome["edited"].end_causes().values()) == pytest.approx(1.0)
 
 
-def synthetic_run(path, basis, lengths, level_seeds, sources):
-    """A store whose hx reads back, through `basis`, as the given (steps, C) sources of each episode."""
-    hidden = basis.ica_unmixing.shape[1]
-    fields = real_rollout_fields(hidden, NUM_ACTIONS, obs_shape=(4, 4, 3))
-    with RolloutWriter(path, fields, {"stage": "test"}, 32, 128) as writer:
-        for length, level_seed, s in zip(lengths, level_seeds, sources):
-            hx = np.zeros((length, hidden), dtype=np.float32)
-            hx[:, :s.shape[1]] = s
-            steps = {name: np.zeros((length, *spec.shape), spec.dtype) for name, spec in fields.items()}
-            writer.add_episode({**steps, "hx": hx, "level_seed": np.full(length, level_seed)},
-                               **{"return": 0.0, "level_seed": level_seed, "completed": False})
-    return RolloutStore(path)
+def test_an_edit_the_agent_never_reads_changes_its_hx_but_no_outcome(tmp_path):
+    """Heads on the conv features: the hx is edited (the old IC-shift metric moved) but nothing downstream."""
+    from rlinterp.config import params_from_dict
+    from tests.conftest import tiny_params_dict
+    raw = tiny_params_dict()
+    raw["agent"]["heads_input"] = "features"
+    params = params_from_dict(raw)
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval()
+    probe = EpisodeOutcomes(NUM_ACTIONS)
+    hx = []
+    with attached(agent, hx=lambda step, h: hx.append(h.clone())):
+        record_rollouts(params.env, agent, probe, 3, 1, seed=5, progress=False)
+    basis, _ = fit_basis(torch.cat(hx).numpy(), 8, 4, 2, seed=0, outlier_sigma=0)
+    collapse = Intervention.from_spec(basis, "ica", [0], [None])
+    runs = {}
+    for name, edit in (("control", dataclasses.replace(collapse, pairs=())), ("edited", collapse)):
+        runs[name], seen = EpisodeOutcomes(NUM_ACTIONS), []
+        with intervene(agent, edit), attached(agent, hx=lambda step, h: seen.append(h.clone())):
+            record_rollouts(params.env, agent, runs[name], 3, 1, seed=5, progress=False)
+        runs[name].hx = torch.cat(seen)
+    assert (runs["edited"].hx - runs["control"].hx).abs().max() > 0.01             # the state did change
+    result = real_outcomes(runs["control"], runs["edited"], [runs["edited"]], samples=200, seed=0)
+    assert all(result[name]["effect"] == 0 for name in ("real_return", "real_value", "real_completed", "real_length"))
+    assert result["real_action_change"]["effect"] == 0
 
 
-def test_a_collapse_shows_in_the_mean_magnitude_of_its_ic_and_not_in_its_mean(basis, tmp_path):
-    """IC 0 held at 0 (its mean) in the edited run; every other IC drawn afresh from the control's distribution.
-    The edited run lists its episodes in another order, as runs finish levels in their own order."""
-    rng = np.random.default_rng(0)
-    axes = dataclasses.replace(basis, mean=np.zeros(8), ica_unmixing=np.eye(4, 8))    # IC c = hx[:, c]
-    seeds = np.arange(24)
+def test_holm_adjusts_in_order_and_primary_tests_use_it():
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5})
+    assert adjusted == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
+    outcomes = {name: {"p_value": p} for name, p in zip(PRIMARY, (0.001, 0.02, 0.5, 0.0001, 0.04))}
+    tests = primary_tests(outcomes)
+    assert tests["significant"] == ["sim_value", "real_return"]                  # 0.0005 and 0.004; 0.02 * 3 > 0.05
 
-    def sources():
-        lengths = rng.integers(20, 60, len(seeds))
-        return lengths, [rng.laplace(0, 1, (n, 4)) for n in lengths]
 
-    lengths, control_sources = sources()
-    control = synthetic_run(tmp_path / "control.zarr", axes, lengths, seeds, control_sources)
-    lengths, edited_sources = sources()
-    for s in edited_sources:
-        s[:, 0] = 0
-    edited = synthetic_run(tmp_path / "edited.zarr", axes, lengths[::-1], seeds[::-1], edited_sources[::-1])
-    report = compare_real(edited, control, axes, samples=1000, seed=0)
-    mean_shift, abs_shift = report["ic_activation_shift"], report["ic_abs_activation_shift"]
-    assert abs_shift[0]["difference"] < -0.5 and abs_shift[0]["ci95_high"] < 0 and abs_shift[0]["p_value"] < 0.05
-    assert mean_shift[0]["p_value"] > 0.05 and mean_shift[0]["ci95_low"] < 0 < mean_shift[0]["ci95_high"]
-    assert all(s["p_value"] > 0.05 for s in abs_shift[1:])
+def test_an_action_change_is_judged_against_the_random_edits():
+    result = change_outcome(0.3, np.array([0.05, 0.1, 0.2, 0.35]))
+    assert result["null_percentile"] == 0.75 and result["p_value"] == pytest.approx(2 / 5)
+    assert change_outcome(0.5, np.full(19, 0.1))["p_value"] == pytest.approx(1 / 20)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 from PIL import Image
 
 from rlinterp.analysis.behaviour import BehaviourLabels
@@ -18,6 +17,7 @@ from rlinterp.analysis.decompose import Basis
 from rlinterp.analysis.states import Projections
 from rlinterp.config import PanelConfig
 from rlinterp.panel import TILE, TILES_PER_ROW, PanelSources, export_panel
+from rlinterp.saliency_store import KINDS, MODES, SaliencyStore
 from rlinterp.store import FieldSpec, RolloutWriter, real_rollout_fields
 
 from tests.conftest import ROOT
@@ -70,9 +70,10 @@ def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tup
                     embedding_rows=shown, embeddings={"tsne": rng.normal(size=(len(shown), 2))}
                     ).save(root / "projections.npz")
     if "saliency" in parts:
-        group = zarr.open_group(root / "saliency.zarr", mode="w")
-        group.attrs.update({"samples": [0, 1], "timesteps": [2], "combine": False})
-        group.create_array("with_env_grads/value/frames", data=rng.normal(size=(2, 1, 3, 3, 16, 16)).astype(np.float32))
+        shapes = {"frames": (3, 3, 16, 16), "agent_hx": (3, HIDDEN), "env_h": (3, 8), "latent": (8,)}
+        SaliencyStore([0, 1], [2], ["value"], False, {
+            f"{mode}/value/{kind}": rng.normal(size=(2, 1, *shapes[kind])) for mode in MODES for kind in KINDS}
+        ).save(root / "saliency.zarr")
     if "behaviours" in parts:
         labels = np.arange(samples) % 3
         BehaviourLabels(window_labels=labels[:, None], behaviour=labels).save(root / "labels.npz")

@@ -23,7 +23,7 @@ from rlinterp.analysis.decompose import Basis
 from rlinterp.analysis.states import Projections
 from rlinterp.dynamics import DynamicsArrays
 from rlinterp.store import RolloutStore
-from rlinterp.validation import episode_ic_means, level_order
+from rlinterp.validation import PRIMARY
 
 from tests.conftest import ROOT, tiny_params_dict
 
@@ -128,13 +128,25 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert {"env_h", "env_z", "latent", "source_step"} <= set(samples.fields)
     assert (samples["source_step"][:20] == -1).all() and (samples["source_step"][20:] >= 0).all()
     assert (repo / "plots/sample/prior_0000.gif").exists() and (repo / "plots/sample/informed_0004.gif").exists()
+    realism = json.loads((repo / "metrics/sample.json").read_text())
+    returns = samples.episode_info()["return"]
+    assert realism["prior"]["samples"] == 4 and realism["informed"]["samples"] == 1
+    near = np.abs(returns[:4, None] - np.array([0.0, 10.0])).min(1) <= 1.0
+    assert realism["prior"]["return_near_allowed"] == near.mean()
+    simulator_metrics = json.loads((repo / "metrics/simulator.json").read_text())
+    split = simulator_metrics["split"]
+    levels = RolloutStore(repo / "data/rollouts.zarr").episode_info()["level_seed"]
+    assert split["train_episodes"] + split["heldout_episodes"] == len(levels)
+    assert not set(split["heldout_level_seeds"]) & set(levels[~np.isin(levels, split["heldout_level_seeds"])])
 
     quality = json.loads((repo / "metrics/prediction_quality.json").read_text())
     assert quality["windows"] == 8 and quality["num_steps"] == 5
-    assert set(quality["obs_mse"]) >= {"simulator", "copy_last", "mean_frame", "best_baseline"}
-    assert 0 <= quality["action_agreement"]["simulator"] <= 1
+    assert set(quality["obs_mse"]["mean"]) == {"simulator", "simulator_closed_loop", "copy_last", "mean_frame"}
+    assert 0 <= quality["action_agreement"]["mean"]["simulator"] <= 1
+    verdict = quality["hx_mse"]["simulator_vs_copy_last"]
+    assert set(verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"]) <= {1, 2, 3, 4, 5}
     curve = (repo / "plots/prediction_quality/obs_mse.csv").read_text().splitlines()
-    assert curve[0].startswith("k,simulator,simulator_q25,simulator_q75,copy_last") and len(curve) == 6
+    assert curve[0].startswith("k,simulator,simulator_q25,simulator_q75,simulator_closed_loop") and len(curve) == 6
     for name, source, field in (("agent_hx_real", store, "hx"), ("agent_hx_sim", samples, "hx"),
                                 ("env_h", samples, "env_h"), ("latent", samples, "latent")):
         analysed = json.loads((repo / f"metrics/analysis/{name}.json").read_text())
@@ -153,38 +165,35 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert sum(b["samples"] for b in behaviours["behaviours"]) == samples.num_episodes
     assert (repo / "plots/behaviours/behaviours.png").stat().st_size > 5000
     salient = json.loads((repo / "metrics/saliency.json").read_text())
-    assert salient["samples"] == 2 and salient["targets"] == 2 + 4 + 1            # value, action, 4 ICs, random
-    share = salient["with_env_grads"]["value"]["share_of_frame_saliency_before_t"]
-    assert 0 <= share <= 1
+    assert salient["samples"] == 3 and salient["targets"] == 2 + 4 + 2            # value, action, 4 ICs, 2 random
+    share = salient["with_env_grads"]["value"]
+    assert 0 <= share["mean"] <= 1 and share["samples"] == 3 and share["ci95_low"] <= share["mean"]
+    assert "ic_minus_random_direction" in salient["without_env_grads"]
     maps = zarr.open_group(repo / "data/saliency.zarr", mode="r")
     assert maps["with_env_grads/value/frames"].shape == (2, 1, 4, 3, 16, 16)
     assert np.abs(maps["with_env_grads/value/frames"][:, :, 3]).max() == 0      # after the target step: nothing
     assert (repo / "plots/saliency/lookback.png").stat().st_size > 5000
     assert (repo / "plots/saliency/ic_0_t2_sample_000.png").stat().st_size > 2000
     validated = json.loads((repo / "metrics/validation/collapse_ic0.json").read_text())
-    runs = {run: RolloutStore(repo / f"data/validation/collapse_ic0/{run}.zarr")
-            for run in ("control", "edited", "random_basis")}
+    runs = {run: RolloutStore(repo / f"data/validation/collapse_ic0/{run}.zarr") for run in ("control", "edited")}
     control, edited = runs["control"], runs["edited"]
     assert all(run.num_episodes == 4 and run.attrs["stage"] == "validate" for run in runs.values())
     np.testing.assert_array_equal(np.sort(edited.episode_info()["level_seed"]),
                                   np.sort(control.episode_info()["level_seed"]))
-    real = validated["real"]["edited"]
-    assert real["return"]["control"] == pytest.approx(float(control.episode_info()["return"].mean()))
-    assert real["return"]["edited"] == pytest.approx(float(edited.episode_info()["return"].mean()))
-    assert real["return"]["difference"] == pytest.approx(real["return"]["edited"] - real["return"]["control"])
-    assert 0 < real["return"]["p_value"] <= 1 and 0 <= real["action_distribution"]["total_variation"] <= 1
-    assert sum(real["end_causes"]["control"].values()) == pytest.approx(1.0)
+    outcomes = validated["outcomes"]
+    real_return = outcomes["real_return"]
+    assert real_return["control"] == pytest.approx(float(control.episode_info()["return"].mean()))
+    assert real_return["edited"] == pytest.approx(float(edited.episode_info()["return"].mean()))
+    assert real_return["effect"] == pytest.approx(real_return["edited"] - real_return["control"])
+    assert validated["random_edits"] == 2 and all(len(o["null_effects"]) == 2 for o in outcomes.values())
+    assert all(0 <= size["random_edit"] <= size["edit"] + 1e-6 for size in validated["random_edit_sizes"])
+    assert set(validated["holm_p_values"]) == set(PRIMARY) and validated["sim_samples"] == 4
+    assert all(validated["holm_p_values"][name] >= outcomes[name]["p_value"] for name in PRIMARY)
+    assert sum(validated["end_causes"]["control"].values()) == pytest.approx(1.0)
     hx_basis = Basis.load(repo / "data/analysis/agent_hx_real/basis.npz")
     assert np.abs(hx_basis.ica(edited["hx"][:])[:, 0]).max() < 1e-3               # the agent acted on IC 0 = 0
-    shift = real["ic_activation_shift"]
-    assert len(shift) == 4 and all(s["ci95_low"] <= s["difference"] <= s["ci95_high"] for s in shift)
-    control_means, control_abs_means = episode_ic_means(control, hx_basis, level_order(control))
-    assert shift[0]["difference"] == pytest.approx(-control_means[:, 0].mean(), abs=1e-3)
-    assert real["ic_abs_activation_shift"][0]["difference"] == pytest.approx(-control_abs_means[:, 0].mean(), abs=1e-3)
-    simulated_edited = validated["simulated"]["edited"]
-    assert len(simulated_edited["ic_activation_shift"]) == len(simulated_edited["ic_abs_activation_shift"]) == 4
-    assert (repo / "plots/validation/collapse_ic0/real_actions.png").stat().st_size > 5000
-    assert (repo / "plots/validation/collapse_ic0/ic_shifts.png").stat().st_size > 5000
+    for figure in ("effects.png", "real_actions.png"):
+        assert (repo / "plots/validation/collapse_ic0" / figure).stat().st_size > 5000
     assert (repo / "plots/validation/collapse_ic0/real_000.gif").stat().st_size > 1000
     assert (repo / "plots/validation/collapse_ic0/simulated_000.gif").stat().st_size > 1000
     dynamics = json.loads((repo / "metrics/dynamics.json").read_text())
@@ -217,6 +226,7 @@ def test_tiny_repro_end_to_end(tmp_path):
 
     again = dvc(repo, "repro")
     assert "Running stage" not in again.stdout                                # nothing changed, nothing runs
+    run_tour(repo)
 
     # A variant re-runs exactly the stages downstream of the key it changes, and its metrics can be compared.
     variant = dvc(repo, "exp", "run", "-S", "behaviours.clusters=2", "-n", "two-behaviours")
@@ -234,6 +244,30 @@ def test_tiny_repro_end_to_end(tmp_path):
     assert failed.returncode != 0
     assert "error: params.yaml: train_agent.learning_rate = -0.1: expected a number > 0" in failed.stderr
     assert (repo / "data/agent/checkpoint.pt").read_bytes() == before
+
+
+def run_tour(repo: Path) -> None:
+    """notebooks/tour.ipynb runs top to bottom on the pipeline's outputs (so it cannot rot), and what it shows
+    holds: the hx read through the hook equals the recorded one, and the edit is paired by level."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(repo / "notebooks/tour.ipynb", as_version=4)
+    os.environ.update(TOUR_ENVS="4", TOUR_EPISODES="1")
+    try:
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    finally:
+        for key in ("TOUR_ENVS", "TOUR_EPISODES"):
+            os.environ.pop(key)
+    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for output in cell.outputs)
+    replayed = float(text.split("largest |replayed hx - recorded hx|: ")[1].split()[0])
+    assert replayed < 1e-4
+    assert "'episodes': 4" in text
+    images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 3                                                   # frames, ICs over time, the edit
 
 
 def test_fresh_clone_finds_the_agent_and_baselines_up_to_date(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.simulator import quality
 from rlinterp.simulator.losses import window_from_batch
+from rlinterp.simulator.prediction import compare, summarise
 from rlinterp.simulator.sample import record_samples, sample_fields
 from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
@@ -58,6 +59,49 @@ def test_median_and_iqr_over_masked_windows():
     stats = quality.median_iqr(values, mask)
     assert stats["median"][0] == 2.5 and stats["q25"][0] == 1.75 and stats["q75"][0] == 3.25
     assert math.isnan(stats["median"][1])
+
+
+def test_paired_comparison_per_horizon_and_infinite_psnr_left_out():
+    rng = np.random.default_rng(0)
+    k, w = 6, 200
+    baseline = rng.normal(size=(k, w))
+    # lower is better: the simulator is clearly better at k = 1..3, clearly worse at k = 5, equal at 4 and 6
+    simulated = baseline + np.array([-1, -1, -1, 0, 1, 0])[:, None] + 0.01 * rng.normal(size=(k, w))
+    simulated[[3, 5]] = baseline[[3, 5]] + 0.5 * rng.normal(size=(2, w))
+    mask = np.ones((k, w), bool)
+    mask[:, :50] = np.arange(k)[:, None] < 2                        # a quarter of the windows end after 2 steps
+    verdict = compare(simulated, baseline, mask, higher_is_better=False)
+    assert verdict["horizons_won"] == [1, 2, 3] and verdict["horizons_lost"] == [5]
+    assert verdict["horizons_tied"] == [4, 6]
+    assert verdict["advantage"]["windows"] == w and verdict["better"]
+    flipped = compare(simulated, baseline, mask, higher_is_better=True)
+    assert flipped["horizons_won"] == [5] and flipped["advantage"]["mean"] == -verdict["advantage"]["mean"]
+
+    psnr = {"simulator": torch.full((2, 3), 20.0), "simulator_closed_loop": torch.full((2, 3), 18.0),
+            "copy_last": torch.tensor([[math.inf, 30.0, 30.0], [10.0, 10.0, 10.0]])}
+    headline, _ = summarise({"obs_psnr": psnr}, {"obs_psnr": torch.ones(2, 3, dtype=torch.bool)})
+    result = headline["obs_psnr"]
+    assert result["excluded_steps"] == 1 and result["mean"]["copy_last"] == pytest.approx(18.0)   # not 100 dB
+    assert result["simulator_vs_copy_last"]["horizons_lost"] == [1]
+
+
+def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent).eval()
+    with torch.no_grad():
+        simulator.done_head[-1].bias.fill_(10.0)                        # an end predicted at every step
+        simulator.reward_head[-1].bias.fill_(3.0)
+    steps = 6
+    with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
+        record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([], dtype=int),
+                       real=None, steps=steps, batch_size=2, seed=0, modal=True, progress=False)
+    samples = RolloutStore(tmp_path / "samples.zarr")
+    for index in range(2):
+        sample = samples.episode(index)
+        assert list(sample["done"]) == [True] + [False] * (steps - 1) and (sample["done_prob"] > 0.99).all()
+        assert sample["reward"][0] != 0 and (sample["reward"][1:] == 0).all()
+        assert samples.episode_info()["return"][index] == pytest.approx(sample["reward"][0])
 
 
 def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):

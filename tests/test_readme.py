@@ -1,4 +1,5 @@
 """The README's result tables are the committed metrics, rendered; none is typed by hand."""
+import re
 from pathlib import Path
 
 from rlinterp.readme import TABLES, render
@@ -24,3 +25,16 @@ def test_rendering_follows_the_metrics(tmp_path):
     agent.write_text(text.replace('"episodes_per_policy": ', '"episodes_per_policy": 9', 1))
     readme = (ROOT / "README.md").read_text()
     assert render(readme, metrics) != render(readme, ROOT / "metrics")
+
+
+def test_layout_names_every_module():
+    """The README's Layout section is where a newcomer finds a module's job: every file of rlinterp/ is there,
+    under its folder's line, and nothing it names is gone."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    blocks = re.split(r"^(?=\S)", layout, flags=re.M)
+    named = {block.split()[0]: set(re.findall(r"[\w]+\.py", block)) for block in blocks if block.strip()}
+    for folder in ("rlinterp", "rlinterp/agent", "rlinterp/simulator", "rlinterp/analysis"):
+        modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+        assert named.get(f"{folder}/", set()) == modules, f"README Layout, {folder}/: lists " \
+            f"{sorted(named.get(f'{folder}/', set()))}, the folder holds {sorted(modules)}"

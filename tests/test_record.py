@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlinterp.agent.acting import replay_hidden_states, untrained_hidden_states
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.envs import NUM_ACTIONS, VecProcgen
 from rlinterp.record import record_rollouts
@@ -61,3 +62,12 @@ def test_rerunning_the_agent_reproduces_hx_logits_value(recorded):
         np.testing.assert_allclose(out.hx[:, 0].numpy(), episode["hx"], atol=1e-5)
         np.testing.assert_allclose(out.logits[:, 0].numpy(), episode["logits"], atol=1e-5)
         np.testing.assert_allclose(out.value[:, 0].numpy(), episode["value"], atol=1e-5)
+
+
+def test_replaying_frames_in_batches_gives_the_recorded_hx_and_an_untrained_agent_other_states(recorded):
+    params, agent, store = recorded
+    replayed = replay_hidden_states(agent, store, batch_episodes=4)            # batches that split the store
+    np.testing.assert_allclose(replayed, np.asarray(store["hx"][:]), atol=1e-5)
+    untrained = untrained_hidden_states(params.agent, store, seed=123)
+    assert untrained.shape == replayed.shape and np.abs(untrained - replayed).max() > 0.05
+    np.testing.assert_array_equal(untrained, untrained_hidden_states(params.agent, store, seed=123))

@@ -9,12 +9,15 @@ import torch
 from torch import nn
 
 from rlinterp import plots
+from rlinterp.agent.acting import untrained_agent
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.hooks import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
+from rlinterp.errors import InputError
 from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
-                               parse_ids, saliency, smoothgrad_latents, value_target)
+                               parse_ids, randomisation_check, saliency, smoothgrad_latents, value_target)
 from rlinterp.plots import signed_unit_maps
+from rlinterp.saliency_store import KINDS, MODES, SaliencyStore
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.checkpoint import build_simulator
@@ -119,7 +122,9 @@ def test_combine_mode_and_id_parsing():
     latents = torch.nn.functional.normalize(torch.randn(4, 6), dim=1)
     combined = combined_latent(latents, sphere=True)
     assert torch.allclose(combined, latents.mean(0) / latents.mean(0).norm())
-    assert parse_ids(["0 to 4"]) == [0, 1, 2, 3] and parse_ids([3, 7, "10 to 12"]) == [3, 7, 10, 11]
+    assert parse_ids(["0 to 4"], 12, "s") == [0, 1, 2, 3] and parse_ids([3, 7, "10 to 12"], 12, "s") == [3, 7, 10, 11]
+    with pytest.raises(InputError, match=r"expected ids in \[0, 12\) \(the samples in data/s.zarr\), got \[12\]"):
+        parse_ids(["10 to 13"], 12, "data/s.zarr")
 
 
 def tiny_models(params):
@@ -127,6 +132,17 @@ def tiny_models(params):
     agent = build_agent(params.agent).eval().requires_grad_(False)
     simulator = build_simulator(params.simulator, agent).eval()
     return agent, simulator
+
+
+def test_the_randomisation_check_fails_for_the_same_agent_and_tells_another_apart(params):
+    agent, simulator = tiny_models(params)
+    latents = simulator.prior_latent(3, generator=torch.Generator().manual_seed(2))
+    steps, t = params.simulator.num_sim_steps, params.simulator.num_sim_steps - 1
+    itself = randomisation_check(simulator, agent, agent, latents, steps, t, noise_samples=1, noise_scale=0.0)
+    assert itself["value_rank_correlation"]["mean"] == pytest.approx(1.0) and not itself["passes"]
+    other = randomisation_check(simulator, agent, untrained_agent(params.agent, seed=7), latents, steps, t,
+                                noise_samples=1, noise_scale=0.0)
+    assert other["value_rank_correlation"]["mean"] < 0.9 and other["value_rank_correlation"]["samples"] == 3
 
 
 def test_frame_noise_changes_the_maps_and_zero_frame_noise_is_the_plain_result(params):
@@ -187,12 +203,46 @@ def test_combine_mode_is_the_saliency_at_the_mean_latent_not_the_mean_of_maps(pa
     ("frame_noise_scale", -0.1, "saliency.frame_noise_scale = -0.1: expected a number >= 0 <= 1"),
     ("frame_noise_scale", 1.5, "saliency.frame_noise_scale = 1.5: expected a number >= 0 <= 1"),
     ("actions", "some", "saliency.actions = 'some': expected a string one of greedy, all"),
+    ("blur_kernel", 4, "saliency.blur_kernel = 4: expected an odd size"),
 ])
 def test_saliency_params_out_of_range_are_rejected(params_dict, key, value, expected):
     params_dict["saliency"][key] = value
     with pytest.raises(ConfigError) as err:
         params_from_dict(params_dict)
     assert expected in str(err.value)
+
+
+def test_blur_keeps_the_size_and_a_constant_map_even_at_the_borders():
+    flat = torch.full((2, 16, 16), 3.0)
+    blurred = blur(flat, 5, 1.0)
+    assert blurred.shape == (2, 16, 16) and torch.allclose(blurred, flat)           # zero padding would darken edges
+    point = torch.zeros(1, 9, 9)
+    point[0, 4, 4] = 1
+    assert blur(point, 3, 1.0)[0].argmax() == 4 * 9 + 4                             # not shifted
+    with pytest.raises(ValueError, match="odd"):
+        blur(flat, 4, 1.0)
+
+
+def test_lookback_shares_per_sample_with_intervals_and_ics_against_random_directions(tmp_path):
+    samples, steps, t = 5, 4, 2
+    rng = np.random.default_rng(0)
+    frames = {target: np.zeros((samples, 1, steps, 3, 2, 2)) for target in ("ic_0", "random_direction_0")}
+    frames["ic_0"][:, :, :t] = rng.uniform(1, 2, (samples, 1, t, 3, 2, 2))            # all before t
+    frames["ic_0"][:, :, t] = 1.0
+    frames["random_direction_0"][:, :, t] = 1.0                                        # all at t
+    shapes = {"agent_hx": (steps, 4), "env_h": (steps, 4), "latent": (4,)}
+    maps = {f"{mode}/{target}/{kind}": (frames[target] if kind == "frames" else np.zeros((samples, 1, *shapes[kind])))
+            for mode in MODES for target in frames for kind in KINDS}
+    store = SaliencyStore(list(range(samples)), [t], list(frames), False, maps)
+    share = store.share_before_t("with_env_grads", "ic_0")
+    before = np.abs(frames["ic_0"][:, 0, :t]).sum((1, 2, 3, 4))
+    np.testing.assert_allclose(share, before / (before + 12))
+    report = store.lookback_report()["with_env_grads"]
+    assert report["random_direction_0"]["mean"] == 0 and report["ic_0"]["samples"] == samples
+    assert report["ic_minus_random_direction"]["ci95_low"] > 0.5
+    store.first(2).save(tmp_path / "s.zarr")
+    loaded = SaliencyStore.load(tmp_path / "s.zarr")
+    assert loaded.samples == [0, 1] and loaded.get("with_env_grads", "ic_0", "frames").shape == (2, 1, steps, 3, 2, 2)
 
 
 def test_saliency_strip_writes_a_png(tmp_path):

@@ -10,27 +10,32 @@ import torch
 from rlinterp.agent.checkpoint import CheckpointError, build_agent
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.data import WindowStream, split_episodes, valid_starts
-from rlinterp.simulator.losses import balanced_kl, categorical_kl, simulator_loss, uniformity_loss, window_from_batch
+from rlinterp.hooks import attached
+from rlinterp.simulator.evaluate import open_loop
+from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, simulator_loss, uniformity_loss,
+                                       window_from_batch)
 from rlinterp.simulator.checkpoint import build_simulator, load_simulator
 from rlinterp.simulator.train import train_simulator
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 
 
-def numbered_store(path, hidden_size: int, lengths: list[int]) -> RolloutStore:
-    """A store whose every per-step field encodes the global step index s, so alignment can be read back."""
+def numbered_store(path, hidden_size: int, lengths: list[int], levels: list[int] | None = None) -> RolloutStore:
+    """A store whose every per-step field encodes the global step index s, so alignment can be read back; each
+    episode's level is its first step unless `levels` are given."""
     fields = real_rollout_fields(hidden_size, 15)
     with RolloutWriter(path, fields, {"stage": "test", "agent_sha256": "numbered"}, chunk_steps=8,
                        shard_steps=16) as writer:
         start = 0
-        for length in lengths:
+        for index, length in enumerate(lengths):
+            level = start if levels is None else levels[index]
             s = np.arange(start, start + length)
             writer.add_episode({
                 "obs": np.broadcast_to((s % 251).astype(np.uint8)[:, None, None, None], (length, 64, 64, 3)).copy(),
                 "hx": np.repeat(s[:, None].astype(np.float32), hidden_size, 1),
                 "logits": np.zeros((length, 15), np.float32), "value": s.astype(np.float32),
                 "action": (s % 15).astype(np.int32), "reward": s.astype(np.float32),
-                "done": np.arange(length) == length - 1, "level_seed": np.full(length, start)},
-                **{"return": float(s.sum()), "length": length, "level_seed": start, "completed": True})
+                "done": np.arange(length) == length - 1, "level_seed": np.full(length, level)},
+                **{"return": float(s.sum()), "length": length, "level_seed": level, "completed": True})
             start += length
     return RolloutStore(path)
 
@@ -60,19 +65,23 @@ def test_window_alignment_follows_the_store_conventions(tmp_path, setup):
         for i in range(k):
             s = s0 + c - 1 + i                                     # simulated step i is window step c - 1 + i
             real = s < end
-            assert window.mask[i, b] == real
+            assert window.mask[i, b] == real and window.label_mask[i, b] == (s - 1 < end)
             if real:
                 assert window.frames[i, b, 0, 0, 0] * 255 == pytest.approx(s % 251, abs=1e-3)
-                assert window.hx[i, b, 0] == s and window.reward[i, b] == s and window.action[i, b] == s % 15
-                assert window.done[i, b] == (s == end - 1)
+                assert window.hx[i, b, 0] == s and window.action[i, b] == s % 15
             else:
-                assert window.frames[i, b].abs().sum() == 0 and window.reward[i, b] == 0
+                assert window.frames[i, b].abs().sum() == 0
+            if s - 1 < end:                                        # the transition into step i, made by action[s-1]
+                assert window.reward[i, b] == s - 1 and window.done[i, b] == (s - 1 == end - 1)
+            else:
+                assert window.reward[i, b] == 0 and window.done[i, b] == 0
+        assert window.done[:, b].sum() == (end - (s0 + c - 1) < k)    # the episode's end is labelled once in view
 
 
 def test_streamed_windows_stay_in_their_training_episodes(tmp_path, setup):
     params, agent, simulator = setup
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [12, 3, 40, 25, 9, 31])
-    train, heldout = split_episodes(store.num_episodes, 0.3, seed=1)
+    train, heldout = split_episodes(store, 0.3, seed=1)
     assert len(heldout) == 2 and not set(train) & set(heldout)
     c, length = 3, 6
     stream = iter(WindowStream(str(store.path), train, c, length, batch_size=4, seed=0, block_steps=16))
@@ -84,6 +93,55 @@ def test_streamed_windows_stay_in_their_training_episodes(tmp_path, setup):
         reference = store.windows(first, length, ["hx", "reward", "done"])
         for name in ("hx", "reward", "done", "mask"):
             np.testing.assert_array_equal(batch[name].numpy(), reference[name])
+
+
+def test_held_out_episodes_are_split_by_level(tmp_path, setup):
+    params, agent, simulator = setup
+    levels = [7, 3, 7, 9, 3, 11, 7, 5, 9, 5]                       # repeated levels, as recording many episodes gives
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [5] * len(levels), levels)
+    train, heldout = split_episodes(store, 0.4, seed=0)
+    assert sorted([*train, *heldout]) == list(range(len(levels))) and len(train) and len(heldout)
+    played = np.array(levels)
+    assert not set(played[train]) & set(played[heldout])             # no level on both sides
+    assert len(set(played[heldout])) == 2                            # 40% of the 5 distinct levels
+    with pytest.raises(ValueError, match="play 1 level"):
+        split_episodes(numbered_store(tmp_path / "one.zarr", agent.hidden_size, [5, 5], [4, 4]), 0.5, seed=0)
+
+
+def test_window_batches_cover_every_training_window_and_mix_distant_blocks(tmp_path, setup):
+    params, agent, simulator = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [12, 30, 40, 25, 9, 31, 50, 60, 45, 30])
+    episodes, c, length, batch_size = np.arange(store.num_episodes), 3, 6, 4
+    starts = valid_starts(store, episodes, c)
+    stream = iter(WindowStream(str(store.path), episodes, c, length, batch_size, seed=0, block_steps=16,
+                               pool_blocks=4))
+    batches = [next(stream) for _ in range(2 * len(starts) // batch_size)]          # two epochs' worth
+    served = np.concatenate([b["start"].numpy() for b in batches])
+    np.testing.assert_array_equal(served, np.concatenate([b["hx"][:, 0, 0].numpy() for b in batches]))
+    counts = np.bincount(served, minlength=store.num_steps)[starts]
+    assert counts.min() >= 1 and counts.max() <= 3                # every window served, none over-served
+    assert set(served) <= set(starts)
+    spans = np.array([np.ptp(b["start"].numpy()) for b in batches])
+    assert (spans >= 16).mean() > 0.8                               # batches draw on several distant blocks
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_open_loop_follows_the_recorded_actions_and_closed_loop_the_agents(setup, closed):
+    params, agent, simulator = setup
+    cfg, batch, k = params.simulator, 3, 5
+    size = 64 // cfg.image_pool
+    window = Window(context=torch.rand(batch, cfg.num_init_steps, 3, size, size),
+                    frames=torch.rand(k, batch, 3, size, size), hx=torch.zeros(k, batch, agent.hidden_size),
+                    action=torch.randint(15, (k, batch)), reward=torch.zeros(k, batch), done=torch.zeros(k, batch),
+                    mask=torch.ones(k, batch), label_mask=torch.ones(k, batch),
+                    hx_prev=torch.zeros(batch, agent.hidden_size),
+                    action_prev=torch.zeros(batch, dtype=torch.long))
+    fed = []
+    with torch.no_grad(), attached(simulator, action=lambda step, a: fed.append(a.argmax(-1))):
+        rollout = open_loop(simulator, agent, window, closed=closed)
+    expected = rollout.agent_action if closed else window.action
+    assert torch.equal(torch.stack(fed), expected)
+    assert not torch.equal(rollout.agent_action, window.action)      # the two drivers differ here, so it can fail
 
 
 def test_shapes_through_a_full_window(setup):

@@ -1,12 +1,15 @@
-"""The trained agent as a policy that plays Procgen: sampling from its policy, taking its most likely action, or
-with its hidden state zeroed before every step (the memoryless ablation)."""
+"""The agent acting on frames: as a policy that plays Procgen (sampling from its policy, taking its most likely
+action, or with its hidden state zeroed before every step: the memoryless ablation), and replaying recorded
+frames to read the hidden states it would have had."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from rlinterp.agent.checkpoint import build_agent
 from rlinterp.agent.evaluate import ConstantPolicy
 from rlinterp.agent.model import RecurrentAgent, sample_actions
+from rlinterp.config import AgentConfig
 
 
 class AgentPolicy:
@@ -29,6 +32,37 @@ class AgentPolicy:
         self.hx = out.hx
         actions = out.logits.argmax(-1) if self.greedy else sample_actions(out.logits, self.generator)
         return actions.cpu().numpy()
+
+
+@torch.inference_mode()
+def replay_hidden_states(agent: RecurrentAgent, store, batch_episodes: int = 64,
+                         device: str | torch.device = "cpu") -> np.ndarray:
+    """(steps, hidden) hx of `agent` fed each episode of a RolloutStore's frames from a zeroed state, in the store's
+    step order: e.g. what an untrained network's states look like on the frames a trained agent saw."""
+    out = np.zeros((store.num_steps, agent.hidden_size), dtype=np.float32)
+    for first in range(0, store.num_episodes, batch_episodes):
+        episodes = np.arange(first, min(first + batch_episodes, store.num_episodes))
+        starts, lengths = store.episode_starts[episodes], store.episode_ends[episodes] - store.episode_starts[episodes]
+        frames = np.asarray(store["obs"][starts[0]:starts[-1] + lengths[-1]])   # consecutive episodes: one read
+        hx = agent.initial_state(len(episodes), device)
+        for t in range(int(lengths.max())):
+            alive = lengths > t
+            obs = torch.from_numpy(frames[starts[alive] + t - starts[0]]).to(device)
+            hx[alive] = agent.step(obs, hx[alive], torch.zeros(int(alive.sum()), dtype=torch.bool, device=device)).hx
+            out[starts[alive] + t] = hx[alive].cpu().numpy()
+    return out
+
+
+def untrained_agent(config: AgentConfig, seed: int, device: str | torch.device = "cpu") -> RecurrentAgent:
+    """A randomly initialised (seeded), frozen agent of the `config` network: the null for what the architecture
+    alone gives, before any learning."""
+    torch.manual_seed(seed)
+    return build_agent(config).to(device).eval().requires_grad_(False)
+
+
+def untrained_hidden_states(config: AgentConfig, store, seed: int) -> np.ndarray:
+    """`replay_hidden_states` of `untrained_agent(config, seed)` on a store's frames."""
+    return replay_hidden_states(untrained_agent(config, seed), store)
 
 
 # The agent's policies, in the order reports and figures list them.

@@ -1,8 +1,13 @@
-"""One analysis of a set of state vectors (agent hx, simulator state or latents), beside structureless baselines.
+"""One analysis of a set of state vectors (agent hx, simulator state or latents), beside nulls that can fail.
 
 `analyse_states` fits the decompositions on a subsample, projects every row, clusters, embeds a subsample in 2-D,
-and measures each result against the same computation on column-shuffled data (every dimension keeps its
-values, every dependence between dimensions is destroyed): structure counts only where it beats that.
+and measures the same structure (`structure`: PCs for 95% of the variance, the first PC's share, the ICs' excess
+kurtosis, the clusters' silhouette) on nulls, each analysed afresh:
+    shuffled_columns  every dimension keeps its values, every dependence between dimensions is destroyed
+    gaussian          a Gaussian with the data's mean and covariance: the same PCs by construction, so what beats it
+                      is non-Gaussian structure (heavy-tailed ICs, clusters)
+    untrained_agent   (agent hx only, given by the caller) the states a randomly initialised agent of the same
+                      network has on the same frames: what the architecture gives before any learning
 """
 from __future__ import annotations
 
@@ -51,13 +56,46 @@ class StateAnalysis:
     metrics: dict
 
 
+    def cluster_summary(self, cluster_id: int, context: dict[str, np.ndarray], exemplars: int,
+                        num_actions: int) -> dict:
+        """One cluster's size, mean value and reward, action shares (from `context`, per-row arrays), and its
+        `exemplars` rows nearest the centre in the leading 8 PCs: what the cluster looks like."""
+        members = np.flatnonzero(self.labels == cluster_id)
+        centre = self.pca[members, :8].mean(0)
+        nearest = members[np.argsort(((self.pca[members, :8] - centre) ** 2).sum(1))[:exemplars]]
+        return {"cluster": cluster_id, "size": len(members), "exemplars": np.sort(nearest),
+                "value": float(context["value"][members].mean()), "reward": float(context["reward"][members].mean()),
+                "actions": np.bincount(context["action"][members], minlength=num_actions) / len(members)}
+
+
 def excess_kurtosis(s: np.ndarray) -> np.ndarray:
     s = (s - s.mean(0)) / s.std(0).clip(1e-12)
     return (s ** 4).mean(0) - 3.0
 
 
-def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None) -> StateAnalysis:
-    """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding."""
+def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> dict[str, float]:
+    """The structure measures of states x (N, D), each computed on a subsample of `config.fit_samples` rows."""
+    rng = np.random.default_rng(seed)
+    rows = subsample(len(x), config.fit_samples, rng)
+    basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 1, seed, config.ica_max_iter,
+                         config.ica_tol, outlier_sigma=0)
+    n95 = components_for(basis.pca_variance_ratio)
+    features = basis.pca(x[rows])[:, :max(n95, 2)]
+    labels = cluster(features, config.clusters, config.cluster_method, seed, np.arange(len(rows)))
+    return {"pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
+            "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(basis.ica(x[rows]))).mean()),
+            "silhouette": silhouette(features, labels, subsample(len(rows), 2000, rng), seed)}
+
+
+def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """As many rows from a Gaussian with x's mean and covariance."""
+    return rng.multivariate_normal(x.mean(0), np.cov(x, rowvar=False), size=len(x), method="svd")
+
+
+def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None,
+                   untrained: np.ndarray | None = None) -> StateAnalysis:
+    """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding;
+    `untrained` (M, D) are the same kind of states from an untrained agent, analysed as one more null."""
     rng = np.random.default_rng(config.seed)
     x = np.asarray(x, dtype=np.float64)
     fit_rows = subsample(len(x), config.fit_samples, rng)
@@ -69,32 +107,25 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
     features = pca[:, :max(n95, 2)]
     labels = cluster(features, config.clusters, config.cluster_method, config.seed, fit_rows)
     score_rows = subsample(len(x), 2000, rng)
-    # baselines: the same computations on column-shuffled data
-    shuffled = shuffled_columns(x[fit_rows], rng)
-    shuffled_basis, _ = fit_basis(shuffled, config.pca_components, 1, 1, config.seed, outlier_sigma=0)
-    shuffled_features = shuffled_basis.pca(shuffled)[:, :features.shape[1]]
-    shuffled_labels = cluster(shuffled_features, config.clusters, config.cluster_method, config.seed,
-                              np.arange(len(shuffled)))
-    shuffled_score_rows = subsample(len(shuffled), 2000, rng)
-    whitened = pca[fit_rows][:, :ica.shape[1]] / np.sqrt(basis.pca_variance[:ica.shape[1]])
-    rotation, _ = np.linalg.qr(rng.standard_normal((ica.shape[1], ica.shape[1])))
+    nulls = {"shuffled_columns": shuffled_columns(x[fit_rows], rng), "gaussian": gaussian_like(x[fit_rows], rng)}
+    if untrained is not None:
+        nulls["untrained_agent"] = np.asarray(untrained, dtype=np.float64)
+    null_structure = {name: structure(states, config, config.seed) for name, states in nulls.items()}
+    shuffled_basis, _ = fit_basis(nulls["shuffled_columns"], config.pca_components, 1, 1, config.seed,
+                                  outlier_sigma=0)
     extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
                                       must_embed if must_embed is not None else np.zeros(0, np.int64)]))
     embeddings = {method: embed(features[extra], method, config.seed) for method in config.embedding_methods}
     sizes = np.bincount(labels, minlength=int(labels.max()) + 1)
     metrics = {
         "rows": len(x), "dims": x.shape[1], "fit_rows": len(fit_rows), "inlier_fraction": float(inliers.mean()),
-        "pca_components_for_95pct": n95, "pca_components_for_95pct_shuffled":
-            components_for(shuffled_basis.pca_variance_ratio),
-        "pca_first_ratio": float(basis.pca_variance_ratio[0]),
-        "pca_first_ratio_shuffled": float(shuffled_basis.pca_variance_ratio[0]),
+        "pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
         "ica_components": int(ica.shape[1]),
         "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(ica[fit_rows])).mean()),
-        "random_rotation_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(whitened @ rotation.T)).mean()),
         "ica_variance_ratio": [float(v) for v in basis.ica_variance_ratio],
         "clusters": int(len(sizes)), "cluster_method": config.cluster_method,
         "cluster_sizes": [int(s) for s in sizes],
         "silhouette": silhouette(features, labels, score_rows, config.seed),
-        "silhouette_shuffled": silhouette(shuffled_features, shuffled_labels, shuffled_score_rows, config.seed),
+        "nulls": null_structure,
     }
     return StateAnalysis(basis, pca, ica, labels, extra, embeddings, shuffled_basis.pca_variance_ratio, metrics)

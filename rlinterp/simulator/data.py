@@ -1,11 +1,14 @@
 """Streaming training windows from a RolloutStore, without loading it into memory.
 
-Each worker reads one random contiguous block of steps (a few compressed chunks, decompressed once), cuts every
-valid window that starts in it, and yields them shuffled in batches; then it reads the next block. So every
-chunk read serves many windows, and no file is re-read per window (the original re-read whole episodes per item).
+The training windows' start steps are cut into contiguous blocks of about `block_steps` steps; each epoch visits
+every block once, in a new random order. A worker holds `pool_blocks` blocks in memory (raw steps, decompressed
+once) and draws every batch uniformly, without replacement, from the windows still unserved in all of them; an
+exhausted block is replaced by the next. So each epoch serves every training window exactly once, consecutive
+batches mix `pool_blocks` distant parts of the store, and no chunk is read more than once per epoch (the
+original re-read whole episodes per item).
 
 A window of c + K - 1 steps is valid where its c context steps lie inside one episode (the simulated part is
-cut at the episode's end and masked). Episodes are split once into training and held-out sets.
+cut at the episode's end and masked). Episodes are split once, by level, into training and held-out sets.
 """
 from __future__ import annotations
 
@@ -20,13 +23,26 @@ from rlinterp.store import RolloutStore
 WINDOW_FIELDS = ["obs", "hx", "action", "reward", "done"]
 
 
-def split_episodes(num_episodes: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) episode indices: a seeded random split with at least one episode in each."""
-    if num_episodes < 2:
-        raise ValueError(f"the store has {num_episodes} episode(s); expected at least 2 to hold one out")
-    order = np.random.default_rng(seed).permutation(num_episodes)
-    heldout = min(max(1, round(heldout_fraction * num_episodes)), num_episodes - 1)
-    return np.sort(order[heldout:]), np.sort(order[:heldout])
+def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) episode indices, split by level: a seeded random `heldout_fraction` of the store's
+    distinct level seeds (at least one, and at least one left to train on) is held out with every episode played
+    on them, so no training window comes from a level the held-out metrics are measured on."""
+    levels = store.episode_info()["level_seed"]
+    distinct = np.unique(levels)
+    if len(distinct) < 2:
+        raise ValueError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s); "
+                         f"expected at least 2 levels to hold one out")
+    count = min(max(1, round(heldout_fraction * len(distinct))), len(distinct) - 1)
+    heldout_levels = np.random.default_rng(seed).permutation(distinct)[:count]
+    held = np.isin(levels, heldout_levels)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def describe_split(store: RolloutStore, train: np.ndarray, heldout: np.ndarray) -> dict:
+    """What metrics record of a split: episode and level counts, and the held-out level seeds themselves."""
+    levels = store.episode_info()["level_seed"]
+    return {"train_episodes": len(train), "train_levels": len(np.unique(levels[train])),
+            "heldout_episodes": len(heldout), "heldout_level_seeds": np.unique(levels[heldout]).tolist()}
 
 
 def valid_starts(store: RolloutStore, episodes: np.ndarray, context: int) -> np.ndarray:
@@ -52,37 +68,57 @@ def read_windows(store: RolloutStore, starts: np.ndarray, length: int, block: di
     return out
 
 
+def start_blocks(starts: np.ndarray, block_steps: int) -> list[np.ndarray]:
+    """Sorted valid starts cut where they cross a multiple of `block_steps` (counted from the first): contiguous
+    runs that each span fewer than `block_steps` steps."""
+    bins = (starts - starts[0]) // block_steps
+    return np.split(starts, np.flatnonzero(np.diff(bins)) + 1)
+
+
 class WindowStream(IterableDataset):
-    """Endless batches of random training windows (numpy dicts as torch tensors), streamed block by block."""
+    """Endless batches of training windows (numpy dicts as torch tensors; `start` is each window's first global
+    step), every window once per epoch, each batch drawn across `pool_blocks` blocks of the store."""
 
     def __init__(self, path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,
-                 block_steps: int = 2048):
+                 block_steps: int = 2048, pool_blocks: int = 8):
         self.path, self.episodes, self.context, self.length = path, episodes, context, length
-        self.batch_size, self.seed, self.block_steps = batch_size, seed, block_steps
+        self.batch_size, self.seed, self.block_steps, self.pool_blocks = batch_size, seed, block_steps, pool_blocks
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, worker])
+        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
         store = RolloutStore(self.path)
         starts = valid_starts(store, self.episodes, self.context)
         if len(starts) == 0:
             raise ValueError(f"{self.path}: no episode is long enough for a {self.context}-step context")
         if len(starts) < self.batch_size:
             raise ValueError(f"{self.path}: {len(starts)} valid windows, fewer than a batch of {self.batch_size}")
-        carry: dict[str, np.ndarray] | None = None        # windows left over from the previous block
+        blocks = start_blocks(starts, self.block_steps)
+        queue: list[np.ndarray] = []                                 # this epoch's blocks not yet read
+        pool: list[tuple[dict[str, np.ndarray], int, np.ndarray]] = []   # (steps, first step, unserved starts)
         while True:
-            begin = int(rng.choice(starts))
-            chosen = starts[(starts >= begin) & (starts < begin + self.block_steps)]
-            end = min(int(chosen[-1]) + self.length, store.num_steps)
-            block = {name: np.asarray(store[name][begin:end]) for name in WINDOW_FIELDS}
-            windows = read_windows(store, rng.permutation(chosen), self.length, block, begin)
-            if carry is not None:
-                windows = {name: np.concatenate([carry[name], x]) for name, x in windows.items()}
-            full = len(windows["mask"]) // self.batch_size * self.batch_size
-            for i in range(0, full, self.batch_size):
-                yield {name: torch.from_numpy(x[i:i + self.batch_size]) for name, x in windows.items()}
-            carry = {name: x[full:] for name, x in windows.items()}
+            parts, need = [], self.batch_size
+            while need:
+                while len(pool) < min(self.pool_blocks, len(blocks)):
+                    queue = queue or [blocks[i] for i in rng.permutation(len(blocks))]
+                    chosen = queue.pop()
+                    begin, end = int(chosen[0]), min(int(chosen[-1]) + self.length, store.num_steps)
+                    pool.append(({name: np.asarray(store[name][begin:end]) for name in WINDOW_FIELDS}, begin,
+                                 chosen))
+                unserved = np.array([len(left) for _, _, left in pool])
+                picks = rng.choice(unserved.sum(), size=min(need, unserved.sum()), replace=False)
+                owner = np.searchsorted(np.cumsum(unserved), picks, side="right")
+                offset = picks - (np.cumsum(unserved) - unserved)[owner]
+                for k in np.unique(owner):
+                    steps, begin, left = pool[k]
+                    taken = left[offset[owner == k]]
+                    parts.append({"start": taken, **read_windows(store, taken, self.length, steps, begin)})
+                    pool[k] = (steps, begin, np.delete(left, offset[owner == k]))
+                pool = [entry for entry in pool if len(entry[2])]
+                need -= len(picks)
+            order = rng.permutation(self.batch_size)
+            yield {name: torch.from_numpy(np.concatenate([part[name] for part in parts])[order])
+                   for name in parts[0]}
 
 
 def window_loader(path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,

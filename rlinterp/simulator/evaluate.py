@@ -1,8 +1,11 @@
 """Held-out quality of a simulator: its loss terms, and open-loop frame error beside trivial baselines.
 
 Open loop: the simulator sees only the context frames; every simulated step uses its prior state (most likely
-class) and the recorded actions, as DreamerV3's open-loop videos do. The baselines predict every simulated frame
-as the last context frame (copy-last-frame) or as the mean training frame, on the very same windows.
+class) and is driven by the recorded actions, as DreamerV3's open-loop videos are, so simulated step k can be
+compared with real step k. Closed loop: the same, but the agent's own most likely actions drive it (how samples
+are generated); it drifts from the recording wherever the agent would have acted otherwise. The baselines
+predict every simulated frame as the last context frame (copy-last-frame) or as the mean training frame, on the
+very same windows.
 """
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from rlinterp.simulator.losses import Window, simulator_loss, window_from_batch
 from rlinterp.simulator.model import Rollout, Simulator
 
 
-def open_loop(simulator: Simulator, agent: RecurrentAgent, window: Window) -> Rollout:
-    """Simulate every step from the prior, driven by the recorded actions, after encoding the context."""
+def open_loop(simulator: Simulator, agent: RecurrentAgent, window: Window, closed: bool = False) -> Rollout:
+    """Simulate every step from the prior after encoding the context, driven by the recorded actions (or, with
+    `closed`, by the agent's own)."""
     latent = simulator.encode(window.context, sample=False)
-    return simulator.rollout(latent.value, agent, len(window.frames), frames=None, actions=window.action,
+    steps = len(window.frames)
+    return simulator.rollout(latent.value, agent, steps, frames=None, actions=window.action,
                              agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=0,
-                             modal=True)
+                             action_steps=0 if closed else steps, modal=True)
 
 
 def nearest_distance(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -50,12 +55,13 @@ def prior_realism(simulator: Simulator, agent: RecurrentAgent, reference: dict[s
 @torch.no_grad()
 def evaluate_simulator(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
                        config: TrainSimulatorConfig, mean_frame: torch.Tensor) -> dict:
-    """Held-out loss terms (teacher-forced, as in training) and open-loop frame MSE per simulated step, with the
-    copy-last-frame and mean-frame baselines on the same windows."""
+    """Held-out loss terms (teacher-forced, as in training) and frame MSE per simulated step, open loop
+    (`simulator`, recorded actions) and closed loop (the agent acts), with the copy-last-frame and mean-frame
+    baselines on the same windows."""
     was_training = simulator.training
     simulator.eval()
     totals: dict[str, float] = {}
-    sq = {"simulator": 0.0, "copy_last_frame": 0.0, "mean_frame": 0.0}
+    sq = {"simulator": 0.0, "simulator_closed_loop": 0.0, "copy_last_frame": 0.0, "mean_frame": 0.0}
     per_step = {name: 0.0 for name in sq}
     steps = 0.0
     windows = 0
@@ -70,6 +76,7 @@ def evaluate_simulator(simulator: Simulator, agent: RecurrentAgent, batches: lis
             totals[name] = totals.get(name, 0.0) + value * size
         windows += size
         predictions = {"simulator": open_loop(simulator, agent, window).frames,
+                       "simulator_closed_loop": open_loop(simulator, agent, window, closed=True).frames,
                        "copy_last_frame": window.context[:, -1].expand_as(window.frames),
                        "mean_frame": mean_frame.expand_as(window.frames)}
         for name, predicted in predictions.items():

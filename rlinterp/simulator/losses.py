@@ -18,9 +18,10 @@ class Window:
     frames: torch.Tensor       # (K, B, 3, S, S) real frames of the simulated steps
     hx: torch.Tensor           # (K, B, H) agent state after each real frame
     action: torch.Tensor       # (K, B) recorded action at each simulated step (fed to the next one)
-    reward: torch.Tensor       # (K, B)
-    done: torch.Tensor         # (K, B) float
-    mask: torch.Tensor         # (K, B) float: 1 on real steps of the episode
+    reward: torch.Tensor       # (K, B) reward of the transition into each step (made by the action fed to it)
+    done: torch.Tensor         # (K, B) float: that transition ended the episode
+    mask: torch.Tensor         # (K, B) float: 1 on real steps of the episode (frame and hx labels)
+    label_mask: torch.Tensor   # (K, B) float: 1 where the transition into the step is one of the episode's
     hx_prev: torch.Tensor      # (B, H) agent state before step 0
     action_prev: torch.Tensor  # (B,) action into step 0
 
@@ -33,10 +34,13 @@ def window_from_batch(batch: dict[str, torch.Tensor], simulator: Simulator) -> W
     def sim(x: torch.Tensor) -> torch.Tensor:
         return x[:, c - 1:].transpose(0, 1)
 
+    def into(x: torch.Tensor) -> torch.Tensor:       # step s - 1's outcome, the transition into simulated step i
+        return x[:, c - 2:-1].transpose(0, 1)
+
     return Window(context=frames[:, :c], frames=sim(frames), hx=sim(batch["hx"]), action=sim(batch["action"]),
-                  reward=sim(batch["reward"]).float(), done=sim(batch["done"]).float(),
-                  mask=sim(batch["mask"]).float(), hx_prev=batch["hx"][:, c - 2],
-                  action_prev=batch["action"][:, c - 2])
+                  reward=into(batch["reward"]).float(), done=into(batch["done"]).float(),
+                  mask=sim(batch["mask"]).float(), label_mask=into(batch["mask"]).float(),
+                  hx_prev=batch["hx"][:, c - 2], action_prev=batch["action"][:, c - 2])
 
 
 def categorical_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -98,15 +102,14 @@ def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, windo
         optimised_kl = torch.cat([balanced, torch.zeros_like(terms["kl"][posterior_steps:])])
     else:
         optimised_kl = terms["kl"]
-    mask = window.mask
-
-    def reduce(x: torch.Tensor) -> torch.Tensor:
+    def reduce(x: torch.Tensor, mask: torch.Tensor = window.mask) -> torch.Tensor:
         return (x * mask).sum(0).mean()
 
     init_hx, init_action_logits = simulator.initial_agent_inputs(latent.value.detach())
     init = ((init_hx - window.hx_prev).pow(2).sum(-1)
             + F.cross_entropy(init_action_logits, window.action_prev.long(), reduction="none")).mean()
-    parts = {name: reduce(value) for name, value in terms.items()}
+    parts = {name: reduce(value, window.label_mask if name in ("reward", "done") else window.mask)
+             for name, value in terms.items()}
     parts["init"] = init
     parts["bottleneck"] = bottleneck_loss(latent, simulator.config)
     total = (config.image_weight * parts["image"] + config.reward_weight * parts["reward"]

@@ -12,7 +12,9 @@ an optimiser. Hook points on the agent (`hook_hx`, ...) fire in this loop as in 
 Window alignment (store conventions: hx[s] is the agent's state after seeing obs[s], action[s] was taken at s,
 reward[s] and done[s] follow action[s]); with c = num_init_steps, simulated step i is window step s = c - 1 + i:
     encoder input  obs[0 : c]          agent hx before step 0   hx[c - 2]      action into step 0   action[c - 2]
-    step i labels  obs[s], hx[s], reward[s], done[s]            action into step i + 1 (teacher forcing) action[s]
+    step i labels  obs[s], hx[s]       reward[s - 1], done[s - 1]   action into step i + 1 (teacher forcing) action[s]
+Reward and done label the transition INTO step i, made by the action the state has received (as the original's
+labels do); after an episode's last frame one more step carries its done (and final reward) with no frame label.
 """
 from __future__ import annotations
 
@@ -166,14 +168,15 @@ class Simulator(nn.Module):
     def rollout(self, latent: torch.Tensor, agent: RecurrentAgent, steps: int, *,
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
-                imagine_from: int | None = None, modal: bool = False,
+                imagine_from: int | None = None, action_steps: int | None = None, modal: bool = False,
                 generator: torch.Generator | None = None, env_grads: bool = True) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
             without them every step uses the prior.
-        actions (K, B) int: recorded actions fed to step i + 1 at steps before `imagine_from` (teacher
-            forcing); otherwise the agent's own straight-through argmax action.
+        actions (K, B) int: recorded actions fed to step i + 1 at steps i < `action_steps` (default
+            `imagine_from`: teacher forcing where the posterior is used); otherwise the agent's own
+            straight-through argmax action. Open-loop prediction passes imagine_from=0, action_steps=K.
         agent_hx (B, H), action_prev (B,) int: the agent's state and the action before step 0; default: the
             converters' predictions from the latent (generation).
         modal: use the most likely categorical state instead of sampling (the original's generation mode).
@@ -187,6 +190,7 @@ class Simulator(nn.Module):
         """
         c = self.config
         imagine_from = (steps if frames is not None else 0) if imagine_from is None else imagine_from
+        action_steps = imagine_from if action_steps is None else action_steps
         if frames is None and imagine_from > 0:
             raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
         state = self.to_env_state(latent)
@@ -225,7 +229,7 @@ class Simulator(nn.Module):
             hx = agent_out.hx
             probs = agent_out.logits.softmax(-1)
             greedy = probs.argmax(-1)
-            if actions is not None and i < imagine_from:
+            if actions is not None and i < action_steps:
                 action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
             else:
                 action = straight_through_onehot(probs, greedy)

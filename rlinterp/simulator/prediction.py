@@ -1,14 +1,20 @@
 """How well the simulator predicts held-out real rollouts, step by step over the simulated horizon.
 
 Informed initialisation: the simulator encodes a real window's context frames, starts the agent from the real
-hx, and simulates open loop (prior states, recorded actions), so simulated step k can be compared with real
-step k. Each measure is reported for the simulator and for trivial predictors on the same windows:
+hx, and simulates from its prior: open loop (`simulator`, driven by the recorded actions, so simulated step k
+can be compared with real step k) and closed loop (`simulator_closed_loop`, the agent's own actions, as samples
+are made). Each measure is reported for both and for trivial predictors on the same windows:
     copy_last  the last real context frame / the agent's last real hx, policy and value / no reward, no done
     mean_frame the mean training frame (frame measures only)
+Comparisons are paired by window: per horizon k over the windows still running at k, and overall over each
+window's mean, with 95% t-intervals. PSNR is +inf where a predictor copies the real frame exactly (copy_last, at
+k = 1 when the frame did not change); such steps are left out for every predictor and counted.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy import stats
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.simulator import quality
@@ -16,19 +22,22 @@ from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.model import Simulator
 
-FRAME_MEASURES = ("obs_mse", "obs_psnr", "obs_ssim")
 HIGHER_IS_BETTER = {"obs_psnr", "obs_ssim", "hx_cosine", "action_agreement"}
+SIMULATORS = ("simulator", "simulator_closed_loop")   # open loop (recorded actions), closed loop (the agent acts)
+BASELINES = ("copy_last", "mean_frame")
 PREDICTION_FIELDS = ["obs", "hx", "logits", "value", "action", "reward", "done"]
 
 
 @torch.no_grad()
 def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
-                       mean_frame: torch.Tensor) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor, dict]:
-    """measure -> predictor -> (K, W) values over all W windows; the (K, W) mask of real steps; and the
-    first batch's frames (real, simulated) for videos."""
+                       mean_frame: torch.Tensor) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor],
+                                                          dict]:
+    """measure -> predictor -> (K, W) values over all W windows; measure -> the (K, W) mask of the steps it is
+    defined on (reward and done: transitions of the episode; the rest: its frames); and the first batch's frames
+    (real, simulated) for videos."""
     c = simulator.config.num_init_steps
     values: dict[str, dict[str, list[torch.Tensor]]] = {}
-    masks = []
+    masks: dict[str, list[torch.Tensor]] = {}
     example = {}
 
     def add(measure: str, predictor: str, value: torch.Tensor) -> None:
@@ -37,11 +46,13 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
     for batch in batches:
         window = window_from_batch(batch, simulator)
         rollout = open_loop(simulator, agent, window)
+        closed = open_loop(simulator, agent, window, closed=True)
         steps = len(window.frames)
         real_logits, real_value = batch["logits"][:, c - 1:].transpose(0, 1), batch["value"][:, c - 1:].t()
         last_logits = batch["logits"][:, c - 2].expand(steps, -1, -1)
         last_value = batch["value"][:, c - 2].expand(steps, -1)
-        frames = {"simulator": rollout.frames, "copy_last": window.context[:, -1].expand_as(window.frames),
+        frames = {"simulator": rollout.frames, "simulator_closed_loop": closed.frames,
+                  "copy_last": window.context[:, -1].expand_as(window.frames),
                   "mean_frame": mean_frame.expand_as(window.frames)}
         for name, predicted in frames.items():
             add("obs_mse", name, quality.mse(predicted, window.frames))
@@ -49,8 +60,8 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
             add("obs_ssim", name, quality.ssim(predicted, window.frames))
         last_hx = window.hx_prev.expand_as(window.hx)
         for name, hx, logits, value, reward, done in (
-                ("simulator", rollout.agent_hx, rollout.agent_logits, rollout.agent_value, rollout.reward,
-                 torch.sigmoid(rollout.done_logit)),
+                *((name, r.agent_hx, r.agent_logits, r.agent_value, r.reward, torch.sigmoid(r.done_logit))
+                  for name, r in (("simulator", rollout), ("simulator_closed_loop", closed))),
                 ("copy_last", last_hx, last_logits, last_value, torch.zeros_like(window.reward),
                  torch.zeros_like(window.done))):
             add("hx_mse", name, quality.mse(hx, window.hx))
@@ -60,26 +71,56 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
             add("value_abs_error", name, (value - real_value).abs())
             add("reward_abs_error", name, (reward - window.reward).abs())
             add("done_abs_error", name, (done - window.done).abs())
-        masks.append(window.mask.cpu())
+        for measure in values:
+            label = measure in ("reward_abs_error", "done_abs_error")
+            masks.setdefault(measure, []).append((window.label_mask if label else window.mask).bool().cpu())
         if not example:
             example = {"real": window.frames.cpu(), "simulated": rollout.frames.cpu(), "mask": window.mask.cpu()}
     joined = {m: {p: torch.cat(v, dim=1) for p, v in by.items()} for m, by in values.items()}
-    return joined, torch.cat(masks, dim=1), example
+    return joined, {m: torch.cat(v, dim=1) for m, v in masks.items()}, example
 
 
-def summarise(values: dict[str, dict[str, torch.Tensor]], mask: torch.Tensor) -> tuple[dict, dict]:
-    """(headline, curves): headline = per measure and predictor the mean over all real steps and windows, and the
-    simulator's margin over the best trivial predictor; curves = per step k the median and IQR over windows."""
+def paired_interval(advantage: np.ndarray) -> dict[str, float]:
+    """Mean of paired differences with its 95% t-interval (NaN bounds for fewer than 2 pairs)."""
+    n = len(advantage)
+    mean = float(advantage.mean()) if n else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * advantage.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "windows": n}
+
+
+def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, higher_is_better: bool) -> dict:
+    """Paired comparison of (K, W) values where `valid`: the simulator's advantage (positive = better) overall,
+    over each window's mean, and the horizons k (1-based) where its 95% interval lies above 0 (won), below (lost)."""
+    advantage = (simulated - baseline) * (1 if higher_is_better else -1)
+    counts = valid.sum(0)
+    windows = counts > 0
+    per_window = (np.where(valid, advantage, 0).sum(0)[windows] / counts[windows])
+    horizons = {"won": [], "lost": [], "tied": []}
+    for k in range(len(advantage)):
+        interval = paired_interval(advantage[k][valid[k]])
+        if interval["windows"] < 2:
+            continue
+        verdict = "won" if interval["ci95_low"] > 0 else "lost" if interval["ci95_high"] < 0 else "tied"
+        horizons[verdict].append(k + 1)
+    overall = paired_interval(per_window)
+    return {"advantage": overall, "better": bool(overall["ci95_low"] > 0),
+            **{f"horizons_{verdict}": ks for verdict, ks in horizons.items()}}
+
+
+def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(headline, curves). headline, per measure: each predictor's mean over all valid steps and windows, how many
+    steps were left out (infinite PSNR), and each simulator mode against each trivial baseline (`compare`);
+    curves: per step k the median and IQR over windows."""
     headline, curves = {}, {}
-    weight = mask.float()
     for measure, by in values.items():
-        finite = {p: torch.where(torch.isfinite(v), v, torch.full_like(v, 100.0)) for p, v in by.items()}  # psnr
-        means = {p: float((v * weight).sum() / weight.sum()) for p, v in finite.items()}
-        best_baseline = (max if measure in HIGHER_IS_BETTER else min)(
-            (means[p] for p in means if p != "simulator"))
-        headline[measure] = {**means, "best_baseline": best_baseline,
-                             "simulator_beats_baselines": bool(means["simulator"] > best_baseline
-                                                               if measure in HIGHER_IS_BETTER
-                                                               else means["simulator"] < best_baseline)}
-        curves[measure] = {p: quality.median_iqr(v, mask) for p, v in finite.items()}
+        arrays = {p: v.double().numpy() for p, v in by.items()}
+        mask = masks[measure].bool().numpy()
+        valid = mask & np.logical_and.reduce([np.isfinite(v) for v in arrays.values()])
+        higher = measure in HIGHER_IS_BETTER
+        headline[measure] = {
+            "higher_is_better": higher, "excluded_steps": int((mask & ~valid).sum()),
+            "mean": {p: float(v[valid].mean()) for p, v in arrays.items()},
+            **{f"{mode}_vs_{baseline}": compare(arrays[mode], arrays[baseline], valid, higher)
+               for mode in SIMULATORS for baseline in BASELINES if baseline in arrays}}
+        curves[measure] = {p: quality.median_iqr(v, torch.from_numpy(valid)) for p, v in by.items()}
     return headline, curves

@@ -8,6 +8,8 @@ Besides the real-rollout fields, a simulated store holds per step `env_h` (deter
 class of each categorical latent), `latent` (the sample's latent, repeated), `done_prob`, and `source_step`
 (first global step of the real window an informed sample encodes, in the real store; -1 for prior samples).
 `done` is the simulator's prediction (done_prob > 0.5); `completed` marks samples where it predicted an end.
+As in training, nothing after the first predicted end counts: later steps' rewards and dones are zeroed (frames and
+states go on, so every sample has `num_steps` steps), so a sample's return is the reward up to its predicted end.
 """
 from __future__ import annotations
 
@@ -46,9 +48,11 @@ def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, gene
                             generator=generator)
     c = simulator.config
     done_prob = torch.sigmoid(out.done_logit)
+    done = done_prob > 0.5
+    running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end predicted before this step
     fields = {"obs": frames_to_obs(out.frames, simulator), "hx": out.agent_hx, "logits": out.agent_logits,
-              "value": out.agent_value, "action": out.agent_action.int(), "reward": out.reward,
-              "done": done_prob > 0.5, "done_prob": done_prob, "env_h": out.env_h,
+              "value": out.agent_value, "action": out.agent_action.int(), "reward": out.reward * running,
+              "done": done & running, "done_prob": done_prob, "env_h": out.env_h,
               "env_z": out.env_z.view(steps, -1, c.stoch_groups, c.stoch_classes).argmax(-1).short(),
               "latent": latent.expand(steps, -1, -1)}
     return {k: np.swapaxes(v if isinstance(v, np.ndarray) else v.cpu().numpy(), 0, 1) for k, v in fields.items()}
@@ -89,3 +93,15 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
         write_samples(writer, batch, seeds, first)
         bar.update(len(episodes))
     bar.close()
+
+
+def game_realism(store: RolloutStore, episodes: np.ndarray, allowed: tuple[float, ...], tolerance: float) -> dict:
+    """Do the samples obey the game? The share of `episodes` whose return (reward up to the predicted end) lies
+    within `tolerance` of a return the game allows (CoinRun: 0 or 10), the share that predicted an end, and the
+    spread of their returns."""
+    info = store.episode_info()
+    returns = info["return"][episodes]
+    distance = np.abs(returns[:, None] - np.array(allowed)[None]).min(1)
+    return {"samples": len(episodes), "return_near_allowed": float((distance <= tolerance).mean()),
+            "predicted_end": float(info["completed"][episodes].mean()), "return_min": float(returns.min()),
+            "return_max": float(returns.max()), "allowed_returns": list(allowed), "tolerance": tolerance}

@@ -70,7 +70,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     if store.attrs.get("agent_sha256") != agent_sha256:
         raise CheckpointError(f"{store_path}: recorded with agent sha256 {store.attrs.get('agent_sha256')}, but "
                               f"the agent given has sha256 {agent_sha256}; re-run the record stage")
-    train_episodes, _ = data.split_episodes(store.num_episodes, config.heldout_fraction, config.seed)
+    train_episodes, _ = data.split_episodes(store, config.heldout_fraction, config.seed)
     simulator = build_simulator(sim_config, agent).to(device)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     run_config = training_config(sim_config, config)
