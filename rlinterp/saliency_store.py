@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from scipy import stats
 
 from rlinterp.errors import InputError
+from rlinterp.intervals import mean_interval
 
 MODES = ("with_env_grads", "without_env_grads")
 KINDS = ("frames", "agent_hx", "env_h", "latent")
@@ -103,7 +103,5 @@ class SaliencyStore:
 
 
 def interval(values: np.ndarray) -> dict[str, float]:
-    """Mean over samples with its 95% t-interval (NaN bounds for a single sample)."""
-    n, mean = len(values), float(np.mean(values))
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "samples": n}
+    """Mean over samples with its 95% t-interval, and how many samples."""
+    return {**mean_interval(values), "samples": len(values)}

@@ -5,9 +5,10 @@ Only what lies downstream of the edit is measured: the return, completion and ho
 predicts and the actions it takes, in the real environment (same level seeds as an unaltered control) and in the
 simulator (same latents). The edited state itself is not an outcome: a collapsed IC reads 0 by construction.
 
-The null is a set of matched random edits: each moves the hidden state by exactly as much as the real edit would at
-every step (the same ||delta hx|| per row), along its own fixed random direction. The real edit's effect is read as
-a percentile of their effects, and a small set of primary outcomes is tested, paired, and corrected across (Holm).
+The null is a set of matched random edits (`MatchedRandomEdit`): each moves the hidden state, at every step, along
+its own random direction drawn from the states' covariance, by as much as the real edit would, but never past the
+states' mean, so it may move less (each run records both sizes). The real edit's effect is read as a percentile of
+their effects, and a small set of primary outcomes is tested, paired, and corrected across (Holm).
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ class MatchedRandomEdit:
         return hx - (torch.sign(along) * moved)[:, None] * u
 
     def size_report(self) -> dict[str, float]:
-        """Mean |delta hx| per step the edit would have made on this run's states, and the mean this edit made."""
+        """Mean |delta hx| per edited state (over every run this edit was applied in, real and simulated) that the
+        matched edit would have made, and the mean this edit made."""
         rows = max(self.sizes[0], 1)
         return {"edit": float(self.sizes[1] / rows), "random_edit": float(self.sizes[2] / rows)}
 

@@ -73,8 +73,9 @@ def excess_kurtosis(s: np.ndarray) -> np.ndarray:
     return (s ** 4).mean(0) - 3.0
 
 
-def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> dict[str, float]:
-    """The structure measures of states x (N, D), each computed on a subsample of `config.fit_samples` rows."""
+def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> tuple[dict[str, float], Basis]:
+    """The structure measures of states x (N, D), each computed on a subsample of `config.fit_samples` rows, and
+    the basis fitted to measure them."""
     rng = np.random.default_rng(seed)
     rows = subsample(len(x), config.fit_samples, rng)
     basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 1, seed, config.ica_max_iter,
@@ -84,7 +85,7 @@ def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> dict[str, flo
     labels = cluster(features, config.clusters, config.cluster_method, seed, np.arange(len(rows)))
     return {"pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
             "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(basis.ica(x[rows]))).mean()),
-            "silhouette": silhouette(features, labels, subsample(len(rows), 2000, rng), seed)}
+            "silhouette": silhouette(features, labels, subsample(len(rows), 2000, rng), seed)}, basis
 
 
 def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,9 +111,8 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
     nulls = {"shuffled_columns": shuffled_columns(x[fit_rows], rng), "gaussian": gaussian_like(x[fit_rows], rng)}
     if untrained is not None:
         nulls["untrained_agent"] = np.asarray(untrained, dtype=np.float64)
-    null_structure = {name: structure(states, config, config.seed) for name, states in nulls.items()}
-    shuffled_basis, _ = fit_basis(nulls["shuffled_columns"], config.pca_components, 1, 1, config.seed,
-                                  outlier_sigma=0)
+    measured = {name: structure(states, config, config.seed) for name, states in nulls.items()}
+    null_structure = {name: measures for name, (measures, _) in measured.items()}
     extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
                                       must_embed if must_embed is not None else np.zeros(0, np.int64)]))
     embeddings = {method: embed(features[extra], method, config.seed) for method in config.embedding_methods}
@@ -128,4 +128,5 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
         "silhouette": silhouette(features, labels, score_rows, config.seed),
         "nulls": null_structure,
     }
-    return StateAnalysis(basis, pca, ica, labels, extra, embeddings, shuffled_basis.pca_variance_ratio, metrics)
+    return StateAnalysis(basis, pca, ica, labels, extra, embeddings,
+                         measured["shuffled_columns"][1].pca_variance_ratio, metrics)

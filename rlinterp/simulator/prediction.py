@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import stats
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.intervals import mean_interval
 from rlinterp.simulator import quality
 from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import window_from_batch
@@ -81,11 +81,8 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
 
 
 def paired_interval(advantage: np.ndarray) -> dict[str, float]:
-    """Mean of paired differences with its 95% t-interval (NaN bounds for fewer than 2 pairs)."""
-    n = len(advantage)
-    mean = float(advantage.mean()) if n else float("nan")
-    half = float(stats.t.ppf(0.975, n - 1) * advantage.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "windows": n}
+    """Mean of paired differences with its 95% t-interval, and how many windows they come from."""
+    return {**mean_interval(advantage), "windows": len(advantage)}
 
 
 def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, higher_is_better: bool) -> dict:
