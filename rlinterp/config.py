@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    channels: tuple[int, ...] = param("IMPALA stage widths (original: 16, 32, 32)")
+    channels: tuple[int, ...] = param("IMPALA stage widths (original: 16, 32, 32)", ge=1)
     blocks_per_stage: int = param("residual blocks per IMPALA stage (original: 2)", ge=0)
     fc_size: int = param("width of the fc layer between the CNN and the GRU", ge=1)
     hidden_size: int = param("GRU hidden size: the hx that is analysed (original: 64)", ge=1)
@@ -152,7 +153,7 @@ class SimulatorConfig:
                             "loss (the original's final code)", choices=("vae", "sphere"))
     bottleneck_size: int = param("size of the latent the encoder emits (original 128)", ge=1)
     encoder_channels: tuple[int, ...] = param("channels of the context encoder's down blocks, each halving the "
-                                              "resolution (original 64, 64, 64, 128)")
+                                              "resolution (original 64, 64, 64, 128)", ge=1)
     encoder_gru_size: int = param("GRU over the context frames' embeddings (original 512)", ge=1)
     deter_size: int = param("deterministic (layer-normalised GRU) state (original 512)", ge=1)
     stoch_groups: int = param("categorical latents in the stochastic state (original 32)", ge=1)
@@ -228,30 +229,22 @@ class AnalysisConfig:
                                  "(original 2; 0 keeps all)", ge=0)
     clusters: int = param("clusters (original 32 for agent hx)", ge=2)
     cluster_method: str = param("kmeans, or ward (agglomerative, on the fit subsample)", choices=("kmeans", "ward"))
-    embedding_methods: tuple[str, ...] = param("2-D embeddings to compute: tsne and/or umap")
+    embedding_methods: tuple[str, ...] = param("2-D embeddings to compute: tsne and/or umap",
+                                               choices=("tsne", "umap"))
     embedding_samples: int = param("rows embedded in 2-D (t-SNE and UMAP are super-linear)", ge=10)
     example_episodes: int = param("episodes drawn as paths and as IC activations over time", ge=0)
     exemplars: int = param("frames shown per cluster", ge=0)
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.embedding_methods if m not in ("tsne", "umap")]
-        if unknown:
-            raise ConfigError(f"analysis.embedding_methods = {list(self.embedding_methods)}: expected entries "
-                              f"from tsne, umap")
 
 
 @dataclass(frozen=True)
 class BehavioursConfig:
     seed: int = param("seed of clustering", ge=0)
-    lags: tuple[int, ...] = param("steps k of the state changes x_t - x_{t+k} in the features (original 2, 4, 6)")
+    lags: tuple[int, ...] = param("steps k of the state changes x_t - x_{t+k} in the features (original 2, 4, 6)",
+                                  ge=1)
     env_components: int = param("leading simulator-state PCs joined to the agent hx (original 16)", ge=1)
     clusters: int = param("behaviours (original 32)", ge=2)
     cluster_method: str = param("kmeans, or ward", choices=("kmeans", "ward"))
     videos: int = param("exemplar GIFs per behaviour", ge=0)
-
-    def __post_init__(self) -> None:
-        if any(lag < 1 for lag in self.lags):
-            raise ConfigError(f"behaviours.lags = {list(self.lags)}: expected positive step counts")
 
 
 @dataclass(frozen=True)
@@ -285,9 +278,9 @@ class SaliencyConfig:
 
 @dataclass(frozen=True)
 class InterventionSpec:
-    source: tuple[int, ...] = param("components edited (the original's swap_directions_from)")
+    source: tuple[int, ...] = param("components edited (the original's swap_directions_from)", ge=0)
     target: tuple[int | None, ...] = param("per source: the component to swap it with, or null to collapse it "
-                                           "(the original's swap_directions_to)")
+                                           "(the original's swap_directions_to)", ge=0)
 
     def __post_init__(self) -> None:
         if len(self.source) != len(self.target):
@@ -352,10 +345,12 @@ class Params:
 
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
-        if env.num_levels and env.start_level <= ev.test_start_level < env.start_level + env.num_levels:
+        train_end, test_end = env.start_level + env.num_levels, ev.test_start_level + ev.test_num_levels
+        if env.num_levels and ev.test_start_level < train_end and env.start_level < test_end:
             raise ConfigError(
-                f"evaluate.test_start_level = {ev.test_start_level}: expected a level outside the "
-                f"training levels [{env.start_level}, {env.start_level + env.num_levels})")
+                f"evaluate.test_start_level = {ev.test_start_level}, test_num_levels = {ev.test_num_levels}: the "
+                f"unseen levels [{ev.test_start_level}, {test_end}) overlap the training levels "
+                f"[{env.start_level}, {train_end}); expected disjoint ranges")
         sim, train_sim = self.simulator, self.train_simulator
         if train_sim.imagine_steps >= sim.num_sim_steps:
             raise ConfigError(f"train_simulator.imagine_steps = {train_sim.imagine_steps}: expected fewer than "
@@ -410,7 +405,7 @@ def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
         item = typing.get_args(hint)[0]
         if not isinstance(value, list) or not value:
             raise fail(f"a non-empty list of {item.__name__}")
-        return tuple(_convert(v, item, f"{key}[{i}]", {}) for i, v in enumerate(value))
+        return tuple(_convert(v, item, f"{key}[{i}]", spec) for i, v in enumerate(value))  # each item obeys spec
     if hint is bool:
         if not isinstance(value, bool):
             raise fail("true or false")
@@ -421,6 +416,8 @@ def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(_describe(spec, "a number"))
         value = float(value)
+        if not math.isfinite(value):
+            raise fail(_describe(spec, "a finite number"))
     elif hint is str:
         if not isinstance(value, str):
             raise fail(_describe(spec, "a string"))
@@ -459,15 +456,31 @@ def params_from_dict(data: dict[str, Any]) -> Params:
     return build_section(Params, data, "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice; expected "
+                                  f"each key once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """The sections of a parameter file (params.yaml or a profile), or a ConfigError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such parameter file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
     return data

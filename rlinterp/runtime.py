@@ -3,6 +3,7 @@ training curves, and one-line errors. Atomic file writes live in `rlinterp/files
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -12,6 +13,9 @@ import torch
 
 from rlinterp.config import ComputeConfig, ConfigError
 from rlinterp.errors import InputError
+
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)   # out of space, over the file-size limit, over quota
 
 
 class StageError(InputError):
@@ -93,5 +97,13 @@ def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
             fn()
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            where = f" writing {err.filename}" if err.filename else ""
+            print(f"error: the disk is full{where} ({err.strerror}); outputs are written under temporary names and "
+                  f"moved into place only when whole, so none was left half-written: free space and re-run",
+                  file=sys.stderr)
             sys.exit(2)
     return wrapper

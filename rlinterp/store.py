@@ -41,6 +41,9 @@ from rlinterp.files import replace_directory
 
 SCHEMA_VERSION = 1
 EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
+# Write blocks even when they hold only the fill value (zarr skips those by default), so a block missing on
+# disk always means damage; `missing_blocks` relies on it.
+EVERY_BLOCK = {"write_empty_chunks": True}
 EPISODE_DTYPES = {"return": np.float32, "length": np.int64, "level_seed": np.int64, "completed": np.bool_}
 
 
@@ -84,11 +87,11 @@ class RolloutWriter:
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
         self.group = zarr.open_group(self.tmp_path, mode="w")
         self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "complete": False})
-        compressor = ZstdCodec(level=compression_level)
+        compressor = ZstdCodec(level=compression_level, checksum=True)   # a flipped bit fails the read
         self.arrays = {
             name: self.group.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype,
                                           chunks=(chunk_steps, *spec.shape), shards=(shard_steps, *spec.shape),
-                                          compressors=compressor, fill_value=0)
+                                          compressors=compressor, fill_value=0, config=EVERY_BLOCK)
             for name, spec in self.fields.items()}
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_steps = 0
@@ -135,9 +138,10 @@ class RolloutWriter:
         """Write the remainder and the episode index, mark complete, and move the store into place."""
         self._flush(final=True)
         meta = self.group.create_group("meta")
-        meta.create_array("episode_ends", data=np.asarray(self.episode_ends, dtype=np.int64))
+        meta.create_array("episode_ends", data=np.asarray(self.episode_ends, dtype=np.int64), config=EVERY_BLOCK)
         for name in EPISODE_FIELDS:
-            meta.create_array(name, data=np.asarray(self.episodes[name], dtype=EPISODE_DTYPES[name]))
+            meta.create_array(name, data=np.asarray(self.episodes[name], dtype=EPISODE_DTYPES[name]),
+                              config=EVERY_BLOCK)
         self.group.attrs.update({"num_steps": self.written, "num_episodes": len(self.episode_ends),
                                  "complete": True})
         replace_directory(self.tmp_path, self.path)
@@ -155,6 +159,45 @@ class RolloutWriter:
             self.abort()
         elif not self.closed:
             self.close()
+
+
+class CheckedArray:
+    """A per-step Zarr array whose reads fail with a StoreError naming the array and the rows, instead of a
+    codec or checksum traceback from inside zarr's event loop; everything else is the zarr array's."""
+
+    def __init__(self, array: zarr.Array, where: str):
+        self.array, self.where = array, where
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.array, name)
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        return self._read(self.array.__getitem__, selection)
+
+    def get_orthogonal_selection(self, selection: Any) -> np.ndarray:
+        return self._read(self.array.get_orthogonal_selection, selection)
+
+    def _read(self, read, selection: Any) -> np.ndarray:
+        try:
+            return read(selection)
+        except Exception as err:  # zarr and its codecs raise many types for a damaged shard
+            raise StoreError(f"{self.where}: rows {selection!r} cannot be read ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else 'no message'}); the store is damaged, "
+                             f"re-run the stage that produces it") from None
+
+
+def missing_blocks(path: Path, array: zarr.Array) -> list[int]:
+    """Indices (along time) of the shards (or chunks, for unsharded arrays) that have no file on disk.
+
+    Zarr reads a missing block back as its fill value, so a deleted shard would silently become zeros."""
+    block = (array.shards or array.chunks)[0]
+    expected = -(-array.shape[0] // block) if array.shape[0] else 0
+    root = path / "c"
+    present = {int(p.relative_to(root).parts[0]) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    return [i for i in range(expected) if i not in present]
 
 
 class RolloutStore:
@@ -177,33 +220,59 @@ class RolloutStore:
             raise StoreError(f"{self.path}: store is incomplete (its writer did not finish); re-run the stage "
                              f"that produces it")
         self.attrs = attrs
-        try:
-            self.episode_ends = np.asarray(self.group["meta/episode_ends"][:])
-        except KeyError as err:
-            raise StoreError(f"{self.path}: store has no meta/episode_ends (expected the episode index)") from err
         self.num_steps = int(attrs["num_steps"])
-        self.num_episodes = len(self.episode_ends)
         self.fields = sorted(name for name, _ in self.group.arrays())
-        lengths = {name: self.group[name].shape[0] for name in self.fields}
-        if self.num_episodes != attrs.get("num_episodes") or (self.num_episodes and
-                                                              self.episode_ends[-1] != self.num_steps):
+        meta = {}
+        for name in ("episode_ends", *EPISODE_FIELDS):
+            if not (self.path / "meta" / name / "zarr.json").is_file():
+                raise StoreError(f"{self.path}: store has no meta/{name} (expected the per-episode index)")
+            meta[name] = self.group[f"meta/{name}"]
+        for name, array in [*((n, self.group[n]) for n in self.fields), *((f"meta/{n}", a) for n, a in meta.items())]:
+            gone = missing_blocks(self.path / name, array)
+            if gone:
+                raise StoreError(f"{self.path}: {name} is missing {len(gone)} of its blocks (first: {gone[0]}); "
+                                 f"the store is damaged, re-run the stage that produces it")
+        self.episode_ends = np.asarray(CheckedArray(meta["episode_ends"], f"{self.path}/meta/episode_ends")[:])
+        self.num_episodes = len(self.episode_ends)
+        self._check_lengths(meta)
+        self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    def _check_lengths(self, meta: dict[str, zarr.Array]) -> None:
+        """Episode ends rise strictly to num_steps; every array has num_steps rows, every summary one per episode."""
+        if self.num_episodes != self.attrs.get("num_episodes") or (self.num_episodes and
+                                                                   self.episode_ends[-1] != self.num_steps):
             raise StoreError(f"{self.path}: episode index ends at {self.episode_ends[-1:]} for "
-                             f"{self.num_episodes} episodes, expected {attrs.get('num_episodes')} episodes "
+                             f"{self.num_episodes} episodes, expected {self.attrs.get('num_episodes')} episodes "
                              f"ending at step {self.num_steps}")
-        wrong = {name: n for name, n in lengths.items() if n != self.num_steps}
+        if np.any(np.diff(self.episode_ends, prepend=0) <= 0):
+            bad = int(np.argmax(np.diff(self.episode_ends, prepend=0) <= 0))
+            raise StoreError(f"{self.path}: meta/episode_ends is not strictly increasing from 0 (entry {bad} = "
+                             f"{self.episode_ends[bad]}); expected cumulative episode ends")
+        wrong = {name: self.group[name].shape[0] for name in self.fields
+                 if self.group[name].shape[0] != self.num_steps}
         if wrong:
             raise StoreError(f"{self.path}: arrays disagree in length: {wrong}, expected {self.num_steps} steps")
         for name in EPISODE_FIELDS:
-            if self.group[f"meta/{name}"].shape[0] != self.num_episodes:
-                raise StoreError(f"{self.path}: meta/{name} has {self.group[f'meta/{name}'].shape[0]} entries, "
+            if meta[name].shape[0] != self.num_episodes:
+                raise StoreError(f"{self.path}: meta/{name} has {meta[name].shape[0]} entries, "
                                  f"expected {self.num_episodes}")
-        self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
 
-    def __getitem__(self, name: str) -> zarr.Array:
+    def verify(self) -> RolloutStore:
+        """Read every block of every array once (Zstd checksums catch damaged bytes): for a stage that will
+        read the whole store anyway, to fail before it touches its outputs rather than midway."""
+        for name in self.fields:
+            array = self[name]
+            block = (array.shards or array.chunks)[0]
+            for start in range(0, self.num_steps, block):
+                array[start:start + block]
+        self.episode_info()
+        return self
+
+    def __getitem__(self, name: str) -> CheckedArray:
         """A per-step array, lazily: index it to read (e.g. `store['hx'][1000:2000]`)."""
         if name not in self.fields:
-            raise KeyError(f"{self.path}: no per-step array {name!r}; it has {', '.join(self.fields)}")
-        return self.group[name]
+            raise StoreError(f"{self.path}: no per-step array {name!r}; it has {', '.join(self.fields)}")
+        return CheckedArray(self.group[name], f"{self.path}/{name}")
 
     def rows(self, name: str, steps: np.ndarray) -> np.ndarray:
         """The per-step array `name` at the global steps `steps` (reads only the chunks that hold them)."""
@@ -217,7 +286,8 @@ class RolloutStore:
 
     def episode_info(self) -> dict[str, np.ndarray]:
         """Per-episode return, length, level_seed and completed."""
-        return {name: np.asarray(self.group[f"meta/{name}"][:]) for name in EPISODE_FIELDS}
+        return {name: np.asarray(CheckedArray(self.group[f"meta/{name}"], f"{self.path}/meta/{name}")[:])
+                for name in EPISODE_FIELDS}
 
     def episode(self, index: int, fields: list[str] | None = None) -> dict[str, np.ndarray]:
         if not -self.num_episodes <= index < self.num_episodes:

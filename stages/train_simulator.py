@@ -23,6 +23,7 @@ def main() -> None:
     device = setup_torch(params.compute)
     agent, _ = load_agent(paths.agent, device, expected=params.agent)
     agent_sha256 = file_sha256(paths.agent)
+    store = RolloutStore(paths.store).verify()   # a damaged store fails here, before the curves are replaced
     sim, config = params.simulator, params.train_simulator
     resume = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device) is not None
     print("train_simulator: resuming from its checkpoint" if resume else
@@ -31,7 +32,6 @@ def main() -> None:
         simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint,
                                              str(device), curve_logger(live))
 
-    store = RolloutStore(paths.store)
     train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)

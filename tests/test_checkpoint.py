@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint
+from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.train import train_agent
 
 
@@ -67,3 +67,32 @@ def test_mismatched_and_broken_checkpoints(params, tiny_train, tmp_path):
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="checkpoint format None, expected rlinterp.agent/1"):
         load_agent(foreign)
+
+
+class Payload:
+    """A callable a hostile checkpoint could carry: unpickling it would run code."""
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_damaged_and_hostile_checkpoints_are_refused(params, tiny_train, tmp_path, capsys):
+    path = tmp_path / "agent.pt"
+    train_agent(params.env, params.agent, tiny_train, path, progress=False)
+    state = torch.load(path, weights_only=True)
+    # Flipped bytes inside a weight load as valid tensors; the content checksum refuses them.
+    state["model"]["policy_head.weight"][0, :16] += 1.0
+    flipped = tmp_path / "flipped.pt"
+    torch.save(state, flipped)
+    with pytest.raises(CheckpointError, match="does not match its content checksum"):
+        load_agent(flipped)
+    # A pickled callable is refused by name, without torch's advice to load it unsafely, and never runs.
+    hostile = tmp_path / "hostile.pt"
+    torch.save({**state, "extra": Payload()}, hostile)
+    with pytest.raises(CheckpointError, match="refused: the file holds pickled code") as err:
+        load_agent(hostile)
+    assert "weights_only=False" not in str(err.value) and "code ran" not in capsys.readouterr().out
+    # The simulator's checkpoint format is not an agent's.
+    simulator = tmp_path / "simulator.pt"
+    save_checkpoint(simulator, {"model": {}}, fmt="rlinterp.simulator/1")
+    with pytest.raises(CheckpointError, match="format 'rlinterp.simulator/1', expected rlinterp.agent/1"):
+        load_agent(simulator)

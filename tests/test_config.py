@@ -32,7 +32,15 @@ def test_every_params_key_has_a_comment():
     ("simulator", "bottleneck", "gaussian", "simulator.bottleneck = 'gaussian': expected a string one of vae, sphere"),
     ("simulator", "image_pool", 3, "simulator.image_pool = 3: expected an integer one of 1, 2, 4"),
     ("train_simulator", "kl_balance", 1.5, "train_simulator.kl_balance = 1.5: expected a number >= 0 <= 1"),
-    ("analysis", "embedding_methods", ["pca"], "analysis.embedding_methods = ['pca']: expected entries from tsne"),
+    ("analysis", "embedding_methods", ["pca"], "analysis.embedding_methods[0] = 'pca': expected a string one of tsne"),
+    # non-finite numbers and list items obey the same ranges as single values
+    ("train_agent", "learning_rate", float("inf"), "train_agent.learning_rate = inf: expected a finite number > 0"),
+    ("train_agent", "max_grad_norm", float("inf"), "train_agent.max_grad_norm = inf: expected a finite number > 0"),
+    ("train_agent", "gamma", float("nan"), "train_agent.gamma = nan: expected a finite number"),
+    ("agent", "channels", [-4, 8], "agent.channels[0] = -4: expected an integer >= 1"),
+    ("simulator", "encoder_channels", [8, 0], "simulator.encoder_channels[1] = 0: expected an integer >= 1"),
+    ("behaviours", "lags", [0, 2], "behaviours.lags[0] = 0: expected an integer >= 1"),
+    ("evaluate", "episodes_per_env", -1, "evaluate.episodes_per_env = -1: expected an integer >= 1"),
     ("validate", "interventions", [{"source": [0]}], "validate.interventions = [{'source': [0]}]: expected a "
                                                      "non-empty mapping of names to InterventionSpec"),
     ("validate", "interventions", {"bad": {"source": [0, 1], "target": [None]}},
@@ -82,8 +90,15 @@ def test_cross_field_checks(params_dict):
         params_from_dict(params_dict)
     params_dict["train_agent"]["bptt_steps"] = 16
     params_dict["evaluate"]["test_start_level"] = 10
-    with pytest.raises(ConfigError, match="test_start_level = 10: expected a level outside the training levels"):
+    with pytest.raises(ConfigError, match="test_start_level = 10.*overlap the training levels"):
         params_from_dict(params_dict)
+    # an unseen range that starts below the training levels but reaches into them overlaps too
+    params_dict["env"]["start_level"] = 1000
+    params_dict["evaluate"].update(test_start_level=0, test_num_levels=1001)
+    with pytest.raises(ConfigError, match=r"unseen levels \[0, 1001\) overlap the training levels \[1000, "):
+        params_from_dict(params_dict)
+    params_dict["evaluate"]["test_num_levels"] = 1000
+    params_from_dict(params_dict)
 
 
 def test_file_errors(tmp_path, params_dict):
@@ -92,6 +107,11 @@ def test_file_errors(tmp_path, params_dict):
     bad = tmp_path / "bad.yaml"
     bad.write_text("env: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    section = next(i for i, line in enumerate(lines) if line.startswith("train_agent:"))
+    bad.write_text("\n".join([*lines[:section + 1], "  seed: 5  # given twice", *lines[section + 1:]]))
+    with pytest.raises(ConfigError, match=f"bad.yaml: line {section + 3}: key 'seed' is given twice"):
         load_params(bad)
     params_dict["env"] = 3
     bad.write_text(yaml.safe_dump(params_dict))

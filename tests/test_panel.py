@@ -295,3 +295,33 @@ def test_page_stays_responsive_with_1000_samples_of_28_steps(browser, tmp_path):
     browser.find_element("id", "filter").send_keys("informed")
     assert browser.find_element("id", "item-count").text.startswith("2 of")
     assert console_errors(browser) == []
+
+
+def test_page_shows_hostile_strings_as_text_and_loads_nothing_from_the_network(browser, tmp_path):
+    """Every string the page takes from the data (embedding and intervention names, labels, metric keys) is
+    inserted as text; with every request but file:// blocked the page still works, and it asked for nothing else."""
+    import dataclasses
+    sources = build_inputs(tmp_path / "inputs")
+    validation = tmp_path / "inputs" / "validation"
+    (validation / "collapse_ic0.json").rename(validation / f"{HOSTILE}.json")
+    (validation / "collapse_ic0").rename(validation / HOSTILE)
+    sources = dataclasses.replace(sources, embeddings={HOSTILE: next(iter(sources.embeddings.values()))})
+    site = tmp_path / "site"
+    site.mkdir()
+    export_panel(sources, site, PanelConfig(samples=1000, real_episodes=2, embedding_points=5000, exemplars=2),
+                 CONTEXT)
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["http://*", "https://*", "ws://*", "wss://*",
+                                                                "data:*", "blob:*"]})
+    try:
+        open_page(browser, site)
+        assert browser.execute_script("return window.__injected") is None
+        assert browser.find_elements("css selector", "img[src='x']") == []
+        text = browser.find_element("tag name", "body").text
+        assert text.count(HOSTILE) >= 3, text          # embedding name, intervention name, behaviour label, key
+        requested = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])")
+        assert requested and all(url.startswith("file://") for url in requested), requested
+        assert console_errors(browser) == []
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})

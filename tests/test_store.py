@@ -1,5 +1,6 @@
 """RolloutStore: round trip of every array, episode boundaries across shards, windows, and refusals."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,45 @@ def test_refuses_incomplete_other_version_and_inconsistent_stores(tmp_path):
         RolloutStore(path)
 
 
+def damage_cases():
+    """(what is damaged, how, the message a reader must give): each reads back silently wrong without a check."""
+    def drop_shard(path):
+        (path / "hx" / "c" / "1" / "0").unlink()         # the second of three 16-step shards: would read as zeros
+
+    def drop_meta(path):
+        shutil.rmtree(path / "meta" / "return")
+
+    def swap_ends(path):
+        ends = zarr.open_group(path, mode="r+")["meta/episode_ends"]
+        values = ends[:]
+        values[[0, 1]] = values[[1, 0]]
+        ends[:] = values
+
+    def corrupt(path, keep):
+        shard = path / "obs" / "c" / "0" / "0" / "0" / "0"
+        data = bytearray(shard.read_bytes())
+        if keep is None:
+            data[40] ^= 0x01                             # one flipped bit inside the compressed data
+        shard.write_bytes(bytes(data[:keep] if keep else data))
+
+    return [("missing shard", drop_shard, "hx is missing 1 of its blocks"),
+            ("missing meta array", drop_meta, "store has no meta/return"),
+            ("episode ends out of order", swap_ends, "meta/episode_ends is not strictly increasing"),
+            ("truncated shard", lambda p: corrupt(p, 30), "obs: rows .* cannot be read"),
+            ("flipped bit", lambda p: corrupt(p, None), "obs: rows .* cannot be read")]
+
+
+@pytest.mark.parametrize("name, damage, message", damage_cases(), ids=[c[0] for c in damage_cases()])
+def test_damaged_stores_are_refused_with_one_clear_message(tmp_path, name, damage, message):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "r.zarr"
+    write_store(path, [random_episode(rng, n) for n in (10, 14, 20)])
+    damage(path)
+    with pytest.raises(StoreError, match=message) as err:
+        RolloutStore(path).verify()
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
 def test_failed_writer_leaves_no_store(tmp_path):
     rng = np.random.default_rng(4)
     path = tmp_path / "r.zarr"
@@ -140,3 +180,33 @@ def test_the_store_loads_no_model_code():
     code = "import sys, rlinterp.store; print(sorted(m for m in ('torch', 'rlinterp.agent') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+FULL_DISK_STAGE = """
+import resource, signal, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_store import FIELDS, random_episode
+from rlinterp.runtime import stage_main
+from rlinterp.store import RolloutWriter
+
+@stage_main
+def main():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)              # the write fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))      # as a disk that fills up mid-write
+    rng = np.random.default_rng(1)
+    with RolloutWriter({path!r}, FIELDS, {{}}, chunk_steps=4, shard_steps=16) as writer:
+        for _ in range(50):
+            writer.add_episode(random_episode(rng, 20), **{{"return": 0.0, "level_seed": 0, "completed": False}})
+main()
+"""
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_store(tmp_path):
+    path = tmp_path / "r.zarr"
+    rng = np.random.default_rng(6)
+    before = write_store(path, [random_episode(rng, 12)])["hx"][:]
+    code = FULL_DISK_STAGE.format(tests=os.path.dirname(__file__), path=str(path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: the disk is full") and len(result.stderr.strip().splitlines()) == 1
+    np.testing.assert_array_equal(RolloutStore(path)["hx"][:], before)

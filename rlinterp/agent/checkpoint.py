@@ -1,9 +1,12 @@
 """Agent checkpoints: model + optimiser + progress + the config that built them, loaded with weights_only=True.
 
-A checkpoint is written to a temporary file and renamed into place, so a reader never sees half of one.
+A checkpoint is written to a temporary file and renamed into place, so a reader never sees half of one, and
+carries the SHA-256 of its contents, so a flipped byte is refused instead of trained on.
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,32 @@ def build_agent(config: AgentConfig, num_actions: int = NUM_ACTIONS) -> Recurren
                           config.heads_input, config.init)
 
 
+def content_digest(value: Any, digest: Any = None) -> str:
+    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes and every plain value, in order."""
+    digest = digest or hashlib.sha256()
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(repr(key).encode())
+            content_digest(value[key], digest)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            content_digest(item, digest)
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any], fmt: str = FORMAT) -> None:
-    """Atomically write `state` (tensors, state dicts and plain Python values only), tagged with `fmt`."""
+    """Atomically write `state` (tensors, state dicts and plain Python values only), tagged with `fmt` and the
+    digest of its contents."""
+    state = {"format": fmt, **state}
     with atomic_path(path) as tmp:
-        torch.save({"format": fmt, **state}, tmp)
+        torch.save({**state, "sha256": content_digest(state)}, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fmt: str = FORMAT,
@@ -43,11 +68,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}: no {what} checkpoint here (expected the output of the {producer} stage)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: the file holds pickled code or objects other than tensors and "
+                              f"plain values, and rlinterp never runs code from a checkpoint (expected the "
+                              f"output of the {producer} stage)") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable {what} checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: not a readable {what} checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no message'})") from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         found = state.get("format") if isinstance(state, dict) else None
         raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {fmt} (written by {producer})")
+    stored = state.pop("sha256", None)
+    if stored != content_digest(state):
+        problem = "has no content checksum" if stored is None else "does not match its content checksum (damaged)"
+        raise CheckpointError(f"{path}: {what} checkpoint {problem}; expected a whole checkpoint written by the "
+                              f"{producer} stage, re-run it")
     return state
 
 
