@@ -13,13 +13,22 @@ from pathlib import Path
 from typing import Any
 
 
+def temporary_sibling(target: Path, tag: str, suffix: str = "") -> Path:
+    """A hidden name beside `target` for this process to write into, after deleting what killed writers of the same
+    target left under such names (a run holds the target alone: DVC locks it), so kills leave no litter behind."""
+    stem = target.stem if suffix else target.name
+    for stale in target.parent.glob(f".{stem}.{tag}-*{suffix}"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return target.with_name(f".{stem}.{tag}-{os.getpid()}{suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, so writers that go by it still work) that replaces `path`
     only if the block finishes without an error; the parent folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = temporary_sibling(path, "tmp", path.suffix)
     try:
         yield tmp
     except BaseException:
@@ -37,7 +46,7 @@ def write_json(path: str | Path, data: Any) -> None:
 def replace_directory(source: Path, target: Path) -> None:
     """Move `source` to `target`, replacing any old `target`; `target` never holds a partial result."""
     if target.exists():
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+        trash = temporary_sibling(target, "old")
         os.replace(target, trash)
         os.replace(source, target)
         shutil.rmtree(trash)
@@ -49,9 +58,9 @@ def replace_directory(source: Path, target: Path) -> None:
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Fill a hidden temporary directory; it replaces `path` only if the block finishes without an error."""
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.incomplete-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(target, "incomplete")
+    tmp.mkdir()
     try:
         yield tmp
     except BaseException:

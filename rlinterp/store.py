@@ -25,7 +25,6 @@ its final path is always whole; the reader still checks schema version, complete
 """
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from rlinterp.errors import InputError
-from rlinterp.files import replace_directory
+from rlinterp.files import replace_directory, temporary_sibling
 
 SCHEMA_VERSION = 1
 EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
@@ -81,10 +80,8 @@ class RolloutWriter:
         self.path = Path(path)
         self.fields = dict(fields)
         self.shard_steps = shard_steps
-        self.tmp_path = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
-        if self.tmp_path.exists():
-            shutil.rmtree(self.tmp_path)
-        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = temporary_sibling(self.path, "incomplete")
         self.group = zarr.open_group(self.tmp_path, mode="w")
         self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "complete": False})
         compressor = ZstdCodec(level=compression_level, checksum=True)   # a flipped bit fails the read

@@ -53,3 +53,11 @@ def params_dict() -> dict:
 @pytest.fixture
 def params(params_dict) -> Params:
     return params_from_dict(params_dict)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The tiny pipeline reproduced once per test session (tests/tiny_repo.py); the end-to-end and fault tests
+    share it."""
+    from tests.tiny_repo import reproduce
+    return reproduce(tmp_path_factory.mktemp("tiny"), tiny_params_dict())

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,47 +25,10 @@ from rlinterp.store import RolloutStore
 from rlinterp.validation import PRIMARY
 
 from tests.conftest import ROOT, tiny_params_dict
+from tests.tiny_repo import dvc, environment, make_repo
 
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "rlinterp tests", "GIT_AUTHOR_EMAIL": "tests@rlinterp.invalid",
-                "GIT_COMMITTER_NAME": "rlinterp tests", "GIT_COMMITTER_EMAIL": "tests@rlinterp.invalid"}
-
-
-def environment() -> dict[str, str]:
-    """The test's Python first on PATH, so stage commands (`python stages/...`) run in this environment."""
-    env = {**os.environ, **GIT_IDENTITY}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def make_repo(tmp_path: Path, params: dict) -> Path:
-    """Copy the project's source files (not data/ or metrics/) into a fresh git + DVC repository."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    repo = tmp_path / "repo"
-    for name in listed:
-        if name.split("/")[0] in ("data", "metrics", "plots") or name == "dvc.lock":
-            continue
-        source = ROOT / name
-        if source.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
-        subprocess.run(command, cwd=repo, check=True, env=environment())
-    return repo
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=environment(),
-                            capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def test_tiny_repro_end_to_end(tmp_path):
-    repo = make_repo(tmp_path, tiny_params_dict())
-    dvc(repo, "repro")
+def test_tiny_repro_end_to_end(tiny_pipeline):
+    repo = tiny_pipeline.repo
 
     summary = json.loads((repo / "metrics/train_agent.json").read_text())
     assert summary["total_steps"] == 512 and summary["resumed_from_step"] == 0

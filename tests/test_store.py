@@ -173,6 +173,8 @@ def test_store_killed_mid_write_is_never_readable_as_complete(tmp_path):
     assert leftovers and all(p.name.startswith(".r.zarr.incomplete-") for p in leftovers)
     with pytest.raises(StoreError, match="incomplete"):
         RolloutStore(leftovers[0])
+    write_store(path, [random_episode(np.random.default_rng(0), 5)])    # the next writer clears the litter
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zarr"]
 
 
 def test_the_store_loads_no_model_code():

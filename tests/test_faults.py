@@ -1,0 +1,244 @@
+"""Kill any stage at any point: nothing a later stage reads is left half-written, the re-run finishes, training
+resumes from its checkpoint, and a stage run again on the same inputs gives the same outputs.
+
+One tiny pipeline is reproduced once (the reference, logging where every stage moves each output into place);
+then each case starts `dvc repro -f -s STAGE`, SIGKILLs it at one point, checks every output of the stage (absent,
+or complete and readable), runs `dvc repro -s STAGE` again and compares its outputs with the reference's. Kill
+points: `early` (one second in, while the stage still imports and loads), `mid-write` (the moment a hidden
+temporary output appears), `checkpoint` (the moment a training checkpoint appears), and `rename N` / `last
+rename` (the stage kills itself just before its N-th or final os.replace, i.e. as an output is moved into place;
+by `tests/faults/sitecustomize.py`). The table of outcomes is printed (pytest -s shows it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from rlinterp.agent.checkpoint import content_digest, load_checkpoint
+from rlinterp.saliency_store import SaliencyStore
+from rlinterp.store import RolloutStore
+
+from tests.conftest import ROOT
+from tests.tiny_repo import dvc, environment, fault_env
+# Wall-clock readings and where a run resumed from: the only keys allowed to differ between runs.
+TIMING = re.compile(r"seconds|per_s|_time|time_|^resumed_from|^sha256$")
+
+# (stage, kill point): downstream stages first, so every case reads the reference's inputs; train_agent last,
+# since its resumed run (fresh episodes: envs cannot be checkpointed) changes everything after it.
+CASES = [
+    ("panel", "mid-write"), ("panel", "last rename"), ("validate@collapse_ic0", "early"),
+    ("dynamics", "last rename"), ("saliency", "mid-write"), ("behaviours", "rename 1"), ("behaviours", "last rename"),
+    ("analyse@agent_hx_real", "last rename"), ("prediction_quality", "last rename"), ("sample", "mid-write"),
+    ("train_simulator", "early"), ("train_simulator", "checkpoint"), ("record", "mid-write"),
+    ("record", "last rename"), ("train_agent", "early"), ("train_agent", "checkpoint"),
+]
+RESUMED_SIMULATOR_TOLERANCE = 0.02   # a resumed simulator's metrics may differ from an uninterrupted run's by this
+CHECKPOINTS = {"train_agent": "data/agent/checkpoint.pt", "train_simulator": "data/simulator/checkpoint.pt"}
+
+
+def lock_outputs(repo: Path) -> dict[str, dict[str, str]]:
+    """Per stage, a fingerprint of each output: its md5 as dvc.lock records it, or for a checkpoint the digest of
+    its contents without the wall-clock seconds it records."""
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: {out["path"]: fingerprint(repo / out["path"], out.get("md5")) for out in stage.get("outs", [])}
+            for name, stage in stages.items()}
+
+
+def fingerprint(path: Path, md5: str | None) -> str | None:
+    if path.suffix != ".pt" or not path.is_file():
+        return md5
+    return content_digest(without_timing(torch.load(path, weights_only=True)))
+
+
+def stage_commands(repo: Path) -> dict[str, str]:
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: " ".join(stage["cmd"].split()) for name, stage in stages.items()}
+
+
+def without_timing(value):
+    """A JSON value (or checkpoint) without the keys TIMING names, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if not TIMING.search(str(k))}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def differences(a, b, where: str) -> list[str]:
+    """Where two JSON values differ (keys or list positions), for the failure message."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in differences(a.get(k), b.get(k), f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"[:200]]
+
+
+def relative_gap(a, b) -> float:
+    """The largest relative difference between the numbers of two JSON values of the same shape."""
+    if isinstance(a, dict):
+        return max([relative_gap(a[k], b.get(k)) for k in a if not TIMING.search(k)], default=0.0)
+    if isinstance(a, list):
+        return max([relative_gap(x, y) for x, y in zip(a, b)], default=0.0)
+    if isinstance(a, (int, float)) and not isinstance(a, bool) and np.isfinite(a):
+        return abs(a - b) / max(abs(a), abs(b), 1e-3)
+    return 0.0 if a == b else float("inf")
+
+
+def check_output(path: Path) -> str:
+    """'absent', or 'complete' once every file of the output has been read back whole; raises otherwise."""
+    if not path.exists():
+        return "absent"
+    if path.suffix == ".zarr":
+        if (path / "zarr.json").is_file() and (path / "meta").is_dir():
+            RolloutStore(path).verify()
+        else:
+            SaliencyStore.load(path)
+        return "complete"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    hidden = [p for p in files if any(part.startswith(".") for part in p.relative_to(path.parent).parts)]
+    assert not hidden, f"temporary files inside the output {path}: {hidden}"
+    for file in files:
+        if file.suffix == ".pt":
+            state = torch.load(file, weights_only=True)
+            load_checkpoint(file, fmt=state["format"])
+        elif file.suffix == ".json":
+            json.loads(file.read_text())
+        elif file.suffix == ".npz":
+            with np.load(file) as data:
+                [data[key] for key in data.files]
+        elif file.suffix in (".png", ".gif"):
+            with Image.open(file) as image:
+                image.load()
+        else:
+            file.read_bytes()
+    return "complete"
+
+
+def renames(log: Path, command: str, repo: Path) -> list[str]:
+    """The destinations a stage's command moved into place, in order, from the reference run's log."""
+    rows = [line.split("\t") for line in log.read_text().splitlines()]
+    return [destination for cmd, destination in rows if " ".join(cmd.split()) == command]
+
+
+def temporary_outputs(repo: Path) -> list[Path]:
+    """Hidden temporaries of writers (stores, directories, files), found while the stage creates and renames them."""
+    found = []
+    for top in ("data", "metrics", "plots"):
+        for folder, dirs, files in os.walk(repo / top):
+            found += [Path(folder) / name for name in dirs + files if ".incomplete-" in name or ".tmp-" in name]
+    return found
+
+
+def running(command: str) -> bool:
+    """Whether a process with this command line is running (the stage itself, not dvc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().replace(b"\0", b" ").decode().strip() == command:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def kill_stage(repo: Path, stage: str, command: str, point: str, rename_count: int) -> str:
+    """Start `dvc repro -f -s stage`, kill it at `point`; returns what was hit (or 'finished first')."""
+    env = {**environment(), **fault_env()}
+    if point.startswith("rename") or point == "last rename":
+        env["RLINTERP_KILL_AT_RENAME"] = str(rename_count if point == "last rename" else int(point.split()[1]))
+    checkpoint = repo / CHECKPOINTS.get(stage, "none")
+    checkpoint.unlink(missing_ok=True)    # a training run from the start, so its first checkpoint can be caught
+    litter = set(temporary_outputs(repo))
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "-s", "--no-run-cache", stage],
+                               cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    start, started, hit = time.monotonic(), None, None
+    while hit is None and process.poll() is None and time.monotonic() - start < 300:
+        started = started or (running(command) and time.monotonic())
+        if point == "early" and started and time.monotonic() - started > 1.0:
+            hit = "1 s after the stage started"
+        elif point == "mid-write" and set(temporary_outputs(repo)) - litter:
+            hit = f"writing {sorted(set(temporary_outputs(repo)) - litter)[0].name}"
+        elif point == "checkpoint" and checkpoint.exists():
+            hit = "checkpoint written"
+        else:
+            time.sleep(0.01)
+    if hit is not None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if env.get("RLINTERP_KILL_AT_RENAME"):
+        hit = f"before os.replace #{env['RLINTERP_KILL_AT_RENAME']}" if process.returncode else None
+    return hit or "finished first"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_pipeline, tmp_path_factory):
+    """A copy of the reproduced tiny pipeline, with every output's fingerprint and every metric."""
+    repo = tmp_path_factory.mktemp("faults") / "repo"
+    shutil.copytree(tiny_pipeline.pristine, repo, symlinks=True)
+    metrics = {p.relative_to(repo).as_posix(): without_timing(json.loads(p.read_text()))
+               for p in (repo / "metrics").rglob("*.json")}
+    return repo, tiny_pipeline.renames, lock_outputs(repo), metrics
+
+
+def test_killed_anywhere_nothing_half_written_and_the_rerun_matches(reference):
+    repo, log, outputs, metrics = reference
+    commands = stage_commands(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    read_later = {dep["path"] for stage in lock.values() for dep in stage.get("deps", [])} | \
+        {path for paths in outputs.values() for path in paths if path.startswith("metrics/")}
+    table = []
+    for stage, point in CASES:
+        started = time.monotonic()
+        moved = renames(log, commands[stage], repo)
+        assert moved, f"{stage}: the reference run moved nothing into place"
+        hit = kill_stage(repo, stage, commands[stage], point, len(moved))
+        assert hit != "finished first", f"{stage} {point}: the stage finished before the kill"
+        states = {path: check_output(repo / path) for path in outputs[stage] if path in read_later}
+        rerun = dvc(repo, "repro", "-s", "--no-run-cache", stage)
+        resumed = re.search(r"resuming from (step \d+|its checkpoint)", rerun.stdout)
+        if point == "checkpoint":
+            assert resumed, f"{stage}: killed after a checkpoint but not resumed:\n{rerun.stdout}"
+        after = lock_outputs(repo)[stage]
+        data = {path: md5 for path, md5 in after.items() if path.startswith("data/")}
+        same_data = all(outputs[stage][path] == md5 for path, md5 in data.items())
+        stage_metrics = {name: value for name, value in metrics.items() if name in outputs[stage]}
+        same_metrics = all(without_timing(json.loads((repo / name).read_text())) == value
+                           for name, value in stage_metrics.items())
+        if stage == "train_agent" and resumed:
+            outcome = f"{resumed.group(0)}: a resumed run plays fresh episodes (envs are not checkpointed)"
+        elif stage == "train_simulator" and resumed and point == "checkpoint":
+            # The resumed run reseeds its window stream and latent noise at the resume point: close, not equal.
+            gap = max(relative_gap(value, json.loads((repo / name).read_text())) for name, value in
+                      stage_metrics.items())
+            assert gap < RESUMED_SIMULATOR_TOLERANCE, f"{stage}: resumed metrics differ by {gap:.1%}"
+            outcome = f"{resumed.group(0)}: metrics within {gap:.2%} (windows and noise reseeded at the resume)"
+        else:
+            assert same_data and same_metrics, (
+                f"{stage} {point}: the re-run differs from the reference: data "
+                f"{[path for path, md5 in data.items() if outputs[stage][path] != md5]}, metrics "
+                f"{[differences(value, without_timing(json.loads((repo / name).read_text())), name) for name, value in stage_metrics.items()]}\n{rerun.stdout[-2000:]}")
+            outcome = f"{resumed.group(0) if resumed else 'from the start'}: outputs and metrics identical"
+        table.append((stage, point, hit, ", ".join(sorted(set(states.values()))), outcome,
+                      time.monotonic() - started))
+    leftovers = [p for p in temporary_outputs(repo) if subprocess.run(
+        ["git", "check-ignore", "-q", str(p)], cwd=repo).returncode != 0]   # litter git would pick up
+    width = max(len(row[0]) for row in table)
+    print(f"\n{'stage':{width}}  {'kill point':12}  {'killed':34}  {'outputs after kill':19}  {'s':>4}  re-run")
+    for stage, point, hit, state, outcome, seconds in table:
+        print(f"{stage:{width}}  {point:12}  {hit[:34]:34}  {state:19}  {seconds:4.0f}  {outcome}")
+    print(f"{len(table)} kill points; temporaries left that git does not ignore: {len(leftovers)}")
+    assert len(table) >= 15 and leftovers == []
+    assert f"at {len(CASES)} points" in (ROOT / "README.md").read_text(), "README's count of kill points"
