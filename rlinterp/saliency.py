@@ -28,6 +28,7 @@ from rlinterp.errors import InputError
 from rlinterp.hooks import attached
 from rlinterp.saliency_store import KINDS, SaliencyStore, interval, mode_name
 from rlinterp.simulator.model import Rollout, Simulator
+from rlinterp.simulator.sample import SampleStart
 
 Target = Callable[[Rollout, int], torch.Tensor]   # (rollout, t) -> (B,) one scalar per batch row
 # The model-randomisation check passes when the trained and untrained agents' maps correlate below this (upper CI).
@@ -76,17 +77,18 @@ def smoothgrad_latents(latent: torch.Tensor, copies: int, scale: float, sphere: 
     return F.normalize(batch, dim=-1) if sphere else batch
 
 
-def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, steps: int,
+def saliency(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, steps: int,
              targets: dict[str, Target], timesteps: list[int], *, noise_samples: int = 9, noise_scale: float = 1.25e-4,
              frame_noise_scale: float = 0.0, env_grads: bool = True, generator: torch.Generator | None = None,
              actions: torch.Tensor | None = None) -> dict[tuple[str, int], SaliencyMaps]:
-    """(target name, t) -> SaliencyMaps for one sample's latent (D,). One forward pass serves every target.
+    """(target name, t) -> SaliencyMaps for one sample, re-simulated from its start (its latent, and an informed
+    sample's real agent state and previous action). One forward pass serves every target.
     With `actions` (steps,) the simulated environment follows them instead of the agent's choices (every copy).
 
     Frame noise is drawn in the rollout's frame hook, so it reaches the agent and nothing else, and the frame maps
     are gradients at the noisy frame; every copy gets noise, the first included (frames have no 'exact' copy).
     """
-    batch = smoothgrad_latents(latent, noise_samples, noise_scale, simulator.config.bottleneck == "sphere",
+    batch = smoothgrad_latents(start.latent, noise_samples, noise_scale, simulator.config.bottleneck == "sphere",
                                generator).requires_grad_(True)
     leaves: dict[str, list[torch.Tensor]] = {"frame": [], "env_h": [], "agent_hx": []}
 
@@ -105,7 +107,8 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, 
 
     with attached(agent, hx=add_leaf("agent_hx")), attached(simulator, frame=frame_hook, env_h=add_leaf("env_h")):
         follow = {} if actions is None else {"actions": actions[:, None].expand(-1, len(batch)), "action_steps": steps}
-        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads, **follow)
+        rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads,
+                                    **start_of(start, len(batch)), **follow)
     results = {}
     pairs = [(name, t) for name in targets for t in timesteps]
     for index, (name, t) in enumerate(pairs):
@@ -141,15 +144,23 @@ def saliency_targets(basis: Basis, every_action: bool, random_directions: int, s
             **{f"ic_{k}": direction_target(row, basis.mean) for k, row in enumerate(unmixing)}, **randoms}
 
 
-def explain_samples(simulator: Simulator, agent: RecurrentAgent, latents: torch.Tensor, samples: list, steps: int,
+def start_of(start: SampleStart, copies: int) -> dict[str, torch.Tensor]:
+    """rollout() keyword arguments starting `copies` rows from an informed sample's real state (none for a prior
+    sample, whose converters predict it from each row's latent)."""
+    if start.agent_hx is None:
+        return {}
+    return {"agent_hx": start.agent_hx.expand(copies, -1), "action_prev": start.action_prev.expand(copies)}
+
+
+def explain_samples(simulator: Simulator, agent: RecurrentAgent, starts: list[SampleStart], samples: list, steps: int,
                     targets: dict[str, Target], timesteps: list[int], combine: bool = False,
                     **smoothgrad) -> SaliencyStore:
-    """Saliency of every target at every timestep for each latent (rows of `latents`), with and without gradients
-    through the simulated environment; `smoothgrad` is passed on to `saliency`."""
+    """Saliency of every target at every timestep for each sample start, with and without gradients through the
+    simulated environment; `smoothgrad` is passed on to `saliency`."""
     results: dict[bool, list] = {True: [], False: []}
-    for latent in latents:
+    for start in starts:
         for env_grads in (True, False):
-            results[env_grads].append(saliency(simulator, agent, latent, steps, targets, timesteps,
+            results[env_grads].append(saliency(simulator, agent, start, steps, targets, timesteps,
                                                env_grads=env_grads, **smoothgrad))
     maps = {f"{mode_name(env_grads)}/{name}/{kind}":
             np.stack([[getattr(r[(name, t)], kind).cpu().numpy() for t in timesteps] for r in per_sample])
@@ -158,17 +169,16 @@ def explain_samples(simulator: Simulator, agent: RecurrentAgent, latents: torch.
 
 
 def randomisation_check(simulator: Simulator, agent: RecurrentAgent, untrained: RecurrentAgent,
-                        latents: torch.Tensor, steps: int, t: int, **smoothgrad) -> dict:
+                        starts: list[SampleStart], steps: int, t: int, **smoothgrad) -> dict:
     """Adebayo et al.'s (2018) model-randomisation test, per latent: the Spearman rank correlation of the value
     target's |frame saliency| (steps up to t) for the trained agent and for `untrained`, an agent of the same
     network with fresh weights, on the same simulated trajectory (both follow the trained agent's actions, so the
     frames are identical). Near 1 means the maps describe the frames, not the agent: the check passes when the
     correlation's upper 95% bound is below RANDOMISATION_THRESHOLD."""
     correlations = []
-    for latent in latents:
-        with torch.no_grad():
-            actions = simulator.rollout(latent[None], agent, steps, modal=True).agent_action[:, 0]
-        maps = [saliency(simulator, model, latent, steps, {"value": value_target}, [t], actions=actions,
+    for start in starts:
+        actions = replay(simulator, agent, start, steps).agent_action[:, 0]
+        maps = [saliency(simulator, model, start, steps, {"value": value_target}, [t], actions=actions,
                          **smoothgrad)[("value", t)].frames[:t + 1].abs().flatten().cpu().numpy()
                 for model in (agent, untrained)]
         correlations.append(stats.spearmanr(*maps).statistic)
@@ -177,10 +187,17 @@ def randomisation_check(simulator: Simulator, agent: RecurrentAgent, untrained: 
             "passes": bool(correlation["ci95_high"] < RANDOMISATION_THRESHOLD)}
 
 
-def combined_latent(latents: torch.Tensor, sphere: bool) -> torch.Tensor:
-    """The original's combine mode: one latent, the mean of the chosen samples' (re-normalised on the sphere)."""
-    mean = latents.mean(0)
-    return F.normalize(mean, dim=-1) if sphere else mean
+@torch.no_grad()
+def replay(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, steps: int):
+    """One sample's closed-loop rollout (most likely states) from its start: its stored trajectory again."""
+    return simulator.rollout(start.latent[None], agent, steps, modal=True, **start_of(start, 1))
+
+
+def combined_start(starts: list[SampleStart], sphere: bool) -> SampleStart:
+    """The original's combine mode: one start, the mean of the chosen samples' latents (re-normalised on the
+    sphere), from the converters' agent state."""
+    mean = torch.stack([start.latent for start in starts]).mean(0)
+    return SampleStart(F.normalize(mean, dim=-1) if sphere else mean)
 
 
 def blur(maps: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:

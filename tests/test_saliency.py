@@ -14,13 +14,14 @@ from rlinterp.agent.checkpoint import build_agent
 from rlinterp.hooks import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
 from rlinterp.errors import InputError
-from rlinterp.saliency import (action_target, blur, combined_latent, direction_target, greedy_action_target,
+from rlinterp.saliency import (action_target, blur, combined_start, direction_target, greedy_action_target,
                                parse_ids, randomisation_check, saliency, smoothgrad_latents, value_target)
 from rlinterp.plots import signed_unit_maps
 from rlinterp.saliency_store import KINDS, MODES, SaliencyStore
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.model import Rollout
 from rlinterp.simulator.checkpoint import build_simulator
+from rlinterp.simulator.sample import SampleStart
 
 
 class LinearToy(nn.Module):
@@ -57,7 +58,7 @@ class LinearToy(nn.Module):
 def test_linear_toy_saliency_equals_the_analytic_gradient():
     toy = LinearToy()
     z = torch.randn(5)
-    maps = saliency(toy, toy.agent, z, 4, {"value": value_target}, [2], noise_samples=1, noise_scale=0.0)
+    maps = saliency(toy, toy.agent, SampleStart(z), 4, {"value": value_target}, [2], noise_samples=1, noise_scale=0.0)
     m = maps[("value", 2)]
     expected_frame = toy.B.T @ toy.v                    # d value_2 / d frame_2; earlier/later frames do not matter
     assert torch.allclose(m.frames[2], expected_frame, atol=1e-6)
@@ -69,8 +70,8 @@ def test_linear_toy_saliency_equals_the_analytic_gradient():
 def test_smoothgrad_averages_over_copies_and_zero_noise_is_the_plain_gradient():
     toy = LinearToy()
     z = torch.randn(5)
-    plain = saliency(toy, toy.agent, z, 4, {"value": value_target}, [3], noise_samples=1, noise_scale=0.0)
-    smooth = saliency(toy, toy.agent, z, 4, {"value": value_target}, [3], noise_samples=9, noise_scale=0.0)
+    plain = saliency(toy, toy.agent, SampleStart(z), 4, {"value": value_target}, [3], noise_samples=1, noise_scale=0.0)
+    smooth = saliency(toy, toy.agent, SampleStart(z), 4, {"value": value_target}, [3], noise_samples=9, noise_scale=0.0)
     for kind in ("frames", "agent_hx", "env_h", "latent"):
         assert torch.allclose(getattr(plain[("value", 3)], kind), getattr(smooth[("value", 3)], kind), atol=1e-5)
     batch = smoothgrad_latents(z, 9, 0.5, sphere=True, generator=torch.Generator().manual_seed(0))
@@ -89,7 +90,8 @@ def test_real_model_gradient_matches_finite_differences(params, monkeypatch):
     z = torch.nn.functional.normalize(torch.randn(params.simulator.bottleneck_size, dtype=torch.float64), dim=0)
     unmixing = torch.randn(agent.hidden_size, dtype=torch.float64).numpy()
     target = direction_target(unmixing, torch.zeros(agent.hidden_size).numpy())
-    maps = saliency(simulator, agent, z, steps, {"ic": target}, [steps - 1], noise_samples=1, noise_scale=0.0)
+    maps = saliency(simulator, agent, SampleStart(z), steps, {"ic": target}, [steps - 1], noise_samples=1,
+                    noise_scale=0.0)
     grad = maps[("ic", steps - 1)].latent
 
     def f(latent):
@@ -110,8 +112,8 @@ def test_without_env_grads_earlier_frames_act_only_through_memory(params):
     simulator = build_simulator(params.simulator, agent).eval()
     z = simulator.prior_latent(1)[0]
     steps = params.simulator.num_sim_steps
-    with_env = saliency(simulator, agent, z, steps, {"value": value_target}, [steps - 1], noise_samples=3)
-    without = saliency(simulator, agent, z, steps, {"value": value_target}, [steps - 1], noise_samples=3,
+    with_env = saliency(simulator, agent, SampleStart(z), steps, {"value": value_target}, [steps - 1], noise_samples=3)
+    without = saliency(simulator, agent, SampleStart(z), steps, {"value": value_target}, [steps - 1], noise_samples=3,
                        env_grads=False)
     a, b = with_env[("value", steps - 1)], without[("value", steps - 1)]
     assert not torch.allclose(a.env_h[:-1], b.env_h[:-1])                     # the action path is cut
@@ -120,7 +122,7 @@ def test_without_env_grads_earlier_frames_act_only_through_memory(params):
 
 def test_combine_mode_and_id_parsing():
     latents = torch.nn.functional.normalize(torch.randn(4, 6), dim=1)
-    combined = combined_latent(latents, sphere=True)
+    combined = combined_start([SampleStart(latent) for latent in latents], sphere=True).latent
     assert torch.allclose(combined, latents.mean(0) / latents.mean(0).norm())
     assert parse_ids(["0 to 4"], 12, "s") == [0, 1, 2, 3] and parse_ids([3, 7, "10 to 12"], 12, "s") == [3, 7, 10, 11]
     with pytest.raises(InputError, match=r"expected ids in \[0, 12\) \(the samples in data/s.zarr\), got \[12\]"):
@@ -136,11 +138,11 @@ def tiny_models(params):
 
 def test_the_randomisation_check_fails_for_the_same_agent_and_tells_another_apart(params):
     agent, simulator = tiny_models(params)
-    latents = simulator.prior_latent(3, generator=torch.Generator().manual_seed(2))
+    starts = [SampleStart(z) for z in simulator.prior_latent(3, generator=torch.Generator().manual_seed(2))]
     steps, t = params.simulator.num_sim_steps, params.simulator.num_sim_steps - 1
-    itself = randomisation_check(simulator, agent, agent, latents, steps, t, noise_samples=1, noise_scale=0.0)
+    itself = randomisation_check(simulator, agent, agent, starts, steps, t, noise_samples=1, noise_scale=0.0)
     assert itself["value_rank_correlation"]["mean"] == pytest.approx(1.0) and not itself["passes"]
-    other = randomisation_check(simulator, agent, untrained_agent(params.agent, seed=7), latents, steps, t,
+    other = randomisation_check(simulator, agent, untrained_agent(params.agent, seed=7), starts, steps, t,
                                 noise_samples=1, noise_scale=0.0)
     assert other["value_rank_correlation"]["mean"] < 0.9 and other["value_rank_correlation"]["samples"] == 3
 
@@ -152,10 +154,11 @@ def test_frame_noise_changes_the_maps_and_zero_frame_noise_is_the_plain_result(p
     targets = {"value": value_target, "action": greedy_action_target}
 
     def run(frame_noise_scale):
-        return saliency(simulator, agent, z, steps, targets, [steps - 1], noise_samples=3, noise_scale=0.01,
-                        frame_noise_scale=frame_noise_scale, generator=torch.Generator().manual_seed(0))
+        return saliency(simulator, agent, SampleStart(z), steps, targets, [steps - 1], noise_samples=3,
+                        noise_scale=0.01, frame_noise_scale=frame_noise_scale,
+                        generator=torch.Generator().manual_seed(0))
 
-    plain = saliency(simulator, agent, z, steps, targets, [steps - 1], noise_samples=3, noise_scale=0.01,
+    plain = saliency(simulator, agent, SampleStart(z), steps, targets, [steps - 1], noise_samples=3, noise_scale=0.01,
                      generator=torch.Generator().manual_seed(0))
     off, noisy, again = run(0.0), run(0.05), run(0.05)
     for key in plain:
@@ -177,7 +180,7 @@ def test_each_action_target_is_its_log_probability_and_the_greedy_one_matches_it
     assert torch.allclose(action_target(greedy)(rollout, t), greedy_action_target(rollout, t))
     other = (greedy + 1) % agent.num_actions
     targets = {"greedy": greedy_action_target, "chosen": action_target(greedy), "other": action_target(other)}
-    maps = saliency(simulator, agent, z, steps, targets, [t], noise_samples=1, noise_scale=0.0)
+    maps = saliency(simulator, agent, SampleStart(z), steps, targets, [t], noise_samples=1, noise_scale=0.0)
     assert torch.equal(maps[("greedy", t)].frames, maps[("chosen", t)].frames)
     assert not torch.allclose(maps[("other", t)].frames, maps[("chosen", t)].frames)
 
@@ -189,10 +192,10 @@ def test_combine_mode_is_the_saliency_at_the_mean_latent_not_the_mean_of_maps(pa
     t = steps - 1
 
     def maps(latent):
-        return saliency(simulator, agent, latent, steps, {"value": value_target}, [t], noise_samples=1,
+        return saliency(simulator, agent, SampleStart(latent), steps, {"value": value_target}, [t], noise_samples=1,
                         noise_scale=0.0)[("value", t)]
 
-    combined = maps(combined_latent(latents, sphere=True))
+    combined = maps(combined_start([SampleStart(latent) for latent in latents], sphere=True).latent)
     at_mean = maps(latents.mean(0) / latents.mean(0).norm())
     assert torch.allclose(combined.frames, at_mean.frames) and torch.allclose(combined.latent, at_mean.latent)
     mean_of_maps = torch.stack([maps(latent).frames for latent in latents]).mean(0)

@@ -15,7 +15,9 @@ from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, simulator_loss, uniformity_loss,
                                        window_from_batch)
 from rlinterp.simulator.checkpoint import build_simulator, load_simulator
+from rlinterp.simulator.sample import SampleStart, record_samples, sample_fields, sample_starts
 from rlinterp.simulator.train import train_simulator
+from rlinterp.saliency import replay
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 
 
@@ -261,3 +263,23 @@ def test_overfitting_one_window_cuts_the_image_loss_tenfold(params, setup):
         optimizer.step()
         losses.append(stats["image"])
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_a_stored_sample_replays_from_its_own_start(tmp_path, setup):
+    """Re-simulating stored samples from `sample_starts` reproduces their stored trajectories: an informed sample
+    starts from the real agent state it was generated with, which the converters' prediction would not give."""
+    params, agent, simulator = setup
+    simulator.eval()
+    real = numbered_store(tmp_path / "real.zarr", agent.hidden_size, [12, 15, 10])
+    with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, chunk_steps=8,
+                       shard_steps=16) as writer:
+        record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([1, 2]), real=real,
+                       steps=5, batch_size=2, seed=0, modal=True, progress=False)
+    samples = RolloutStore(tmp_path / "samples.zarr")
+    starts = sample_starts(simulator, samples, real, [0, 1, 2, 3], "cpu")
+    assert [start.agent_hx is None for start in starts] == [True, True, False, False]
+    for index, start in enumerate(starts):
+        replayed = replay(simulator, agent, start, 5).agent_hx[:, 0].numpy()
+        np.testing.assert_allclose(replayed, samples.episode(index)["hx"], atol=1e-5)
+    from_converters = replay(simulator, agent, SampleStart(starts[2].latent), 5).agent_hx[:, 0].numpy()
+    assert np.abs(from_converters - samples.episode(2)["hx"]).max() > 1e-3

@@ -13,12 +13,14 @@ states go on, so every sample has `num_steps` steps), so a sample's return is th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.simulator.losses import window_from_batch
+from rlinterp.simulator.losses import Window, window_from_batch
 from rlinterp.simulator.model import Simulator
 from rlinterp.store import FieldSpec, RolloutStore, RolloutWriter, real_rollout_fields
 
@@ -69,12 +71,42 @@ def write_samples(writer: RolloutWriter, batch: dict[str, np.ndarray], level_see
                                      "completed": bool(steps["done"].any())})
 
 
+@dataclass(frozen=True)
+class SampleStart:
+    """What a stored sample was simulated from: its latent, and for an informed sample the real agent state and
+    previous action at the start of its episode (None for a prior sample: the converters predict them)."""
+    latent: torch.Tensor                    # (bottleneck,)
+    agent_hx: torch.Tensor | None = None    # (H,)
+    action_prev: torch.Tensor | None = None  # () int
+
+
+def informed_window(simulator: Simulator, real: RolloutStore, first_steps: np.ndarray,
+                    device: str | torch.device) -> Window:
+    """The context window an informed sample is encoded from: the first `num_init_steps` steps of real episodes."""
+    windows = real.windows(first_steps, simulator.config.num_init_steps, ["obs", "hx", "action", "reward", "done"])
+    return window_from_batch({k: torch.from_numpy(v).to(device) for k, v in windows.items()}, simulator)
+
+
+def sample_starts(simulator: Simulator, samples: RolloutStore, real: RolloutStore, ids: list[int],
+                  device: str | torch.device) -> list[SampleStart]:
+    """The starts of stored samples `ids`, so that re-simulating one reproduces its stored trajectory exactly."""
+    first = samples.episode_starts[ids]
+    latents = torch.from_numpy(samples.rows("latent", first)).to(device)
+    sources = samples.rows("source_step", first)
+    starts = [SampleStart(latent) for latent in latents]
+    informed = np.flatnonzero(sources >= 0)
+    if len(informed):
+        window = informed_window(simulator, real, sources[informed], device)
+        for row, index in enumerate(informed):
+            starts[index] = SampleStart(latents[index], window.hx_prev[row], window.action_prev[row])
+    return starts
+
+
 def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutWriter, *, prior_samples: int,
                    informed_episodes: np.ndarray, real: RolloutStore, steps: int, batch_size: int, seed: int,
                    modal: bool, device: str | torch.device = "cpu", progress: bool = True) -> None:
     """Write `prior_samples` prior samples, then one informed sample per episode of `informed_episodes`."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    c = simulator.config.num_init_steps
     bar = tqdm(total=prior_samples + len(informed_episodes), desc="sample", unit="sample", disable=not progress)
     for start in range(0, prior_samples, batch_size):
         count = min(batch_size, prior_samples - start)
@@ -85,8 +117,7 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
     for start in range(0, len(informed_episodes), batch_size):
         episodes = informed_episodes[start:start + batch_size]
         first = real.episode_starts[episodes]
-        windows = real.windows(first, c, ["obs", "hx", "action", "reward", "done"])
-        window = window_from_batch({k: torch.from_numpy(v).to(device) for k, v in windows.items()}, simulator)
+        window = informed_window(simulator, real, first, device)
         latent = simulator.encode(window.context, sample=False).value
         batch = simulate_batch(simulator, agent, steps, generator, modal, latent, window.hx_prev, window.action_prev)
         seeds = real.rows("level_seed", first)
