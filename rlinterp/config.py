@@ -174,8 +174,6 @@ class TrainSimulatorConfig:
     max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
     heldout_fraction: float = param("fraction of episodes held out for the metrics", gt=0, le=0.5)
     eval_windows: int = param("held-out windows the final metrics are computed on", ge=1)
-    imagine_steps: int = param("last steps of each window simulated from prior states and the agent's own "
-                               "actions instead of posteriors and recorded actions (original 0)", ge=0)
     kl_weight: float = param("weight of the balanced prior/posterior KL (original 12)", ge=0)
     kl_balance: float = param("share of the KL gradient that trains the prior (original 0.8)", ge=0, le=1)
     image_weight: float = param("weight of the image loss, 0.5 x sum of squared pixel errors", ge=0)
@@ -351,10 +349,18 @@ class Params:
                 f"evaluate.test_start_level = {ev.test_start_level}, test_num_levels = {ev.test_num_levels}: the "
                 f"unseen levels [{ev.test_start_level}, {test_end}) overlap the training levels "
                 f"[{env.start_level}, {train_end}); expected disjoint ranges")
-        sim, train_sim = self.simulator, self.train_simulator
-        if train_sim.imagine_steps >= sim.num_sim_steps:
-            raise ConfigError(f"train_simulator.imagine_steps = {train_sim.imagine_steps}: expected fewer than "
-                              f"simulator.num_sim_steps = {sim.num_sim_steps}")
+        sim = self.simulator
+        agent = self.agent
+        if sim.image_pool > 1 and (agent.input_downsample != "average" or agent.input_pool % sim.image_pool):
+            raise ConfigError(
+                f"simulator.image_pool = {sim.image_pool} with agent.input_pool = {agent.input_pool} and "
+                f"input_downsample = {agent.input_downsample}: inside the simulator the agent would see frames "
+                f"upsampled from {64 // sim.image_pool}x{64 // sim.image_pool}, which never occur in the real "
+                f"environment; expected image_pool 1, or a divisor of agent.input_pool with average downsampling")
+        if self.validate.sim_samples > self.sample.prior_samples:
+            raise ConfigError(f"validate.sim_samples = {self.validate.sim_samples}: expected at most "
+                              f"sample.prior_samples = {self.sample.prior_samples} (the simulated edits start from "
+                              f"prior samples' latents)")
         if max(self.behaviours.lags) >= self.sample.num_steps:
             raise ConfigError(f"behaviours.lags = {list(self.behaviours.lags)}: expected lags shorter than "
                               f"sample.num_steps = {self.sample.num_steps}")

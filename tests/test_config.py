@@ -48,8 +48,10 @@ def test_every_params_key_has_a_comment():
     ("validate", "interventions", {"typo": {"source": [0], "taget": [None]}},
      "unknown key validate.interventions.typo.taget"),
     # checks across sections
-    ("train_simulator", "imagine_steps", 4, "train_simulator.imagine_steps = 4: expected fewer than "
-                                            "simulator.num_sim_steps = 4"),
+    ("agent", "input_pool", 1, "simulator.image_pool = 4 with agent.input_pool = 1 and input_downsample = average: "
+                               "inside the simulator the agent would see frames upsampled from 16x16"),
+    ("agent", "input_downsample", "space_to_depth", "simulator.image_pool = 4 with agent.input_pool = 4 and "
+                                                    "input_downsample = space_to_depth"),
     ("simulator", "encoder_channels", [4, 4, 4, 4], "encoder_channels = [4, 4, 4, 4]: each halves the 16-pixel frame; "
                                                     "expected at most 3 entries"),
     ("saliency", "timesteps", [9], "saliency.timesteps = [9]: expected steps in [0, saliency.num_steps = 4)"),

@@ -86,7 +86,6 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     batches = data.window_loader(str(store_path), train_episodes, sim_config.num_init_steps, length,
                                  config.batch_size, config.seed + batch_index, config.num_workers)
     generator = torch.Generator(device=device).manual_seed(config.seed + batch_index)
-    imagine_from = sim_config.num_sim_steps - config.imagine_steps
 
     def checkpoint() -> None:
         save_checkpoint(checkpoint_path, {"model": simulator.state_dict(), "optimizer": optimizer.state_dict(),
@@ -101,7 +100,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
         latent = simulator.encode(window.context, generator=generator)
         rollout = simulator.rollout(latent.value, agent, sim_config.num_sim_steps, frames=window.frames,
                                     actions=window.action, agent_hx=window.hx_prev, action_prev=window.action_prev,
-                                    imagine_from=imagine_from, generator=generator)
+                                    imagine_from=sim_config.num_sim_steps, generator=generator)
         loss, stats = simulator_loss(simulator, latent, rollout, window, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
