@@ -52,7 +52,7 @@ def main() -> None:
 
     def play():
         return play_episodes(params.env, AgentPolicy(agent, ev.seed), ev.num_envs, ev.episodes_per_env, ev.seed,
-                             start, count, desc="evaluate")
+                             start, count, progress=False)
 
     plain, again = play(), play()
     half = (plain.summary()["ci95_high"] - plain.summary()["ci95_low"]) / 2
