@@ -124,7 +124,7 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, st
         results[(name, t)] = SaliencyMaps(frames=stacked[0].detach(), agent_hx=stacked[1].detach(),
                                           env_h=stacked[2].detach(),
                                           latent=(latent_grad.sum(0) if latent_grad is not None
-                                                  else torch.zeros_like(latent)).detach())
+                                                  else torch.zeros_like(start.latent)).detach())
     return results
 
 

@@ -12,7 +12,6 @@ their effects, and a small set of primary outcomes is tested, paired, and correc
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import numpy as np
 import torch
