@@ -186,12 +186,16 @@ class CheckedArray:
                              f"re-run the stage that produces it") from None
 
 
+def block_steps(array: zarr.Array) -> int:
+    """Steps per file of an array: its shard, or its chunk if unsharded."""
+    return (array.shards or array.chunks)[0]
+
+
 def missing_blocks(path: Path, array: zarr.Array) -> list[int]:
     """Indices (along time) of the shards (or chunks, for unsharded arrays) that have no file on disk.
 
     Zarr reads a missing block back as its fill value, so a deleted shard would silently become zeros."""
-    block = (array.shards or array.chunks)[0]
-    expected = -(-array.shape[0] // block) if array.shape[0] else 0
+    expected = -(-array.shape[0] // block_steps(array))
     root = path / "c"
     present = {int(p.relative_to(root).parts[0]) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
     return [i for i in range(expected) if i not in present]
@@ -241,8 +245,9 @@ class RolloutStore:
             raise StoreError(f"{self.path}: episode index ends at {self.episode_ends[-1:]} for "
                              f"{self.num_episodes} episodes, expected {self.attrs.get('num_episodes')} episodes "
                              f"ending at step {self.num_steps}")
-        if np.any(np.diff(self.episode_ends, prepend=0) <= 0):
-            bad = int(np.argmax(np.diff(self.episode_ends, prepend=0) <= 0))
+        not_rising = np.diff(self.episode_ends, prepend=0) <= 0
+        if not_rising.any():
+            bad = int(np.argmax(not_rising))
             raise StoreError(f"{self.path}: meta/episode_ends is not strictly increasing from 0 (entry {bad} = "
                              f"{self.episode_ends[bad]}); expected cumulative episode ends")
         wrong = {name: self.group[name].shape[0] for name in self.fields
@@ -258,8 +263,7 @@ class RolloutStore:
         """Read every block of every array once (Zstd checksums catch damaged bytes): for a stage that will
         read the whole store anyway, to fail before it touches its outputs rather than midway."""
         for name in self.fields:
-            array = self[name]
-            block = (array.shards or array.chunks)[0]
+            array, block = self[name], block_steps(self.group[name])
             for start in range(0, self.num_steps, block):
                 array[start:start + block]
         self.episode_info()

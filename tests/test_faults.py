@@ -63,11 +63,6 @@ def fingerprint(path: Path, md5: str | None) -> str | None:
     return content_digest(without_timing(torch.load(path, weights_only=True)))
 
 
-def stage_commands(repo: Path) -> dict[str, str]:
-    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    return {name: " ".join(stage["cmd"].split()) for name, stage in stages.items()}
-
-
 def without_timing(value):
     """A JSON value (or checkpoint) without the keys TIMING names, at any depth."""
     if isinstance(value, dict):
@@ -127,7 +122,7 @@ def check_output(path: Path) -> str:
     return "complete"
 
 
-def renames(log: Path, command: str, repo: Path) -> list[str]:
+def renames(log: Path, command: str) -> list[str]:
     """The destinations a stage's command moved into place, in order, from the reference run's log."""
     rows = [line.split("\t") for line in log.read_text().splitlines()]
     return [destination for cmd, destination in rows if " ".join(cmd.split()) == command]
@@ -195,14 +190,14 @@ def reference(tiny_pipeline, tmp_path_factory):
 
 def test_killed_anywhere_nothing_half_written_and_the_rerun_matches(reference):
     repo, log, outputs, metrics = reference
-    commands = stage_commands(repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    commands = {name: " ".join(stage["cmd"].split()) for name, stage in lock.items()}
     read_later = {dep["path"] for stage in lock.values() for dep in stage.get("deps", [])} | \
         {path for paths in outputs.values() for path in paths if path.startswith("metrics/")}
     table = []
     for stage, point in CASES:
         started = time.monotonic()
-        moved = renames(log, commands[stage], repo)
+        moved = renames(log, commands[stage])
         assert moved, f"{stage}: the reference run moved nothing into place"
         hit = kill_stage(repo, stage, commands[stage], point, len(moved))
         assert hit != "finished first", f"{stage} {point}: the stage finished before the kill"
