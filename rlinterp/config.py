@@ -163,6 +163,14 @@ class SimulatorConfig:
     embed_depth: int = param("base channels of the posterior's frame encoder (original 32)", ge=1)
     head_layers: int = param("hidden layers of the reward and done heads (original 4)", ge=0)
     head_size: int = param("width of the reward and done heads (original 400)", ge=1)
+    reward_support: tuple[float, ...] = param("rewards the reward head predicts a distribution over, rising; a "
+                                              "reward between two is split between them (two-hot). CoinRun: 0, 10 "
+                                              "(the original regressed the reward, so samples' returns went below 0)")
+
+    def __post_init__(self) -> None:
+        support = self.reward_support
+        if len(support) < 2 or any(b <= a for a, b in zip(support, support[1:])):
+            raise ConfigError(f"simulator.reward_support = {list(support)}: expected at least two rising values")
 
 
 @dataclass(frozen=True)

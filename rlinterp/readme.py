@@ -94,7 +94,65 @@ def prediction_table(metrics: Path) -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table, "prediction": prediction_table}
+def _interval(d: dict, fmt: str = ".2f") -> str:
+    return f"{d['mean']:{fmt}} ({d['ci95_low']:{fmt}} to {d['ci95_high']:{fmt}})"
+
+
+def _yes(ok: bool) -> str:
+    return "**yes**" if ok else "no"
+
+
+def findings_table(metrics: Path) -> str:
+    """Every later analysis: its headline number beside the null or baseline it must beat, and whether it does."""
+    read = lambda name: json.loads((metrics / name).read_text())  # noqa: E731
+    sample, behaviours, hx = read("sample.json"), read("behaviours.json"), read("analysis/agent_hx_real.json")
+    saliency, dynamics = read("saliency.json"), read("dynamics.json")
+    rows = []
+    for kind in ("prior", "informed"):
+        s = sample[kind]
+        rows.append((f"{kind} samples whose return the game allows ({', '.join(f'{r:g}' for r in s['allowed_returns'])}"
+                     f" within {s['tolerance']:g})", f"{s['return_near_allowed']:.0%} of {s['samples']}",
+                     "real episodes: 100%", _yes(s["return_near_allowed"] == 1)))
+    for measure in ("silhouette", "within_sample_agreement"):
+        for null in ("untrained_agent", "gaussian"):
+            rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",
+                         _interval(behaviours[measure]), f"{null.replace('_', ' ')}: "
+                         f"{_interval(behaviours['nulls'][null][measure])}", _yes(behaviours["beats_nulls"][null][measure])))
+    for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean |excess kurtosis|"),
+                           ("silhouette", "real agent hx: cluster silhouette")):
+        for null in ("untrained_agent", "gaussian"):
+            rows.append((label, f"{hx[measure]:.3g}", f"{null.replace('_', ' ')}: {hx['nulls'][null][measure]:.3g}",
+                         _yes(hx[measure] > hx["nulls"][null][measure])))
+    check = saliency["randomisation"]
+    rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
+                 _interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",
+                 _yes(check["passes"])))
+    by_target = saliency["with_env_grads"]
+    ics = [v["mean"] for k, v in by_target.items() if k.startswith("ic_")]
+    randoms = [v["mean"] for k, v in by_target.items() if k.startswith("random_direction_")]
+    rows.append(("saliency: share on earlier frames, hx ICs (range over ICs)", f"{min(ics):.2f} to {max(ics):.2f}",
+                 f"random hx directions: {min(randoms):.2f} to {max(randoms):.2f}", "see text"))
+    lags = dynamics["groups"]["all"]["consistency_with_env"]
+    rows.append(("dynamics: correlation and Jacobian signs agree, all samples", f"{dynamics['sign_agreement_with_env']:.3f}",
+                 f"shuffled: {dynamics['sign_agreement_with_env_shuffled']:.3f}; lags with p < 0.05: "
+                 f"{sum(lag['p_value'] < 0.05 for lag in lags)} of {len(lags)}",
+                 _yes(any(lag["p_value"] < 0.05 / len(lags) for lag in lags))))
+    for path in sorted((metrics / "validation").glob("*.json")):
+        edit = json.loads(path.read_text())
+        for outcome in ("real_value", "real_return", "sim_value"):
+            o = edit["outcomes"][outcome]
+            rows.append((f"edit {path.stem}: {outcome.replace('_', ' ')}, edited - control (95% CI)",
+                         f"{o['effect']:+.2f} ({o['ci95_low']:+.2f} to {o['ci95_high']:+.2f})",
+                         f"|effect| above {o['null_percentile']:.0%} of {edit['random_edits']} matched random "
+                         f"edits'; Holm p {edit['holm_p_values'][outcome]:.2g}",
+                         _yes(outcome in edit["significant"] and o["null_percentile"] >= 0.95)))
+    lines = ["| analysis | measured | null or baseline | beats it |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table, "prediction": prediction_table,
+                                            "findings": findings_table}
 
 
 def render(readme: str, metrics: Path) -> str:

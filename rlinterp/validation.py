@@ -6,8 +6,8 @@ predicts and the actions it takes, in the real environment (same level seeds as 
 simulator (same latents). The edited state itself is not an outcome: a collapsed IC reads 0 by construction.
 
 The null is a set of matched random edits (`MatchedRandomEdit`): each moves the hidden state, at every step, along
-its own random direction drawn from the states' covariance, by as much as the real edit would, but never past the
-states' mean, so it may move less (each run records both sizes). The real edit's effect is read as a percentile of
+its own random direction drawn from the states' covariance, by exactly as much as the real edit would (the same
+|delta hx| at every step; each run records both sizes). The real edit's effect is read as a percentile of
 their effects, and a small set of primary outcomes is tested, paired, and corrected across (Holm).
 """
 from __future__ import annotations
@@ -52,10 +52,11 @@ def data_like_directions(basis: Basis, count: int, seed: int) -> np.ndarray:
 
 class MatchedRandomEdit:
     """The null for what an arbitrary edit of the same size does: at each step (row by row) it moves hx along one
-    fixed direction u (from `data_like_directions`), towards the real states' mean (`edit.mean`), by as far as
-    `edit` would move it, stopping at the mean (then it has collapsed u, and moved less). Never moving away from the
-    mean keeps the state where the agent has seen states: a push of fixed sign leaves the GRU's range and feeds
-    back (the size the edit would apply grows with it) until the state diverges."""
+    fixed direction u (from `data_like_directions`) by exactly as far as `edit` would move it, towards the real
+    states' mean (`edit.mean`), crossing it when the step is longer than the way there. Heading for the mean keeps
+    the state where the agent has seen states (its component along u never exceeds the larger of its previous
+    value and the step); a push of fixed sign leaves the GRU's range and feeds back (the size the edit would apply
+    grows with it) until the state diverges."""
 
     def __init__(self, edit, direction: np.ndarray):
         self.edit = edit
@@ -66,9 +67,10 @@ class MatchedRandomEdit:
         size = (self.edit(hx) - hx).norm(dim=-1)
         u = self.direction.to(hx)
         along = (hx - self.edit.mean.to(hx)) @ u
-        moved = torch.minimum(size, along.abs())
-        self.sizes += [len(hx), float(size.sum()), float(moved.sum())]
-        return hx - (torch.sign(along) * moved)[:, None] * u
+        towards_mean = torch.where(along > 0, -1.0, 1.0).to(hx)
+        moved = towards_mean * size
+        self.sizes += [len(hx), float(size.sum()), float(moved.abs().sum())]
+        return hx + moved[:, None] * u
 
     def size_report(self) -> dict[str, float]:
         """Mean |delta hx| per edited state (over every run this edit was applied in, real and simulated) that the

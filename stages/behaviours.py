@@ -1,12 +1,14 @@
 """Stage behaviours: cluster the combined agent-and-simulator dynamics of simulated samples into behaviours.
 
 Reads data/samples.zarr and the bases of the analyse stages (simulator-state PCs for the features; the real
-agent-hx ICs for each behaviour's typical IC profile). Writes data/behaviours/labels.npz, metrics/behaviours.json
-and, per behaviour, an exemplar GIF and a summary figure in plots/behaviours/.
+agent-hx ICs for each behaviour's typical IC profile). The same clustering of an untrained agent's hx on the same
+frames, beside the same simulator states, is one of its nulls. Writes data/behaviours/labels.npz,
+metrics/behaviours.json and, per behaviour, an exemplar GIF and a summary figure in plots/behaviours/.
 """
 import numpy as np
 
 from rlinterp import plots
+from rlinterp.agent.acting import untrained_hidden_states
 from rlinterp.analysis.behaviour import BehaviourLabels, cluster_behaviours
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
@@ -20,7 +22,8 @@ from rlinterp.video import write_gif
 @stage_main
 def main() -> None:
     paths = stage_paths("samples", "env_basis", "hx_basis", "out", "metrics", "figures")
-    config = load_params("params.yaml").behaviours
+    params = load_params("params.yaml")
+    config = params.behaviours
     samples = RolloutStore(paths.samples)
     lengths = samples.episode_ends - samples.episode_starts
     if len(set(lengths)) != 1:
@@ -30,9 +33,10 @@ def main() -> None:
     hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
     env_basis, hx_basis = Basis.load(paths.env_basis), Basis.load(paths.hx_basis)
     env_pcs = env_basis.pca(np.asarray(samples["env_h"][:]))[:, :config.env_components].reshape(*shape, -1)
-    states = np.concatenate([hx, env_pcs], axis=-1)
-    window_labels, behaviour, metrics = cluster_behaviours(states, tuple(config.lags), config.clusters,
-                                                           config.cluster_method, config.seed)
+    untrained_hx = untrained_hidden_states(params.agent, samples, config.seed).reshape(hx.shape)
+    nulls = {"untrained_agent": np.concatenate([untrained_hx, env_pcs], axis=-1)}   # same frames and simulator
+    window_labels, behaviour, metrics = cluster_behaviours(np.concatenate([hx, env_pcs], axis=-1), tuple(config.lags),
+                                                           config.clusters, config.cluster_method, config.seed, nulls)
     actions = np.asarray(samples["action"][:]).reshape(shape)
     values = np.asarray(samples["value"][:]).reshape(shape)
     ics = hx_basis.ica(hx.reshape(-1, hx.shape[-1])).reshape(*shape, -1)

@@ -12,7 +12,8 @@ from rlinterp.files import write_json
 from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch
-from rlinterp.simulator.train import real_steps, resumable_checkpoint, train_simulator, training_config
+from rlinterp.simulator.train import (check_training_store, real_steps, resumable_checkpoint, train_simulator,
+                                     training_config)
 from rlinterp.store import RolloutStore
 
 
@@ -23,8 +24,9 @@ def main() -> None:
     device = setup_torch(params.compute)
     agent, _ = load_agent(paths.agent, device, expected=params.agent)
     agent_sha256 = file_sha256(paths.agent)
-    store = RolloutStore(paths.store).verify()   # a damaged store fails here, before the curves are replaced
     sim, config = params.simulator, params.train_simulator
+    # A damaged or unfit store fails here, before the curves are replaced.
+    store = check_training_store(RolloutStore(paths.store).verify(), agent_sha256, sim)
     resume = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device) is not None
     print("train_simulator: resuming from its checkpoint" if resume else
           "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")

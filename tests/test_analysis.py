@@ -124,8 +124,15 @@ def test_behaviours_recover_planted_dynamics():
     steps = np.arange(12)[None, :, None]
     states = rng.standard_normal((300, 1, 10)) * 0.3 + drift[kinds][:, None, :] * steps / 4
     states = states + 0.1 * rng.standard_normal(states.shape)
-    windows, behaviour, metrics = cluster_behaviours(states, (2, 4), clusters=3, method="kmeans", seed=0)
+    static = rng.standard_normal((300, 1, 10)) + 0.1 * rng.standard_normal(states.shape)   # no dynamics at all
+    windows, behaviour, metrics = cluster_behaviours(states, (2, 4), clusters=3, method="kmeans", seed=0,
+                                                     nulls={"same_states": states, "static": static})
     assert windows.shape == (300, 8)
     assert adjusted_rand_score(kinds, behaviour) > 0.9
-    assert metrics["silhouette"] > metrics["silhouette_shuffled"]
-    assert metrics["within_sample_agreement"] > metrics["within_sample_agreement_shuffled"] + 0.3
+    for name in ("shuffled_columns", "gaussian", "static"):        # beaten, each measure by a CI's width
+        assert metrics["beats_nulls"][name] == {"silhouette": True, "within_sample_agreement": True}, name
+    structureless = metrics["nulls"]["gaussian"]["within_sample_agreement"]
+    assert metrics["within_sample_agreement"]["mean"] > structureless["ci95_high"] + 0.3
+    # A null that can fail: the same states cluster the same way, and are not beaten.
+    assert metrics["nulls"]["same_states"] == {k: metrics[k] for k in ("silhouette", "within_sample_agreement")}
+    assert metrics["beats_nulls"]["same_states"] == {"silhouette": False, "within_sample_agreement": False}

@@ -85,6 +85,11 @@ def test_damaged_and_hostile_checkpoints_are_refused(params, tiny_train, tmp_pat
     torch.save(state, flipped)
     with pytest.raises(CheckpointError, match="does not match its content checksum"):
         load_agent(flipped)
+    # As a training run's resume point it is left as it was, with the way out named: re-running alone cannot help.
+    damaged = flipped.read_bytes()
+    with pytest.raises(CheckpointError, match="delete it and re-run the train_agent stage"):
+        train_agent(params.env, params.agent, tiny_train, flipped, progress=False)
+    assert flipped.read_bytes() == damaged
     # A pickled callable is refused by name, without torch's advice to load it unsafely, and never runs.
     hostile = tmp_path / "hostile.pt"
     torch.save({**state, "extra": Payload()}, hostile)

@@ -137,9 +137,11 @@ def test_matched_random_edits_move_hx_as_far_as_the_edit_in_their_own_direction(
         along = move @ null.direction
         before = (hx - edit.mean) @ null.direction
         assert torch.allclose(move.norm(dim=-1), along.abs(), atol=1e-5)               # along its own direction
-        expected = torch.minimum(size, before.abs())                                    # as far, up to the mean
-        assert torch.allclose(along.abs(), expected, atol=1e-5) and (expected < size).any() and (expected == size).any()
+        assert torch.allclose(along.abs(), size, atol=1e-5)                             # exactly as far, every row
         assert (torch.sign(along) == -torch.sign(before)).all()                        # towards the mean
+        assert ((before.abs() < size) & (torch.sign(before + along) != torch.sign(before))).any()  # even past it
+    report = nulls[0].size_report()
+    assert report["random_edit"] == pytest.approx(report["edit"]) and report["edit"] > 0
     assert abs(float(nulls[0].direction @ nulls[1].direction)) < 0.999                 # each its own direction
 
 

@@ -91,7 +91,7 @@ def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
     simulator = build_simulator(params.simulator, agent).eval()
     with torch.no_grad():
         simulator.done_head[-1].bias.fill_(10.0)                        # an end predicted at every step
-        simulator.reward_head[-1].bias.fill_(3.0)
+        simulator.reward_head[-1].bias.copy_(torch.tensor([0.0, 50.0]))    # the coin's reward, likeliest by far
     steps = 6
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
         record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([], dtype=int),
@@ -100,7 +100,7 @@ def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
     for index in range(2):
         sample = samples.episode(index)
         assert list(sample["done"]) == [True] + [False] * (steps - 1) and (sample["done_prob"] > 0.99).all()
-        assert sample["reward"][0] != 0 and (sample["reward"][1:] == 0).all()
+        assert sample["reward"][0] == 10 and (sample["reward"][1:] == 0).all()       # a reward the game gives
         assert samples.episode_info()["return"][index] == pytest.approx(sample["reward"][0])
 
 
@@ -135,3 +135,17 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
     prior = samples.episode(0)
     assert np.linalg.norm(prior["latent"][0]) == pytest.approx(1.0, abs=1e-5)      # sphere prior
     assert (prior["source_step"] == -1).all() and prior["obs"].shape == (steps, 64, 64, 3)
+
+
+def test_reward_targets_are_two_hot_and_the_expected_reward_stays_in_the_games_range(params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent)              # reward support [0, 10]
+    rewards = torch.tensor([0.0, 10.0, 2.5, 7.0])
+    target = simulator.reward_target(rewards)
+    np.testing.assert_allclose(target, [[1, 0], [0, 1], [0.75, 0.25], [0.3, 0.7]], atol=1e-6)
+    np.testing.assert_allclose(target @ simulator.reward_support, rewards, atol=1e-6)   # expectation = the reward
+    logits = torch.randn(1000, 2) * 20                                # whatever the head says, as the old one's
+    expected = logits.softmax(-1) @ simulator.reward_support          # regression could say -3.5 per sample
+    assert expected.min() >= 0 and expected.max() <= 10
+    assert set(simulator.likeliest_reward(logits).tolist()) == {0.0, 10.0}

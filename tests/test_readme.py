@@ -1,5 +1,6 @@
 """The README's result tables are the committed metrics, rendered; none is typed by hand."""
 import re
+import shutil
 from pathlib import Path
 
 from rlinterp.readme import TABLES, render
@@ -17,9 +18,7 @@ def test_readme_tables_match_the_committed_metrics():
 def test_rendering_follows_the_metrics(tmp_path):
     """Change one number in a copy of the metrics and the rendered README changes with it."""
     metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    for path in (ROOT / "metrics").glob("*.json"):
-        (metrics / path.name).write_text(path.read_text())
+    shutil.copytree(ROOT / "metrics", metrics)
     agent = metrics / "agent.json"
     text = agent.read_text()
     agent.write_text(text.replace('"episodes_per_policy": ', '"episodes_per_policy": 9', 1))

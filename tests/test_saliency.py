@@ -50,7 +50,7 @@ class LinearToy(nn.Module):
             hxs.append(hx)
             values.append(hx @ self.v)
         stack = torch.stack
-        return Rollout(frames=stack(frames), reward=None, done_logit=None, env_h=stack(envs), env_z=None,
+        return Rollout(frames=stack(frames), reward=None, reward_logits=None, done_logit=None, env_h=stack(envs), env_z=None,
                        prior_logits=None, post_logits=None, imagined=None, env_update=None, agent_hx=stack(hxs),
                        agent_logits=None, agent_value=stack(values), agent_action=None)
 
@@ -110,13 +110,15 @@ def test_without_env_grads_earlier_frames_act_only_through_memory(params):
     torch.manual_seed(0)
     agent = build_agent(params.agent).eval().requires_grad_(False)
     simulator = build_simulator(params.simulator, agent).eval()
+    with torch.no_grad():
+        agent.policy_head.weight.mul_(100)   # at init (policy gain 0.01) the action path is faint: make it plain
     z = simulator.prior_latent(1)[0]
     steps = params.simulator.num_sim_steps
     with_env = saliency(simulator, agent, SampleStart(z), steps, {"value": value_target}, [steps - 1], noise_samples=3)
     without = saliency(simulator, agent, SampleStart(z), steps, {"value": value_target}, [steps - 1], noise_samples=3,
                        env_grads=False)
     a, b = with_env[("value", steps - 1)], without[("value", steps - 1)]
-    assert not torch.allclose(a.env_h[:-1], b.env_h[:-1])                     # the action path is cut
+    assert (a.env_h[:-1] - b.env_h[:-1]).norm() > 1e-5 * a.env_h[:-1].norm()   # the action path is cut (40x this)
     assert b.frames[:-1].abs().sum() > 0                                       # memory still carries gradient
 
 

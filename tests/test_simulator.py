@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlinterp.agent.checkpoint import CheckpointError, build_agent
+from rlinterp.errors import InputError
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.data import WindowStream, split_episodes, valid_starts
 from rlinterp.hooks import attached
@@ -215,23 +216,26 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
     before = {k: v.clone() for k, v in agent.state_dict().items()}
     path = tmp_path / "sim.pt"
     config = dataclasses.replace(params.train_simulator, total_windows=8, checkpoint_every=1)
-    simulator, summary = train_simulator(params.simulator, config, store.path, agent, "numbered", path,
-                                         progress=False)
+    with pytest.raises(InputError, match=r"rewards range from 0 to 89, outside simulator.reward_support \[0.0, 10"):
+        train_simulator(params.simulator, config, store.path, agent, "numbered", path, progress=False)
+    assert not path.exists()
+    sim_config = dataclasses.replace(params.simulator, reward_support=(0.0, 50.0, 100.0))   # covers the store's
+    simulator, summary = train_simulator(sim_config, config, store.path, agent, "numbered", path, progress=False)
     assert summary["batches"] == 2 and summary["resumed_from_windows"] == 0
     for name, value in agent.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert all(p.grad is None for p in agent.parameters())
     more = dataclasses.replace(config, total_windows=12)
-    _, summary = train_simulator(params.simulator, more, store.path, agent, "numbered", path, progress=False)
+    _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
     assert summary["resumed_from_windows"] == 0                     # other params: not resumed
-    _, summary = train_simulator(params.simulator, more, store.path, agent, "numbered", path, progress=False)
+    _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
     assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3
-    loaded, meta = load_simulator(path, agent, "numbered", expected=params.simulator)
+    loaded, meta = load_simulator(path, agent, "numbered", expected=sim_config)
     assert meta["batch"] == 3
     with pytest.raises(CheckpointError, match="trained with agent sha256 numbered"):
         load_simulator(path, agent, "another-agent")
     with pytest.raises(CheckpointError, match="recorded with agent sha256 numbered"):
-        train_simulator(params.simulator, more, store.path, agent, "another-agent", tmp_path / "x.pt",
+        train_simulator(sim_config, more, store.path, agent, "another-agent", tmp_path / "x.pt",
                         progress=False)
 
 

@@ -64,6 +64,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """A checkpoint of format `fmt` (written by stage `producer`), or a CheckpointError saying what is wrong."""
     path = Path(path)
     what = fmt.split("/")[0].split(".")[-1]
+    # A damaged file is also its producer's resume point, where re-running alone would meet it again.
+    remedy = (f"delete it and re-run the {producer} stage (it then starts from the beginning), or restore it "
+              f"with git or dvc checkout")
     if not path.is_file():
         raise CheckpointError(f"{path}: no {what} checkpoint here (expected the output of the {producer} stage)")
     try:
@@ -74,15 +77,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                               f"output of the {producer} stage)") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable {what} checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no message'})") from None
+                              f"{str(err).splitlines()[0] if str(err) else 'no message'}); {remedy}") from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         found = state.get("format") if isinstance(state, dict) else None
-        raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {fmt} (written by {producer})")
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {fmt} (written by {producer}); "
+                              f"{remedy}")
     stored = state.pop("sha256", None)
     if stored != content_digest(state):
         problem = "has no content checksum" if stored is None else "does not match its content checksum (damaged)"
         raise CheckpointError(f"{path}: {what} checkpoint {problem}; expected a whole checkpoint written by the "
-                              f"{producer} stage, re-run it")
+                              f"{producer} stage: {remedy}")
     return state
 
 

@@ -2,7 +2,9 @@
 
 The original's features (ORIGINAL.md section 6.4): the state x_t = [agent hx, leading simulator-state PCs] and
 its changes x_t - x_{t+k} for a few lags k, for every step t that has all lags ahead of it. Each window is
-clustered; a sample's behaviour is the most common cluster of its windows.
+clustered; a sample's behaviour is the most common cluster of its windows. The same clustering of null states
+(structureless ones, and an untrained agent's on the same frames) says whether the behaviours are more than what
+any states would give.
 """
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_samples
 
-from rlinterp.analysis.cluster import cluster, silhouette, subsample
+from rlinterp.analysis.cluster import cluster, subsample
 from rlinterp.analysis.decompose import shuffled_columns, standardise
+from rlinterp.analysis.states import gaussian_like
+from rlinterp.intervals import mean_interval
 
 
 @dataclass
@@ -45,28 +50,54 @@ def sample_modes(labels: np.ndarray, clusters: int) -> np.ndarray:
     return counts.argmax(1)
 
 
-def cluster_behaviours(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
-                       components: int = 32) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Window labels (S, W), sample behaviours (S,), and quality metrics beside a column-shuffled baseline."""
+MAX_SCORED_WINDOWS = 6000   # silhouettes cost windows^2 distances: whole samples are scored up to this many windows
+
+
+def behaviour_quality(reduced: np.ndarray, labels: np.ndarray, samples: int, seed: int) -> dict:
+    """Silhouette and within-sample agreement (the share of a sample's windows in its behaviour), each a mean
+    over samples with its 95% CI, so clusterings of different states compare by their intervals."""
+    windows = len(labels) // samples
+    window_labels = labels.reshape(samples, windows)
+    agreement = (window_labels == sample_modes(window_labels, int(labels.max()) + 1)[:, None]).mean(1)
+    scored = subsample(samples, max(2, MAX_SCORED_WINDOWS // windows), np.random.default_rng(seed))
+    rows = (scored[:, None] * windows + np.arange(windows)).ravel()
+    per_window = (silhouette_samples(reduced[rows], labels[rows]) if len(np.unique(labels[rows])) > 1
+                  else np.full(len(rows), np.nan))
+    return {"silhouette": mean_interval(per_window.reshape(len(scored), windows).mean(1)),
+            "within_sample_agreement": mean_interval(agreement)}
+
+
+def _cluster_windows(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
+                     components: int) -> tuple[np.ndarray, np.ndarray, dict, int]:
+    """Window labels (S * W,), the reduced window features, their quality and the feature count."""
     features = dynamics_features(states, lags)
-    samples, windows = features.shape[:2]
-    flat = features.reshape(samples * windows, -1)
+    flat = features.reshape(-1, features.shape[-1])
     mean, scale = standardise(flat)
     z = (flat - mean) / scale
+    reduced = PCA(n_components=min(components, z.shape[1], len(z)), random_state=seed).fit_transform(z)
+    labels = cluster(reduced, clusters, method, seed, subsample(len(reduced), 20000, np.random.default_rng(seed)))
+    return labels, reduced, behaviour_quality(reduced, labels, len(states), seed), flat.shape[1]
+
+
+def cluster_behaviours(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
+                       nulls: dict[str, np.ndarray] | None = None, components: int = 32
+                       ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Window labels (S, W), sample behaviours (S,), and the clustering's quality beside the same clustering of
+    null states of the same shape: `nulls` given by the caller (e.g. an untrained agent's hx on the same frames),
+    and always every state dimension shuffled independently over all steps (`shuffled_columns`) and a Gaussian
+    with the states' covariance (`gaussian`): both keep no order in time, so they also give the agreement a
+    clustering of structureless windows reaches. `beats_nulls` says, per null and measure, whether the lower CI
+    bound of the states' value lies above the null's upper bound."""
     rng = np.random.default_rng(seed)
-    k = min(components, z.shape[1], len(z))
-    reduced = PCA(n_components=k, random_state=seed).fit_transform(z)
-    labels = cluster(reduced, clusters, method, seed, subsample(len(reduced), 20000, rng))
-    shuffled = PCA(n_components=k, random_state=seed).fit_transform(shuffled_columns(z, rng))
-    shuffled_labels = cluster(shuffled, clusters, method, seed, subsample(len(shuffled), 20000, rng))
-    rows = subsample(len(reduced), 2000, rng)
-    window_labels = labels.reshape(samples, windows)
-    behaviours = sample_modes(window_labels, int(labels.max()) + 1)
-    metrics = {"windows": int(len(flat)), "features": int(flat.shape[1]), "clusters": int(labels.max()) + 1,
-               "silhouette": silhouette(reduced, labels, rows, seed),
-               "silhouette_shuffled": silhouette(shuffled, shuffled_labels, rows, seed),
-               "within_sample_agreement": float((window_labels == behaviours[:, None]).mean())}
-    permuted = rng.permutation(labels).reshape(samples, windows)     # same cluster sizes, no temporal coherence
-    metrics["within_sample_agreement_shuffled"] = float(
-        (permuted == sample_modes(permuted, metrics["clusters"])[:, None]).mean())
-    return window_labels, behaviours, metrics
+    rows = states.reshape(-1, states.shape[-1])
+    nulls = {"shuffled_columns": shuffled_columns(rows, rng).reshape(states.shape),
+             "gaussian": gaussian_like(rows, rng).reshape(states.shape), **(nulls or {})}
+    labels, _, quality, features = _cluster_windows(states, lags, clusters, method, seed, components)
+    null_quality = {name: _cluster_windows(null, lags, clusters, method, seed, components)[2]
+                    for name, null in nulls.items()}
+    window_labels = labels.reshape(len(states), -1)
+    metrics = {"windows": int(len(labels)), "features": features, "clusters": int(labels.max()) + 1, **quality,
+               "nulls": null_quality,
+               "beats_nulls": {name: {measure: bool(quality[measure]["ci95_low"] > null[measure]["ci95_high"])
+                                      for measure in quality} for name, null in null_quality.items()}}
+    return window_labels, sample_modes(window_labels, metrics["clusters"]), metrics

@@ -75,11 +75,11 @@ def bottleneck_loss(latent: Latent, config: SimulatorConfig) -> torch.Tensor:
     return uniformity_loss(latent.value) if len(latent.value) > 1 else latent.value.new_zeros(())
 
 
-def step_losses(rollout: Rollout, window: Window) -> dict[str, torch.Tensor]:
-    """Per-step, unweighted terms (K, B) before masking."""
+def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-step, unweighted terms (K, B) before masking; the reward's is the cross-entropy to its two-hot target."""
     image = 0.5 * (rollout.frames - window.frames).pow(2).sum((-3, -2, -1))
     terms = {"image": image,
-             "reward": 0.5 * (rollout.reward - window.reward).pow(2),
+             "reward": -(reward_target * rollout.reward_logits.log_softmax(-1)).sum(-1),
              "done": F.binary_cross_entropy_with_logits(rollout.done_logit, window.done, reduction="none"),
              "hx": 0.5 * (rollout.agent_hx - window.hx).pow(2).sum(-1),
              "env_update": rollout.env_update}
@@ -95,7 +95,7 @@ def step_losses(rollout: Rollout, window: Window) -> dict[str, torch.Tensor]:
 def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, window: Window,
                    config: TrainSimulatorConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted objective (sum over steps, mean over the batch) and each unweighted term for logging."""
-    terms = step_losses(rollout, window)
+    terms = step_losses(rollout, window, simulator.reward_target(window.reward))
     if rollout.post_logits is not None:     # the optimised KL is balanced; the logged one is the plain KL
         posterior_steps = len(rollout.post_logits)
         balanced = balanced_kl(rollout.post_logits, rollout.prior_logits[:posterior_steps], config.kl_balance)

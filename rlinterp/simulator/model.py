@@ -50,7 +50,8 @@ class Latent:
 class Rollout:
     """A simulated window, time-major lists stacked to (K, B, ...)."""
     frames: torch.Tensor          # decoded frames (K, B, 3, S, S) in [0, 1] (clamped, identity gradient)
-    reward: torch.Tensor          # (K, B)
+    reward: torch.Tensor          # (K, B) expected reward under the reward head's distribution
+    reward_logits: torch.Tensor   # (K, B, R) over the simulator's reward support
     done_logit: torch.Tensor      # (K, B)
     env_h: torch.Tensor           # deterministic state (K, B, deter)
     env_z: torch.Tensor           # stochastic one-hot state (K, B, groups * classes)
@@ -104,8 +105,25 @@ class Simulator(nn.Module):
         # decoders from the feature (h, z)
         feature = c.deter_size + stoch
         self.image_decoder = ImageDecoder(feature, self.size, c.decoder_depth)
-        self.reward_head = mlp(feature, c.head_size, 1, c.head_layers, norm=True)
+        self.reward_head = mlp(feature, c.head_size, len(c.reward_support), c.head_layers, norm=True)
+        self.register_buffer("reward_support", torch.tensor(c.reward_support, dtype=torch.float32), persistent=False)
         self.done_head = mlp(feature, c.head_size, 1, c.head_layers, norm=True)
+
+    def reward_target(self, reward: torch.Tensor) -> torch.Tensor:
+        """Rewards (...) -> two-hot targets (..., R) over the reward support: a reward between two support values is
+        split between them in proportion to its distance (so the expected value is the reward itself)."""
+        support = self.reward_support
+        reward = reward.clamp(support[0], support[-1])
+        upper = torch.searchsorted(support, reward.contiguous()).clamp(1, len(support) - 1)
+        low, high = support[upper - 1], support[upper]
+        weight_high = (reward - low) / (high - low)
+        target = torch.zeros(*reward.shape, len(support), device=reward.device)
+        target.scatter_(-1, (upper - 1).unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
+        return target.scatter_add_(-1, upper.unsqueeze(-1), weight_high.unsqueeze(-1))
+
+    def likeliest_reward(self, reward_logits: torch.Tensor) -> torch.Tensor:
+        """The support value the reward head finds most likely: a reward the game can give."""
+        return self.reward_support[reward_logits.argmax(-1)]
 
     # -- frames ---------------------------------------------------------------------------------------
     def frames_from_obs(self, obs: torch.Tensor) -> torch.Tensor:
@@ -205,7 +223,7 @@ class Simulator(nn.Module):
         embeds = self.embedder(frames[:imagine_from].flatten(0, 1)).view(imagine_from, latent.shape[0], -1) \
             if imagine_from > 0 else None
         out: dict[str, list[torch.Tensor]] = {k: [] for k in (
-            "frames", "reward", "done_logit", "env_h", "env_z", "prior_logits", "post_logits", "env_update",
+            "frames", "reward_logits", "done_logit", "env_h", "env_z", "prior_logits", "post_logits", "env_update",
             "agent_hx", "agent_logits", "agent_value", "agent_action")}
         for i in range(steps):
             x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
@@ -236,11 +254,12 @@ class Simulator(nn.Module):
             action = self.hook_action(action)
             if not env_grads:
                 action = action.detach()
-            for key, value in (("frames", frame), ("reward", self.reward_head(feature).squeeze(-1)),
+            for key, value in (("frames", frame), ("reward_logits", self.reward_head(feature)),
                                ("done_logit", self.done_head(feature).squeeze(-1)), ("env_h", h), ("env_z", z),
                                ("agent_hx", hx), ("agent_logits", agent_out.logits),
                                ("agent_value", agent_out.value), ("agent_action", greedy)):
                 out[key].append(value)
         stacked = {k: torch.stack(v) if v else None for k, v in out.items()}
         imagined = torch.arange(steps, device=latent.device) >= imagine_from
-        return Rollout(**stacked, imagined=imagined)
+        reward = stacked["reward_logits"].softmax(-1) @ self.reward_support
+        return Rollout(**stacked, reward=reward, imagined=imagined)

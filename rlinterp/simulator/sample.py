@@ -7,7 +7,8 @@ decoded frames and its action drives the simulator. Two ways to start:
 Besides the real-rollout fields, a simulated store holds per step `env_h` (deterministic state), `env_z` (the
 class of each categorical latent), `latent` (the sample's latent, repeated), `done_prob`, and `source_step`
 (first global step of the real window an informed sample encodes, in the real store; -1 for prior samples).
-`done` is the simulator's prediction (done_prob > 0.5); `completed` marks samples where it predicted an end.
+`done` is the simulator's prediction (done_prob > 0.5) and `reward` the likeliest of its reward support (a reward the
+game gives); `completed` marks samples where it predicted an end.
 As in training, nothing after the first predicted end counts: later steps' rewards and dones are zeroed (frames and
 states go on, so every sample has `num_steps` steps), so a sample's return is the reward up to its predicted end.
 """
@@ -53,7 +54,7 @@ def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, gene
     done = done_prob > 0.5
     running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end predicted before this step
     fields = {"obs": frames_to_obs(out.frames, simulator), "hx": out.agent_hx, "logits": out.agent_logits,
-              "value": out.agent_value, "action": out.agent_action.int(), "reward": out.reward * running,
+              "value": out.agent_value, "action": out.agent_action.int(), "reward": simulator.likeliest_reward(out.reward_logits) * running,
               "done": done & running, "done_prob": done_prob, "env_h": out.env_h,
               "env_z": out.env_z.view(steps, -1, c.stoch_groups, c.stoch_classes).argmax(-1).short(),
               "latent": latent.expand(steps, -1, -1)}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
+from rlinterp.errors import InputError
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import simulator_loss, window_from_batch
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator
@@ -46,6 +47,20 @@ def resumable_checkpoint(path: str | Path, run_config: dict[str, Any], agent_sha
     return state if state.get("config") == run_config and state.get("agent_sha256") == agent_sha256 else None
 
 
+def check_training_store(store: RolloutStore, agent_sha256: str, sim_config: SimulatorConfig) -> RolloutStore:
+    """The store, if the simulator can learn from it: recorded by this agent, with every reward inside the reward
+    head's support (a two-hot target cannot say more); else a clear error."""
+    if store.attrs.get("agent_sha256") != agent_sha256:
+        raise CheckpointError(f"{store.path}: recorded with agent sha256 {store.attrs.get('agent_sha256')}, but "
+                              f"the agent given has sha256 {agent_sha256}; re-run the record stage")
+    rewards = np.asarray(store["reward"][:])
+    support = sim_config.reward_support
+    if len(rewards) and (rewards.min() < support[0] or rewards.max() > support[-1]):
+        raise InputError(f"{store.path}: rewards range from {rewards.min():g} to {rewards.max():g}, outside "
+                         f"simulator.reward_support {list(support)}; expected a support that covers every reward")
+    return store
+
+
 def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, max_steps: int = 4096
                ) -> dict[str, torch.Tensor]:
     """Up to `max_steps` evenly spaced steps of `episodes`: agent hx (N, H) and frames at the simulator's
@@ -66,10 +81,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     device = torch.device(device)
     agent.requires_grad_(False)
     agent.eval()
-    store = RolloutStore(store_path)
-    if store.attrs.get("agent_sha256") != agent_sha256:
-        raise CheckpointError(f"{store_path}: recorded with agent sha256 {store.attrs.get('agent_sha256')}, but "
-                              f"the agent given has sha256 {agent_sha256}; re-run the record stage")
+    store = check_training_store(RolloutStore(store_path), agent_sha256, sim_config)
     train_episodes, _ = data.split_episodes(store, config.heldout_fraction, config.seed)
     simulator = build_simulator(sim_config, agent).to(device)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
