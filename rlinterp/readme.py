@@ -111,14 +111,15 @@ def findings_table(metrics: Path) -> str:
     for kind in ("prior", "informed"):
         s = sample[kind]
         rows.append((f"{kind} samples whose return the game allows ({', '.join(f'{r:g}' for r in s['allowed_returns'])}"
-                     f" within {s['tolerance']:g})", f"{s['return_near_allowed']:.0%} of {s['samples']}",
-                     "real episodes: 100%", _yes(s["return_near_allowed"] == 1)))
+                     f" within {s['tolerance']:g}; returns {s['return_min']:g} to {s['return_max']:g})",
+                     f"{s['return_near_allowed']:.0%} of {s['samples']}", "real episodes, and samples that never "
+                     "reward: 100%", "a check: " + ("passed" if s["return_near_allowed"] == 1 else "**failed**")))
     for measure in ("silhouette", "within_sample_agreement"):
         for null in ("untrained_agent", "gaussian"):
             rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",
                          _interval(behaviours[measure]), f"{null.replace('_', ' ')}: "
                          f"{_interval(behaviours['nulls'][null][measure])}", _yes(behaviours["beats_nulls"][null][measure])))
-    for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean |excess kurtosis|"),
+    for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean absolute excess kurtosis"),
                            ("silhouette", "real agent hx: cluster silhouette")):
         for null in ("untrained_agent", "gaussian"):
             rows.append((label, f"{hx[measure]:.3g}", f"{null.replace('_', ' ')}: {hx['nulls'][null][measure]:.3g}",
@@ -127,11 +128,10 @@ def findings_table(metrics: Path) -> str:
     rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
                  _interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",
                  _yes(check["passes"])))
-    by_target = saliency["with_env_grads"]
-    ics = [v["mean"] for k, v in by_target.items() if k.startswith("ic_")]
-    randoms = [v["mean"] for k, v in by_target.items() if k.startswith("random_direction_")]
-    rows.append(("saliency: share on earlier frames, hx ICs (range over ICs)", f"{min(ics):.2f} to {max(ics):.2f}",
-                 f"random hx directions: {min(randoms):.2f} to {max(randoms):.2f}", "see text"))
+    diff = saliency["with_env_grads"]["ic_minus_random_direction"]
+    rows.append(("saliency: share of frame saliency before the explained step, hx ICs - random hx directions, "
+                 "paired by sample (95% CI)", _interval(diff, "+.3f"), "0 (ICs look back as far as random directions)",
+                 _yes(diff["ci95_low"] > 0 or diff["ci95_high"] < 0)))
     lags = dynamics["groups"]["all"]["consistency_with_env"]
     rows.append(("dynamics: correlation and Jacobian signs agree, all samples", f"{dynamics['sign_agreement_with_env']:.3f}",
                  f"shuffled: {dynamics['sign_agreement_with_env_shuffled']:.3f}; lags with p < 0.05: "
@@ -143,7 +143,7 @@ def findings_table(metrics: Path) -> str:
             o = edit["outcomes"][outcome]
             rows.append((f"edit {path.stem}: {outcome.replace('_', ' ')}, edited - control (95% CI)",
                          f"{o['effect']:+.2f} ({o['ci95_low']:+.2f} to {o['ci95_high']:+.2f})",
-                         f"|effect| above {o['null_percentile']:.0%} of {edit['random_edits']} matched random "
+                         f"effect larger than {o['null_percentile']:.0%} of {edit['random_edits']} matched random "
                          f"edits'; Holm p {edit['holm_p_values'][outcome]:.2g}",
                          _yes(outcome in edit["significant"] and o["null_percentile"] >= 0.95)))
     lines = ["| analysis | measured | null or baseline | beats it |", "| --- | --- | --- | --- |"]

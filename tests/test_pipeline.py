@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from rlinterp.store import RolloutStore
 from rlinterp.validation import PRIMARY
 
 from tests.conftest import ROOT, tiny_params_dict
-from tests.tiny_repo import dvc, environment, make_repo
+from tests.tiny_repo import dvc, environment, make_repo, without_timing
 
 def test_tiny_repro_end_to_end(tiny_pipeline):
     repo = tiny_pipeline.repo
@@ -207,6 +209,44 @@ def test_tiny_repro_end_to_end(tiny_pipeline):
     assert failed.returncode != 0
     assert "error: params.yaml: train_agent.learning_rate = -0.1: expected a number > 0" in failed.stderr
     assert (repo / "data/agent/checkpoint.pt").read_bytes() == before
+
+
+def test_experiments_run_two_at_a_time_equal_those_run_one_after_another(tiny_pipeline, tmp_path):
+    """`dvc queue start -j 2` runs two experiments at once, sharing the DVC cache; each gives the outputs and
+    metrics it gives when run alone in the workspace."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline.pristine, repo, symlinks=True)
+    for command in (["git", "add", "-A"], ["git", "commit", "-qm", "reproduced"]):
+        subprocess.run(command, cwd=repo, check=True, env=environment())
+    settings = {"seed-1": "behaviours.seed=1", "seed-2": "behaviours.seed=2"}   # behaviours, dynamics, panel
+    for name, setting in settings.items():
+        dvc(repo, "exp", "run", "--queue", "-S", setting, "-n", f"parallel-{name}")
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", status := dvc(repo, "queue", "status").stdout):
+        assert time.monotonic() < deadline, f"queued experiments still unfinished:\n{status}"
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    shutil.rmtree(repo / ".dvc/cache/runs")        # no restoring what the parallel runs left: run them again
+    for name, setting in settings.items():
+        ran = dvc(repo, "exp", "run", "-S", setting, "-n", f"sequential-{name}").stdout
+        assert "Running stage 'behaviours'" in ran, ran
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.split()
+
+    def outcome(experiment: str) -> dict:
+        """Every metric (without wall-clock readings) and every stage output's md5 of one experiment."""
+        ref = next(r for r in refs if r.endswith(f"/{experiment}"))
+        show = lambda path: subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, check=True,  # noqa: E731
+                                           capture_output=True, text=True).stdout
+        names = subprocess.run(["git", "ls-tree", "-r", "--name-only", ref, "metrics"], cwd=repo, check=True,
+                               capture_output=True, text=True).stdout.split()
+        lock = yaml.safe_load(show("dvc.lock"))["stages"]
+        return {"metrics": {n: without_timing(json.loads(show(n))) for n in names if n.endswith(".json")},
+                "outputs": {s: [o.get("md5") for o in stage.get("outs", [])] for s, stage in lock.items()}}
+    for name in settings:
+        parallel, sequential = outcome(f"parallel-{name}"), outcome(f"sequential-{name}")
+        assert parallel["metrics"] and parallel == sequential, name
 
 
 def run_tour(repo: Path) -> None:

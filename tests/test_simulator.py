@@ -239,6 +239,43 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
                         progress=False)
 
 
+def test_a_resumed_training_run_equals_an_uninterrupted_one(tmp_path, params, setup):
+    """Killed after a checkpoint and resumed, training ends with the very weights an uninterrupted run ends with:
+    the same windows in the same order, and the same latent noise."""
+    _, agent, _ = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])
+    sim_config = dataclasses.replace(params.simulator, reward_support=(0.0, 100.0))
+    config = dataclasses.replace(params.train_simulator, total_windows=16, batch_size=4, checkpoint_every=2,
+                                 log_every=1)
+    whole, _ = train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "whole.pt",
+                               progress=False)
+
+    def killed_after_batch_2(windows: int, stats: dict) -> None:
+        if windows > 2 * config.batch_size:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "cut.pt", progress=False,
+                        log=killed_after_batch_2)
+    resumed, summary = train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "cut.pt",
+                                       progress=False)
+    assert summary["resumed_from_windows"] == 8
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_window_stream_skips_to_the_batches_it_would_have_served(tmp_path, params, setup):
+    _, agent, _ = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [40, 35, 60, 45, 50])
+    episodes = np.arange(5)
+    full = iter(WindowStream(str(store.path), episodes, 3, 6, 4, seed=3, block_steps=32, pool_blocks=2))
+    expected = [next(full) for _ in range(12)]
+    later = iter(WindowStream(str(store.path), episodes, 3, 6, 4, seed=3, block_steps=32, pool_blocks=2, skip=7))
+    for batch in expected[7:]:
+        got = next(later)
+        for name in batch:
+            assert torch.equal(got[name], batch[name]), name
+
+
 def test_overfitting_one_window_cuts_the_image_loss_tenfold(params, setup):
     _, agent, simulator = setup
     cfg = params.simulator

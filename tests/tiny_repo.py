@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import yaml
 from tests.conftest import ROOT
 
 FAULTS = Path(__file__).parent / "faults"   # sitecustomize.py: logs (or kills at) each stage's os.replace
+
+# Wall-clock readings and where a run resumed from: the only keys allowed to differ between runs.
+TIMING = re.compile(r"seconds|per_s|_time|time_|^resumed_from|^sha256$")
 
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "rlinterp tests", "GIT_AUTHOR_EMAIL": "tests@rlinterp.invalid",
                 "GIT_COMMITTER_NAME": "rlinterp tests", "GIT_COMMITTER_EMAIL": "tests@rlinterp.invalid"}
@@ -72,3 +76,12 @@ def reproduce(root: Path, params: dict) -> TinyPipeline:
     pristine = root / "pristine"
     shutil.copytree(repo, pristine, symlinks=True)
     return TinyPipeline(repo, pristine, renames)
+
+
+def without_timing(value):
+    """A JSON value (or checkpoint) without the keys TIMING names, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if not TIMING.search(str(k))}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value

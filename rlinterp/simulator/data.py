@@ -13,6 +13,7 @@ cut at the episode's end and masked). Episodes are split once, by level, into tr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -75,18 +76,37 @@ def start_blocks(starts: np.ndarray, block_steps: int) -> list[np.ndarray]:
     return np.split(starts, np.flatnonzero(np.diff(bins)) + 1)
 
 
+@dataclass
+class PooledBlock:
+    """A block in a worker's pool: its steps [begin, end), the window starts it has not served yet, and its raw
+    steps, read once, when it first serves a window."""
+    begin: int
+    end: int
+    unserved: np.ndarray
+    _steps: dict[str, np.ndarray] | None = None
+
+    def steps(self, store: RolloutStore) -> dict[str, np.ndarray]:
+        if self._steps is None:
+            self._steps = {name: np.asarray(store[name][self.begin:self.end]) for name in WINDOW_FIELDS}
+        return self._steps
+
+
 class WindowStream(IterableDataset):
     """Endless batches of training windows (numpy dicts as torch tensors; `start` is each window's first global
-    step), every window once per epoch, each batch drawn across `pool_blocks` blocks of the store."""
+    step), every window once per epoch, each batch drawn across `pool_blocks` blocks of the store. The stream is a
+    function of its seed alone: `skip` batches are passed over by drawing their windows without reading them, so a
+    resumed run continues with the very batches an uninterrupted one would have seen."""
 
     def __init__(self, path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,
-                 block_steps: int = 2048, pool_blocks: int = 8):
+                 block_steps: int = 2048, pool_blocks: int = 8, skip: int = 0):
         self.path, self.episodes, self.context, self.length = path, episodes, context, length
         self.batch_size, self.seed, self.block_steps, self.pool_blocks = batch_size, seed, block_steps, pool_blocks
+        self.skip = skip
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rng = np.random.default_rng([self.seed, worker])
         store = RolloutStore(self.path)
         starts = valid_starts(store, self.episodes, self.context)
         if len(starts) == 0:
@@ -94,37 +114,40 @@ class WindowStream(IterableDataset):
         if len(starts) < self.batch_size:
             raise ValueError(f"{self.path}: {len(starts)} valid windows, fewer than a batch of {self.batch_size}")
         blocks = start_blocks(starts, self.block_steps)
-        queue: list[np.ndarray] = []                                 # this epoch's blocks not yet read
-        pool: list[tuple[dict[str, np.ndarray], int, np.ndarray]] = []   # (steps, first step, unserved starts)
+        queue: list[np.ndarray] = []              # this epoch's blocks not yet drawn from
+        pool: list[PooledBlock] = []
+        skip = self.skip // workers + (worker < self.skip % workers)   # the DataLoader takes workers in turn
         while True:
-            parts, need = [], self.batch_size
+            drawn, need = [], self.batch_size    # (block, starts) that make up this batch
             while need:
                 while len(pool) < min(self.pool_blocks, len(blocks)):
                     queue = queue or [blocks[i] for i in rng.permutation(len(blocks))]
                     chosen = queue.pop()
-                    begin, end = int(chosen[0]), min(int(chosen[-1]) + self.length, store.num_steps)
-                    pool.append(({name: np.asarray(store[name][begin:end]) for name in WINDOW_FIELDS}, begin,
-                                 chosen))
-                unserved = np.array([len(left) for _, _, left in pool])
+                    pool.append(PooledBlock(int(chosen[0]), min(int(chosen[-1]) + self.length, store.num_steps),
+                                            chosen))
+                unserved = np.array([len(block.unserved) for block in pool])
                 picks = rng.choice(unserved.sum(), size=min(need, unserved.sum()), replace=False)
                 owner = np.searchsorted(np.cumsum(unserved), picks, side="right")
                 offset = picks - (np.cumsum(unserved) - unserved)[owner]
                 for k in np.unique(owner):
-                    steps, begin, left = pool[k]
-                    taken = left[offset[owner == k]]
-                    parts.append({"start": taken, **read_windows(store, taken, self.length, steps, begin)})
-                    pool[k] = (steps, begin, np.delete(left, offset[owner == k]))
-                pool = [entry for entry in pool if len(entry[2])]
+                    drawn.append((pool[k], pool[k].unserved[offset[owner == k]]))
+                    pool[k].unserved = np.delete(pool[k].unserved, offset[owner == k])
+                pool = [block for block in pool if len(block.unserved)]
                 need -= len(picks)
             order = rng.permutation(self.batch_size)
+            if skip:
+                skip -= 1
+                continue
+            parts = [{"start": taken, **read_windows(store, taken, self.length, block.steps(store), block.begin)}
+                     for block, taken in drawn]
             yield {name: torch.from_numpy(np.concatenate([part[name] for part in parts])[order])
                    for name in parts[0]}
 
 
 def window_loader(path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,
-                  num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless iterator of training batches, read in `num_workers` background processes."""
-    stream = WindowStream(path, episodes, context, length, batch_size, seed)
+                  num_workers: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless iterator of training batches from batch `skip` on, read in `num_workers` background processes."""
+    stream = WindowStream(path, episodes, context, length, batch_size, seed, skip=skip)
     return iter(DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0))
 
 

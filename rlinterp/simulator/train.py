@@ -96,13 +96,15 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     num_batches = -(-config.total_windows // config.batch_size)
     length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
     batches = data.window_loader(str(store_path), train_episodes, sim_config.num_init_steps, length,
-                                 config.batch_size, config.seed + batch_index, config.num_workers)
-    generator = torch.Generator(device=device).manual_seed(config.seed + batch_index)
+                                 config.batch_size, config.seed, config.num_workers, skip=batch_index)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    if state is not None:
+        generator.set_state(state["generator"])
 
     def checkpoint() -> None:
         save_checkpoint(checkpoint_path, {"model": simulator.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "batch": batch_index, "config": run_config, "agent_sha256": agent_sha256},
-                        fmt=FORMAT)
+                                          "batch": batch_index, "config": run_config, "agent_sha256": agent_sha256,
+                                          "generator": generator.get_state()}, fmt=FORMAT)
 
     simulator.train()
     running: dict[str, float] = {}
