@@ -218,7 +218,8 @@ class PredictionQualityConfig:
     windows: int = param("held-out windows to measure on", ge=1)
     num_steps: int = param("simulated steps per window (may exceed simulator.num_sim_steps to see drift)", ge=1)
     batch_size: int = param("windows simulated together", ge=1)
-    videos: int = param("open-loop videos (real | simulated | error) written to plots/prediction_quality/", ge=0)
+    videos: int = param("open-loop videos (real | simulated | error) written to plots/prediction_quality_figures/",
+                        ge=0)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
 
 @stage_main
 def main() -> None:
-    paths = stage_paths("agent", "simulator", "real", "metrics", "curves")
+    paths = stage_paths("agent", "simulator", "real", "metrics", "curves", "figures")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     config, sim = params.prediction_quality, params.simulator
@@ -49,12 +49,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for measure, stats in curves.items():
         write_curve(out / f"{measure}.csv", stats)
-    plots.prediction_curves(curves, out / "curves.png")
+    figures = Path(paths.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    plots.prediction_curves(curves, figures / "curves.png")
     real_obs, sim_obs = (frames_to_obs(example[k], simulator) for k in ("real", "simulated"))
     error = (np.abs(real_obs.astype(np.int16) - sim_obs.astype(np.int16))).astype(np.uint8)
     for b in range(min(config.videos, real_obs.shape[1])):
         steps = int(example["mask"][:, b].sum())
-        write_gif(out / f"open_loop_{b}.gif", np.concatenate([real_obs[:steps, b], sim_obs[:steps, b],
+        write_gif(figures / f"open_loop_{b}.gif", np.concatenate([real_obs[:steps, b], sim_obs[:steps, b],
                                                              error[:steps, b]], axis=2), fps=6)
 
 
