@@ -134,8 +134,8 @@ def findings_table(metrics: Path) -> str:
                  _yes(diff["ci95_low"] > 0 or diff["ci95_high"] < 0)))
     lags = dynamics["groups"]["all"]["consistency_with_env"]
     rows.append(("dynamics: correlation and Jacobian signs agree, all samples", f"{dynamics['sign_agreement_with_env']:.3f}",
-                 f"shuffled: {dynamics['sign_agreement_with_env_shuffled']:.3f}; lags with p < 0.05: "
-                 f"{sum(lag['p_value'] < 0.05 for lag in lags)} of {len(lags)}",
+                 f"shuffled: {dynamics['sign_agreement_with_env_shuffled']:.3f}; lags with permutation p < 0.05 / "
+                 f"{len(lags)} (Bonferroni): {sum(lag['p_value'] < 0.05 / len(lags) for lag in lags)} of {len(lags)}",
                  _yes(any(lag["p_value"] < 0.05 / len(lags) for lag in lags))))
     for path in sorted((metrics / "validation").glob("*.json")):
         edit = json.loads(path.read_text())

@@ -68,15 +68,15 @@ def behaviour_quality(reduced: np.ndarray, labels: np.ndarray, samples: int, see
 
 
 def _cluster_windows(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
-                     components: int) -> tuple[np.ndarray, np.ndarray, dict, int]:
-    """Window labels (S * W,), the reduced window features, their quality and the feature count."""
+                     components: int) -> tuple[np.ndarray, dict, int]:
+    """Window labels (S * W,), their quality and the feature count."""
     features = dynamics_features(states, lags)
     flat = features.reshape(-1, features.shape[-1])
     mean, scale = standardise(flat)
     z = (flat - mean) / scale
     reduced = PCA(n_components=min(components, z.shape[1], len(z)), random_state=seed).fit_transform(z)
     labels = cluster(reduced, clusters, method, seed, subsample(len(reduced), 20000, np.random.default_rng(seed)))
-    return labels, reduced, behaviour_quality(reduced, labels, len(states), seed), flat.shape[1]
+    return labels, behaviour_quality(reduced, labels, len(states), seed), flat.shape[1]
 
 
 def cluster_behaviours(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
@@ -92,8 +92,8 @@ def cluster_behaviours(states: np.ndarray, lags: tuple[int, ...], clusters: int,
     rows = states.reshape(-1, states.shape[-1])
     nulls = {"shuffled_columns": shuffled_columns(rows, rng).reshape(states.shape),
              "gaussian": gaussian_like(rows, rng).reshape(states.shape), **(nulls or {})}
-    labels, _, quality, features = _cluster_windows(states, lags, clusters, method, seed, components)
-    null_quality = {name: _cluster_windows(null, lags, clusters, method, seed, components)[2]
+    labels, quality, features = _cluster_windows(states, lags, clusters, method, seed, components)
+    null_quality = {name: _cluster_windows(null, lags, clusters, method, seed, components)[1]
                     for name, null in nulls.items()}
     window_labels = labels.reshape(len(states), -1)
     metrics = {"windows": int(len(labels)), "features": features, "clusters": int(labels.max()) + 1, **quality,
