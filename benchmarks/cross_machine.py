@@ -9,12 +9,18 @@ of each link of an evaluation, taken on this machine and compared with those oth
 The first link that differs is the cause. Each machine writes benchmarks/results/cross_machine/<name>.npz (name:
 CPU model and torch's vector capability); run this on a second machine and commit its file.
 
-    python benchmarks/cross_machine.py [--checkpoint data/agent/checkpoint.pt]
+A second CPU can also be imitated on this one: --baseline-dispatch re-runs the script with every library on the
+evaluation path that picks its code by CPU at run time held to plain x86-64 code (torch's ATen, oneDNN and MKL
+kernels; glibc's libm, whose exp/log/sin Procgen's physics calls; Qt's raster painter, which draws Procgen's
+frames), so a machine without AVX, FMA and SSE4 is compared without owning one.
+
+    python benchmarks/cross_machine.py [--checkpoint data/agent/checkpoint.pt] [--baseline-dispatch]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import re
 import sys
@@ -33,6 +39,13 @@ from rlinterp.envs import NUM_ACTIONS, VecProcgen  # noqa: E402
 from rlinterp.runtime import setup_torch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cross_machine"
+BASELINE_DISPATCH = {  # each library's switch for its CPU-dispatched code, set to the plainest path
+    "ATEN_CPU_CAPABILITY": "default",  # torch's own kernels
+    "ONEDNN_MAX_CPU_ISA": "SSE41",  # torch's convolutions
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",  # torch's matrix products
+    "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX2,-FMA,-AVX,-F16C,-SSE4_1,-SSE4_2,-SSSE3,-BMI1,-BMI2",
+    "QT_NO_CPU_FEATURE": "sse3 ssse3 sse4.1 sse4.2 avx avx2 f16c fma bmi bmi2 avx512f",  # Procgen's frame painter
+}
 
 
 def machine_name() -> str:
@@ -41,7 +54,9 @@ def machine_name() -> str:
     if cpuinfo.exists():
         found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         model = found.group(1) if found else model
-    return re.sub(r"[^A-Za-z0-9]+", "-", f"{model} {torch.backends.cpu.get_cpu_capability()}").strip("-").lower()
+    dispatch = "baseline-dispatch" if all(os.environ.get(k) == v for k, v in BASELINE_DISPATCH.items()) else ""
+    name = f"{model} {torch.backends.cpu.get_cpu_capability()} {dispatch}"
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
 
 
 @torch.inference_mode()
@@ -83,7 +98,11 @@ def compare(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="data/agent/checkpoint.pt")
+    parser.add_argument("--baseline-dispatch", action="store_true",
+                        help="imitate a CPU without AVX, FMA and SSE4 (re-runs itself with BASELINE_DISPATCH set)")
     args = parser.parse_args()
+    if args.baseline_dispatch and any(os.environ.get(k) != v for k, v in BASELINE_DISPATCH.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **BASELINE_DISPATCH})
     params = load_params("params.yaml")
     setup_torch(params.compute)
     mine = fingerprint(params, args.checkpoint)
