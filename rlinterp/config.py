@@ -188,8 +188,12 @@ class TrainSimulatorConfig:
     reward_weight: float = param("weight of the reward loss", ge=0)
     done_weight: float = param("weight of the episode-end (done) loss", ge=0)
     hx_weight: float = param("weight of the agent-hx loss, 0.5 x squared error", ge=0)
+    value_weight: float = param("weight of the agent-value loss, 0.5 x squared error of the value the agent "
+                                "reads from simulated frames (original 0: only hx)", ge=0)
     env_update_weight: float = param("weight of the penalty on deterministic-state change (original 0.5)", ge=0)
     init_weight: float = param("weight of the initial hx / previous-action auxiliary loss (original 1)", ge=0)
+    open_loop_weight: float = param("weight of the prediction terms of an open-loop (prior, recorded actions) "
+                                    "rollout of each window (original 0: teacher forcing only)", ge=0)
     bottleneck_weight: float = param("weight of the bottleneck loss: KL to N(0, I) for vae, uniformity for "
                                      "sphere", ge=0)
     num_workers: int = param("background processes reading windows from the store (0 = in the main process)",

@@ -61,16 +61,16 @@ class MatchedRandomEdit:
     def __init__(self, edit, direction: np.ndarray):
         self.edit = edit
         self.direction = torch.as_tensor(direction, dtype=torch.float32)
-        self.sizes = np.zeros(3)   # rows, summed |delta hx| the edit would make, summed |delta hx| made
+        self.sizes = np.zeros(3)   # rows, summed |delta hx| the edit would make, summed |delta hx| this one made
 
     def __call__(self, hx: torch.Tensor) -> torch.Tensor:
         size = (self.edit(hx) - hx).norm(dim=-1)
         u = self.direction.to(hx)
         along = (hx - self.edit.mean.to(hx)) @ u
         towards_mean = torch.where(along > 0, -1.0, 1.0).to(hx)
-        moved = towards_mean * size
-        self.sizes += [len(hx), float(size.sum()), float(moved.abs().sum())]
-        return hx + moved[:, None] * u
+        edited = hx + (towards_mean * size)[:, None] * u
+        self.sizes += [len(hx), float(size.sum()), float((edited - hx).norm(dim=-1).sum())]
+        return edited
 
     def size_report(self) -> dict[str, float]:
         """Mean |delta hx| per edited state (over every run this edit was applied in, real and simulated) that the

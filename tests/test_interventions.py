@@ -145,6 +145,14 @@ def test_matched_random_edits_move_hx_as_far_as_the_edit_in_their_own_direction(
     assert abs(float(nulls[0].direction @ nulls[1].direction)) < 0.999                 # each its own direction
 
 
+def test_the_size_report_measures_the_change_made_not_the_one_intended(basis):
+    edit = Intervention.from_spec(basis, "ica", [0], [None])
+    stretched = MatchedRandomEdit(edit, 2 * data_like_directions(basis, 1, seed=0)[0])   # not a unit direction
+    stretched(torch.randn(32, 8))
+    report = stretched.size_report()
+    assert report["random_edit"] == pytest.approx(2 * report["edit"], rel=1e-5)
+
+
 def test_repeated_matched_random_edits_stay_bounded(basis):
     """Applied step after step, as in a rollout, the null edit cannot push the state away without end."""
     edit = Intervention.from_spec(basis, "ica", [0], [None])

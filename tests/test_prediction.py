@@ -9,6 +9,7 @@ import torch
 
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.simulator import quality
+from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.prediction import compare, summarise
 from rlinterp.simulator.sample import record_samples, sample_fields
@@ -123,8 +124,7 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
         start = real.episode_starts[episode]
         assert (sample["source_step"] == start).all() and info["level_seed"][index] == real["level_seed"][start]
         window = window_from_batch({k: torch.from_numpy(v) for k, v in
-                                    real.windows(np.array([start]), c, ["obs", "hx", "action", "reward",
-                                                                        "done"]).items()}, simulator)
+                                    real.windows(np.array([start]), c, WINDOW_FIELDS).items()}, simulator)
         with torch.no_grad():
             latent = simulator.encode(window.context, sample=False).value
             first = simulator.rollout(latent, agent, 1, agent_hx=window.hx_prev, action_prev=window.action_prev,

@@ -10,11 +10,11 @@ import torch
 from rlinterp.agent.checkpoint import CheckpointError, build_agent
 from rlinterp.errors import InputError
 from rlinterp.simulator import model as sim_model
-from rlinterp.simulator.data import WindowStream, split_episodes, valid_starts
+from rlinterp.simulator.data import WINDOW_FIELDS, WindowStream, split_episodes, valid_starts
 from rlinterp.hooks import attached
 from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, simulator_loss, uniformity_loss,
-                                       window_from_batch)
+                                       PREDICTION_TERMS, window_from_batch, window_loss)
 from rlinterp.simulator.checkpoint import build_simulator, load_simulator
 from rlinterp.simulator.sample import SampleStart, record_samples, sample_fields, sample_starts
 from rlinterp.simulator.train import train_simulator
@@ -57,8 +57,7 @@ def test_window_alignment_follows_the_store_conventions(tmp_path, setup):
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 5, 30])
     length = c + k - 1
     starts = np.array([0, 21, 26])          # inside episode 0; episode 1 cut after 2 simulated steps; episode 2
-    batch = {n: torch.from_numpy(x) for n, x in store.windows(starts, length, ["obs", "hx", "action", "reward",
-                                                                             "done"]).items()}
+    batch = {n: torch.from_numpy(x) for n, x in store.windows(starts, length, WINDOW_FIELDS).items()}
     window = window_from_batch(batch, simulator)
     for b, s0 in enumerate(starts):
         pixel = window.context[b, :, 0, 0, 0] * 255
@@ -71,7 +70,7 @@ def test_window_alignment_follows_the_store_conventions(tmp_path, setup):
             assert window.mask[i, b] == real and window.label_mask[i, b] == (s - 1 < end)
             if real:
                 assert window.frames[i, b, 0, 0, 0] * 255 == pytest.approx(s % 251, abs=1e-3)
-                assert window.hx[i, b, 0] == s and window.action[i, b] == s % 15
+                assert window.hx[i, b, 0] == s and window.value[i, b] == s and window.action[i, b] == s % 15
             else:
                 assert window.frames[i, b].abs().sum() == 0
             if s - 1 < end:                                        # the transition into step i, made by action[s-1]
@@ -128,23 +127,56 @@ def test_window_batches_cover_every_training_window_and_mix_distant_blocks(tmp_p
     assert (spans >= 16).mean() > 0.8                               # batches draw on several distant blocks
 
 
+def random_window(params, agent, batch: int, k: int) -> Window:
+    cfg = params.simulator
+    size = 64 // cfg.image_pool
+    return Window(context=torch.rand(batch, cfg.num_init_steps, 3, size, size),
+                  frames=torch.rand(k, batch, 3, size, size), hx=torch.rand(k, batch, agent.hidden_size) - 0.5,
+                  value=torch.rand(k, batch) * 10,
+                  action=torch.randint(15, (k, batch)), reward=torch.zeros(k, batch), done=torch.zeros(k, batch),
+                  mask=torch.ones(k, batch), label_mask=torch.ones(k, batch),
+                  hx_prev=torch.zeros(batch, agent.hidden_size), action_prev=torch.zeros(batch, dtype=torch.long))
+
+
 @pytest.mark.parametrize("closed", [False, True])
 def test_open_loop_follows_the_recorded_actions_and_closed_loop_the_agents(setup, closed):
     params, agent, simulator = setup
-    cfg, batch, k = params.simulator, 3, 5
-    size = 64 // cfg.image_pool
-    window = Window(context=torch.rand(batch, cfg.num_init_steps, 3, size, size),
-                    frames=torch.rand(k, batch, 3, size, size), hx=torch.zeros(k, batch, agent.hidden_size),
-                    action=torch.randint(15, (k, batch)), reward=torch.zeros(k, batch), done=torch.zeros(k, batch),
-                    mask=torch.ones(k, batch), label_mask=torch.ones(k, batch),
-                    hx_prev=torch.zeros(batch, agent.hidden_size),
-                    action_prev=torch.zeros(batch, dtype=torch.long))
+    window = random_window(params, agent, batch=3, k=5)
     fed = []
     with torch.no_grad(), attached(simulator, action=lambda step, a: fed.append(a.argmax(-1))):
         rollout = open_loop(simulator, agent, window, closed=closed)
     expected = rollout.agent_action if closed else window.action
     assert torch.equal(torch.stack(fed), expected)
     assert not torch.equal(rollout.agent_action, window.action)      # the two drivers differ here, so it can fail
+
+
+def test_the_open_loop_term_trains_what_prediction_quality_measures(setup):
+    params, agent, simulator = setup
+    window = random_window(params, agent, batch=3, k=6)
+    config = dataclasses.replace(params.train_simulator, open_loop_weight=0.5, kl_weight=0.0)
+    torch.manual_seed(0)
+    total, stats = window_loss(simulator, agent, window, config, sample=False)
+    with torch.no_grad():
+        measured = open_loop(simulator, agent, window)
+    image = (0.5 * (measured.frames - window.frames).pow(2).sum((-3, -2, -1))).sum(0).mean()
+    hx = (0.5 * (measured.agent_hx - window.hx).pow(2).sum(-1)).sum(0).mean()
+    value = (0.5 * (measured.agent_value - window.value).pow(2)).sum(0).mean()
+    assert stats["open_loop_image"] == pytest.approx(float(image), rel=1e-5)
+    assert stats["open_loop_hx"] == pytest.approx(float(hx), rel=1e-5)
+    assert stats["open_loop_value"] == pytest.approx(float(value), rel=1e-5)
+    torch.manual_seed(0)
+    total_off, stats_off = window_loss(simulator, agent, window, dataclasses.replace(config, open_loop_weight=0.0),
+                                       sample=False)
+    assert not any(name.startswith("open_loop") for name in stats_off)
+    added = sum(getattr(config, f"{n}_weight") * stats[f"open_loop_{n}"] for n in PREDICTION_TERMS)
+    assert float(total.detach()) == pytest.approx(float(total_off.detach()) + 0.5 * added, rel=1e-5)
+    # without a KL term the prior learns only from the open-loop predictions
+    prior_grads = []
+    for loss in (total, total_off):
+        simulator.zero_grad()
+        loss.backward()
+        prior_grads.append(sum(float(q.grad.abs().sum()) for q in simulator.prior.parameters() if q.grad is not None))
+    assert prior_grads[0] > 0 and prior_grads[1] == 0
 
 
 def test_shapes_through_a_full_window(setup):
@@ -288,7 +320,7 @@ def test_overfitting_one_window_cuts_the_image_loss_tenfold(params, setup):
     obs = (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
     obs = obs.repeat_interleave(cfg.image_pool, 1).repeat_interleave(cfg.image_pool, 2)[None]
     length = obs.shape[1]
-    batch = {"obs": obs, "hx": torch.zeros(1, length, agent.hidden_size), "action": torch.zeros(1, length, dtype=torch.int32),
+    batch = {"obs": obs, "hx": torch.zeros(1, length, agent.hidden_size), "value": torch.zeros(1, length), "action": torch.zeros(1, length, dtype=torch.int32),
              "reward": torch.zeros(1, length), "done": torch.zeros(1, length, dtype=torch.bool),
              "mask": torch.ones(1, length, dtype=torch.bool)}
     window = window_from_batch(batch, simulator)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rlinterp.store import RolloutStore
 
-WINDOW_FIELDS = ["obs", "hx", "action", "reward", "done"]
+WINDOW_FIELDS = ["obs", "hx", "value", "action", "reward", "done"]
 
 
 def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,18 +13,14 @@ import torch
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import TrainSimulatorConfig
-from rlinterp.simulator.losses import Window, simulator_loss, window_from_batch
+from rlinterp.simulator.losses import Window, open_loop_rollout, window_from_batch, window_loss
 from rlinterp.simulator.model import Rollout, Simulator
 
 
 def open_loop(simulator: Simulator, agent: RecurrentAgent, window: Window, closed: bool = False) -> Rollout:
     """Simulate every step from the prior after encoding the context, driven by the recorded actions (or, with
     `closed`, by the agent's own)."""
-    latent = simulator.encode(window.context, sample=False)
-    steps = len(window.frames)
-    return simulator.rollout(latent.value, agent, steps, frames=None, actions=window.action,
-                             agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=0,
-                             action_steps=0 if closed else steps, modal=True)
+    return open_loop_rollout(simulator, agent, simulator.encode(window.context, sample=False).value, window, closed)
 
 
 def nearest_distance(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -55,7 +51,7 @@ def prior_realism(simulator: Simulator, agent: RecurrentAgent, reference: dict[s
 @torch.no_grad()
 def evaluate_simulator(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
                        config: TrainSimulatorConfig, mean_frame: torch.Tensor) -> dict:
-    """Held-out loss terms (teacher-forced, as in training) and frame MSE per simulated step, open loop
+    """Held-out loss terms (the training objective's) and frame MSE per simulated step, open loop
     (`simulator`, recorded actions) and closed loop (the agent acts), with the copy-last-frame and mean-frame
     baselines on the same windows."""
     was_training = simulator.training
@@ -67,10 +63,7 @@ def evaluate_simulator(simulator: Simulator, agent: RecurrentAgent, batches: lis
     windows = 0
     for batch in batches:
         window = window_from_batch(batch, simulator)
-        latent = simulator.encode(window.context, sample=False)
-        rollout = simulator.rollout(latent.value, agent, len(window.frames), frames=window.frames,
-                                    actions=window.action, agent_hx=window.hx_prev, action_prev=window.action_prev)
-        _, stats = simulator_loss(simulator, latent, rollout, window, config)
+        _, stats = window_loss(simulator, agent, window, config, sample=False)
         size = len(window.mask[0])
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + value * size

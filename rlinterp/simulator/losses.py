@@ -1,5 +1,10 @@
 """The simulator's training objective: every term of the original, each weighted by a param, and every
-per-step term masked after the episode ends (the original masked only the hx term)."""
+per-step term masked after the episode ends (the original masked only the hx term).
+
+The original trains only teacher-forced (posterior states, true actions) yet generates from the prior, and
+its prior-driven predictions drift (exposure bias). `open_loop_weight` adds the prediction terms (image,
+reward, done, hx, value) of an open-loop rollout of the same window: prior states from step 0, most likely classes,
+recorded actions, exactly what prediction quality measures and samples are made of."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig
 from rlinterp.simulator.model import Latent, Rollout, Simulator
+
+PREDICTION_TERMS = ("image", "reward", "done", "hx", "value")   # what an open-loop rollout is also trained on
 
 
 @dataclass
@@ -17,6 +25,7 @@ class Window:
     context: torch.Tensor      # (B, c, 3, S, S) frames the encoder sees
     frames: torch.Tensor       # (K, B, 3, S, S) real frames of the simulated steps
     hx: torch.Tensor           # (K, B, H) agent state after each real frame
+    value: torch.Tensor        # (K, B) the agent's value at each real frame
     action: torch.Tensor       # (K, B) recorded action at each simulated step (fed to the next one)
     reward: torch.Tensor       # (K, B) reward of the transition into each step (made by the action fed to it)
     done: torch.Tensor         # (K, B) float: that transition ended the episode
@@ -37,7 +46,8 @@ def window_from_batch(batch: dict[str, torch.Tensor], simulator: Simulator) -> W
     def into(x: torch.Tensor) -> torch.Tensor:       # step s - 1's outcome, the transition into simulated step i
         return x[:, c - 2:-1].transpose(0, 1)
 
-    return Window(context=frames[:, :c], frames=sim(frames), hx=sim(batch["hx"]), action=sim(batch["action"]),
+    return Window(context=frames[:, :c], frames=sim(frames), hx=sim(batch["hx"]),
+                  value=sim(batch["value"]).float(), action=sim(batch["action"]),
                   reward=into(batch["reward"]).float(), done=into(batch["done"]).float(),
                   mask=sim(batch["mask"]).float(), label_mask=into(batch["mask"]).float(),
                   hx_prev=batch["hx"][:, c - 2], action_prev=batch["action"][:, c - 2])
@@ -82,6 +92,7 @@ def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -
              "reward": -(reward_target * rollout.reward_logits.log_softmax(-1)).sum(-1),
              "done": F.binary_cross_entropy_with_logits(rollout.done_logit, window.done, reduction="none"),
              "hx": 0.5 * (rollout.agent_hx - window.hx).pow(2).sum(-1),
+             "value": 0.5 * (rollout.agent_value - window.value).pow(2),
              "env_update": rollout.env_update}
     kl = torch.zeros_like(image)
     if rollout.post_logits is not None:
@@ -93,29 +104,62 @@ def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -
 
 
 def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, window: Window,
-                   config: TrainSimulatorConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted objective (sum over steps, mean over the batch) and each unweighted term for logging."""
-    terms = step_losses(rollout, window, simulator.reward_target(window.reward))
+                   config: TrainSimulatorConfig, open_rollout: Rollout | None = None
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted objective (sum over steps, mean over the batch) and each unweighted term for logging.
+    `rollout` is teacher-forced; `open_rollout`, if given, adds its prediction terms x `open_loop_weight`."""
+    reward_target = simulator.reward_target(window.reward)
+    terms = step_losses(rollout, window, reward_target)
     if rollout.post_logits is not None:     # the optimised KL is balanced; the logged one is the plain KL
         posterior_steps = len(rollout.post_logits)
         balanced = balanced_kl(rollout.post_logits, rollout.prior_logits[:posterior_steps], config.kl_balance)
         optimised_kl = torch.cat([balanced, torch.zeros_like(terms["kl"][posterior_steps:])])
     else:
         optimised_kl = terms["kl"]
-    def reduce(x: torch.Tensor, mask: torch.Tensor = window.mask) -> torch.Tensor:
+    def reduce(x: torch.Tensor, name: str = "") -> torch.Tensor:
+        mask = window.label_mask if name in ("reward", "done") else window.mask
         return (x * mask).sum(0).mean()
+
+    def prediction(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(getattr(config, f"{name}_weight") * parts[name] for name in PREDICTION_TERMS)
 
     init_hx, init_action_logits = simulator.initial_agent_inputs(latent.value.detach())
     init = ((init_hx - window.hx_prev).pow(2).sum(-1)
             + F.cross_entropy(init_action_logits, window.action_prev.long(), reduction="none")).mean()
-    parts = {name: reduce(value, window.label_mask if name in ("reward", "done") else window.mask)
-             for name, value in terms.items()}
+    parts = {name: reduce(value, name) for name, value in terms.items()}
     parts["init"] = init
     parts["bottleneck"] = bottleneck_loss(latent, simulator.config)
-    total = (config.image_weight * parts["image"] + config.reward_weight * parts["reward"]
-             + config.done_weight * parts["done"] + config.hx_weight * parts["hx"]
-             + config.env_update_weight * parts["env_update"] + config.kl_weight * reduce(optimised_kl)
-             + config.init_weight * init + config.bottleneck_weight * parts["bottleneck"])
+    total = (prediction(parts) + config.env_update_weight * parts["env_update"]
+             + config.kl_weight * reduce(optimised_kl) + config.init_weight * init
+             + config.bottleneck_weight * parts["bottleneck"])
+    if open_rollout is not None:
+        open_terms = step_losses(open_rollout, window, reward_target)
+        open_parts = {name: reduce(open_terms[name], name) for name in PREDICTION_TERMS}
+        total = total + config.open_loop_weight * prediction(open_parts)
+        parts.update({f"open_loop_{name}": value for name, value in open_parts.items()})
     stats = {name: float(value.detach()) for name, value in parts.items()}
     stats["loss"] = float(total.detach())
     return total, stats
+
+
+def open_loop_rollout(simulator: Simulator, agent: RecurrentAgent, latent: torch.Tensor, window: Window,
+                      closed: bool = False) -> Rollout:
+    """Every step from the prior (most likely classes) after the latent, from the real hx and previous action,
+    driven by the recorded actions (or, with `closed`, by the agent's own)."""
+    steps = len(window.frames)
+    return simulator.rollout(latent, agent, steps, actions=window.action, agent_hx=window.hx_prev,
+                             action_prev=window.action_prev, imagine_from=0, action_steps=0 if closed else steps,
+                             modal=True)
+
+
+def window_loss(simulator: Simulator, agent: RecurrentAgent, window: Window, config: TrainSimulatorConfig,
+                sample: bool = True, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Encode a window, simulate it teacher-forced (and open loop where `open_loop_weight` > 0) and score it;
+    training samples the latent, held-out evaluation takes its mean."""
+    latent = simulator.encode(window.context, sample=sample, generator=generator)
+    steps = len(window.frames)
+    teacher_forced = simulator.rollout(latent.value, agent, steps, frames=window.frames, actions=window.action,
+                                       agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=steps,
+                                       generator=generator)
+    open_rollout = open_loop_rollout(simulator, agent, latent.value, window) if config.open_loop_weight > 0 else None
+    return simulator_loss(simulator, latent, teacher_forced, window, config, open_rollout)

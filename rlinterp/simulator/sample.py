@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import Window, window_from_batch
 from rlinterp.simulator.model import Simulator
 from rlinterp.store import FieldSpec, RolloutStore, RolloutWriter, real_rollout_fields
@@ -84,7 +85,7 @@ class SampleStart:
 def informed_window(simulator: Simulator, real: RolloutStore, first_steps: np.ndarray,
                     device: str | torch.device) -> Window:
     """The context window an informed sample is encoded from: the first `num_init_steps` steps of real episodes."""
-    windows = real.windows(first_steps, simulator.config.num_init_steps, ["obs", "hx", "action", "reward", "done"])
+    windows = real.windows(first_steps, simulator.config.num_init_steps, WINDOW_FIELDS)
     return window_from_batch({k: torch.from_numpy(v).to(device) for k, v in windows.items()}, simulator)
 
 

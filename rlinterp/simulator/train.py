@@ -20,7 +20,7 @@ from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
 from rlinterp.errors import InputError
 from rlinterp.simulator import data, losses, model, networks
-from rlinterp.simulator.losses import simulator_loss, window_from_batch
+from rlinterp.simulator.losses import window_from_batch, window_loss
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator
 from rlinterp.simulator.model import Simulator
 from rlinterp.store import RolloutStore
@@ -111,11 +111,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator", disable=not progress)
     while batch_index < num_batches:
         window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
-        latent = simulator.encode(window.context, generator=generator)
-        rollout = simulator.rollout(latent.value, agent, sim_config.num_sim_steps, frames=window.frames,
-                                    actions=window.action, agent_hx=window.hx_prev, action_prev=window.action_prev,
-                                    imagine_from=sim_config.num_sim_steps, generator=generator)
-        loss, stats = simulator_loss(simulator, latent, rollout, window, config)
+        loss, stats = window_loss(simulator, agent, window, config, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm))
