@@ -13,7 +13,7 @@ from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.data import WINDOW_FIELDS, WindowStream, split_episodes, valid_starts
 from rlinterp.hooks import attached
 from rlinterp.simulator.evaluate import open_loop
-from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, simulator_loss, uniformity_loss,
+from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, uniformity_loss,
                                        PREDICTION_TERMS, window_from_batch, window_loss)
 from rlinterp.simulator.checkpoint import build_simulator, load_simulator
 from rlinterp.simulator.sample import SampleStart, record_samples, sample_fields, sample_starts
@@ -320,17 +320,15 @@ def test_overfitting_one_window_cuts_the_image_loss_tenfold(params, setup):
     obs = (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
     obs = obs.repeat_interleave(cfg.image_pool, 1).repeat_interleave(cfg.image_pool, 2)[None]
     length = obs.shape[1]
-    batch = {"obs": obs, "hx": torch.zeros(1, length, agent.hidden_size), "value": torch.zeros(1, length), "action": torch.zeros(1, length, dtype=torch.int32),
-             "reward": torch.zeros(1, length), "done": torch.zeros(1, length, dtype=torch.bool),
-             "mask": torch.ones(1, length, dtype=torch.bool)}
+    batch = {"obs": obs, "hx": torch.zeros(1, length, agent.hidden_size), "value": torch.zeros(1, length),
+             "action": torch.zeros(1, length, dtype=torch.int32), "reward": torch.zeros(1, length),
+             "done": torch.zeros(1, length, dtype=torch.bool), "mask": torch.ones(1, length, dtype=torch.bool)}
     window = window_from_batch(batch, simulator)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=3e-3)
+    teacher_forced = dataclasses.replace(params.train_simulator, open_loop_weight=0.0)
     losses = []
     for _ in range(150):
-        latent = simulator.encode(window.context)
-        rollout = simulator.rollout(latent.value, agent, k, frames=window.frames, actions=window.action,
-                                    agent_hx=window.hx_prev, action_prev=window.action_prev)
-        loss, stats = simulator_loss(simulator, latent, rollout, window, params.train_simulator)
+        loss, stats = window_loss(simulator, agent, window, teacher_forced)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
