@@ -5,23 +5,35 @@ On the profile's device (profiles/paper.yaml: cuda), from nothing:
   train_agent      PPO updates of the original's shapes (256 envs x 256 steps, IMPALA 16/32/32, GRU 64)
   record           the (untrained) agent's rollouts into a temporary RolloutStore
   train_simulator  batches of the original-size simulator trained on that store
-and for each the time the profile's budget would take at the measured rate. The record estimate uses
---mean-length steps per episode (a trained CoinRun agent's episodes are far shorter than a random one's).
+and for each the time the profile's budget would take at the measured rate, the GPU's mean utilisation while
+measured (nvidia-smi), and peak memory. The record estimate uses --mean-length steps per episode (a trained
+CoinRun agent's episodes are far shorter than a random one's). `--sim-batch-sizes 16,64,256` measures the
+simulator at each batch size (how far a larger batch fills the GPU); `--ranks N` measures both training stages
+again with N DDP ranks (torchrun, one GPU each) and prints the scaling efficiency against one rank, or says why not.
 
     python benchmarks/paper_profile.py [--params profiles/paper.yaml] [--agent-updates 2] [--sim-batches 40]
+                                       [--sim-batch-sizes 16] [--ranks 1]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from rlinterp import distributed
 from rlinterp.agent.checkpoint import build_agent
+from rlinterp.agent.model import RecurrentAgent
 from rlinterp.agent.ppo import RolloutCollector, ppo_update
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS, VecProcgen
@@ -49,26 +61,53 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:7.1f} h"
 
 
-def measure_agent(params, device: torch.device, updates: int) -> float:
+@contextlib.contextmanager
+def gpu_utilisation(device: torch.device) -> Iterator[list[float]]:
+    """Samples of the GPU's utilisation (%) every 200 ms while inside (nvidia-smi); none on a CPU."""
+    samples: list[float] = []
+    if device.type != "cuda":
+        yield samples
+        return
+    query = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                              "-i", str(device.index or 0), "-lms", "200"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield samples
+    finally:
+        query.terminate()
+        samples += [float(line) for line in query.communicate()[0].split() if line.strip().isdigit()]
+
+
+def utilisation(samples: list[float]) -> str:
+    return f"GPU busy {sum(samples) / len(samples):.0f}%" if samples else "GPU utilisation n/a"
+
+
+def measure_agent(params, device: torch.device, updates: int, shard: distributed.Shard = distributed.Shard()
+                  ) -> float:
     train = params.train_agent
     agent = build_agent(params.agent).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=train.learning_rate, eps=train.adam_eps)
-    collector = RolloutCollector(VecProcgen(params.env, train.num_envs, seed=0), agent, train, device)
+    env = VecProcgen(params.env, shard.share(train.num_envs, "train_agent.num_envs"), seed=shard.rank)
+    collector = RolloutCollector(env, agent, train, device, shard)
+    forward = distributed.data_parallel(agent, RecurrentAgent.forward_sequence, shard)
+    generator = torch.Generator().manual_seed(0)
     collect_s = update_s = 0.0
-    for index in range(updates + 1):                      # the first update warms up and is not timed
-        tic = time.perf_counter()
-        rollout, _ = collector.collect()
-        synchronize(device)
-        toc = time.perf_counter()
-        ppo_update(agent, optimizer, rollout, train)
-        synchronize(device)
-        if index:
-            collect_s += toc - tic
-            update_s += time.perf_counter() - toc
+    with gpu_utilisation(device) as busy:
+        for index in range(updates + 1):                      # the first update warms up and is not timed
+            tic = time.perf_counter()
+            rollout, _ = collector.collect()
+            synchronize(device)
+            toc = time.perf_counter()
+            ppo_update(agent, optimizer, rollout, train, generator, shard, forward)
+            synchronize(device)
+            if index:
+                collect_s += toc - tic
+                update_s += time.perf_counter() - toc
     steps = updates * train.num_envs * train.num_steps
     rate = steps / (collect_s + update_s)
-    print(f"train_agent      {rate:9.0f} env steps/s ({collect_s / (collect_s + update_s):.0%} collecting); "
-          f"{train.total_steps / 1e6:.0f}M steps: {hours(train.total_steps / rate)}; {peak_memory(device)}")
+    if shard.main:
+        print(f"train_agent      {rate:9.0f} env steps/s ({collect_s / (collect_s + update_s):.0%} collecting) x "
+              f"{shard.world} rank(s); {train.total_steps / 1e6:.0f}M steps: {hours(train.total_steps / rate)}; "
+              f"{utilisation(busy)}; {peak_memory(device)}")
     return rate
 
 
@@ -86,22 +125,61 @@ def measure_record(params, device: torch.device, store: Path, episodes_per_env: 
           f"{hours(budget / rate)}; recorded {RolloutStore(store).num_steps} steps; {peak_memory(device)}")
 
 
-def measure_simulator(params, device: torch.device, store: Path, batches: int, tmp: Path) -> None:
+def measure_simulator(params, device: torch.device, store: Path, batches: int, tmp: Path, batch_size: int,
+                      shard: distributed.Shard = distributed.Shard()) -> float:
     agent = build_agent(params.agent).to(device)
-    config = params.train_simulator
+    config = dataclasses.replace(params.train_simulator, batch_size=batch_size)
     for name, count in (("warmup", 2), ("timed", batches)):   # cuDNN autotuning and loader start-up first
         run = dataclasses.replace(config, total_windows=count * config.batch_size, log_every=10**9,
                                   checkpoint_every=10**9)
         synchronize(device)
         tic = time.perf_counter()
-        train_simulator(params.simulator, run, store, agent, "untrained", tmp / f"{name}.pt", device=str(device),
-                        progress=False)
-        synchronize(device)
+        with gpu_utilisation(device) as busy:
+            train_simulator(params.simulator, run, store, agent, "untrained", tmp / f"{name}{shard.rank}.pt",
+                            device=str(device), progress=False)
+            synchronize(device)
         seconds = time.perf_counter() - tic
     rate = batches * config.batch_size / seconds
-    print(f"train_simulator  {rate:9.1f} windows/s ({config.batch_size} per batch, {params.simulator.num_sim_steps} "
-          f"steps each); {config.total_windows / 1e6:.1f}M windows: {hours(config.total_windows / rate)}; "
-          f"{peak_memory(device)}")
+    if shard.main:
+        print(f"train_simulator  {rate:9.1f} windows/s ({config.batch_size} per batch, {params.simulator.num_sim_steps}"
+              f" steps each) x {shard.world} rank(s); {config.total_windows / 1e6:.1f}M windows: "
+              f"{hours(config.total_windows / rate)}; {utilisation(busy)}; {peak_memory(device)}")
+    return rate
+
+
+def batch_sizes(args: argparse.Namespace, params) -> list[int]:
+    return [int(size) for size in args.sim_batch_sizes.split(",") if size] or [params.train_simulator.batch_size]
+
+
+def ranks_available(device: torch.device, ranks: int) -> str | None:
+    """Why `ranks` ranks cannot be measured here, or None."""
+    if ranks > 1 and device.type == "cuda" and torch.cuda.device_count() < ranks:
+        return f"only {torch.cuda.device_count()} GPU(s) here: {ranks}-rank scaling not measured, 1 rank reported"
+    return None
+
+
+def measure_ranks(args: argparse.Namespace, store: Path, tmp: Path, single: dict[str, float]) -> None:
+    """Both training stages again under torchrun with `args.ranks` ranks, and their scaling efficiency."""
+    out = tmp / "ranks.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
+                    __file__, *sys.argv[1:], "--rank-store", str(store), "--rank-out", str(out)], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    rates = json.loads(out.read_text())
+    for name, rate in rates.items():
+        print(f"{name:16s} {args.ranks} ranks: {rate / single[name]:.2f}x one rank, scaling efficiency "
+              f"{rate / (args.ranks * single[name]):.0%}")
+
+
+def rank_main(args: argparse.Namespace, params, device: torch.device) -> None:
+    """One rank of `measure_ranks`: rank 0 writes the measured rates."""
+    shard, device = distributed.start(device)
+    rates = {"train_agent": measure_agent(params, device, args.agent_updates, shard)}
+    with tempfile.TemporaryDirectory() as tmp:
+        rates["train_simulator"] = measure_simulator(params, device, Path(args.rank_store), args.sim_batches, Path(tmp),
+                                                     batch_sizes(args, params)[-1], shard)
+    if shard.main:
+        Path(args.rank_out).write_text(json.dumps(rates))
+    distributed.finish()
 
 
 def main() -> None:
@@ -112,18 +190,33 @@ def main() -> None:
     parser.add_argument("--record-episodes-per-env", type=int, default=1)
     parser.add_argument("--mean-length", type=float, default=100.0, help="steps per recorded episode, trained agent")
     parser.add_argument("--sim-batches", type=int, default=40)
+    parser.add_argument("--sim-batch-sizes", default="", help="comma-separated simulator batch sizes to measure "
+                        "(default: the profile's)")
+    parser.add_argument("--ranks", type=int, default=1, help="also measure the training stages with this many ranks")
+    parser.add_argument("--rank-store", help=argparse.SUPPRESS)   # set for the ranks measure_ranks starts
+    parser.add_argument("--rank-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     params = load_params(args.params)
     if args.device:
         params = dataclasses.replace(params, compute=dataclasses.replace(params.compute, device=args.device))
     device = setup_torch(params.compute)
+    if args.rank_out:
+        return rank_main(args, params, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.params} on {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    measure_agent(params, device, args.agent_updates)
+    single = {"train_agent": measure_agent(params, device, args.agent_updates)}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         measure_record(params, device, tmp / "rollouts.zarr", args.record_episodes_per_env, args.mean_length)
-        measure_simulator(params, device, tmp / "rollouts.zarr", args.sim_batches, tmp)
+        for size in batch_sizes(args, params):   # the last is the one N ranks are compared at
+            single["train_simulator"] = measure_simulator(params, device, tmp / "rollouts.zarr", args.sim_batches,
+                                                          tmp, size)
+        if args.ranks > 1:
+            reason = ranks_available(device, args.ranks)
+            if reason:
+                print(reason)
+            else:
+                measure_ranks(args, tmp / "rollouts.zarr", tmp, single)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,11 @@ class ComputeConfig:
     precision: str = param("auto (bf16 where the CPU or GPU has bf16 units, else fp32) | fp32 | bf16: the "
                            "precision of the agent's encoder (convs and fc); GRU, heads, losses and optimiser "
                            "stay fp32", choices=("auto", "fp32", "bf16"))
+    nproc_per_node: int = param("processes per node for train_agent and train_simulator (one per GPU); above 1, "
+                                "or with nnodes above 1, their stages run under torchrun with DDP", ge=1)
+    nnodes: int = param("nodes of a distributed training run; each other node runs the stage's command with "
+                        "MASTER_ADDR (node 0's address) and NODE_RANK set (README)", ge=1)
+    master_port: int = param("the port on node 0 where the nodes of a multi-node run meet", ge=1, le=65535)
 
 
 @dataclass(frozen=True)

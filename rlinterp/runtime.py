@@ -3,13 +3,15 @@ training curves, and one-line errors. Atomic file writes live in `rlinterp/files
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from dvclive import Live
 
 from rlinterp.config import ComputeConfig, ConfigError
 from rlinterp.errors import InputError
@@ -79,14 +81,21 @@ def stage_paths(*names: str, positional: tuple[str, ...] = (), flags: tuple[str,
     return parser.parse_args()
 
 
-def curve_logger(live) -> Callable[[int, dict[str, float]], None]:
-    """A `log(step, stats)` for training loops that writes one DVCLive point per statistic at `step`."""
-    def log(step: int, stats: dict[str, float]) -> None:
-        live.step = step
-        for name, value in stats.items():
-            live.log_metric(name, value, plot=True)
-        live.next_step()
-    return log
+@contextlib.contextmanager
+def training_curves(directory: str, resume: bool, main: bool = True
+                    ) -> Iterator[Callable[[int, dict[str, float]], None] | None]:
+    """DVCLive curves in `directory` (continued when `resume`) and a `log(step, stats)` for training loops that
+    writes one point per statistic at `step`; None, and nothing written, on any rank but a distributed run's 0."""
+    if not main:
+        yield None
+        return
+    with Live(dir=directory, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+        def log(step: int, stats: dict[str, float]) -> None:
+            live.step = step
+            for name, value in stats.items():
+                live.log_metric(name, value, plot=True)
+            live.next_step()
+        yield log
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:

@@ -1,13 +1,13 @@
 """Stage train_simulator: the generative model of rollouts, trained on data/rollouts.zarr with the frozen agent in
-its loop; held-out metrics beside the copy-last-frame and mean-frame baselines."""
+its loop; held-out metrics beside the copy-last-frame and mean-frame baselines. Launched through `rlinterp.launch`:
+with compute.nproc_per_node > 1 every rank trains and rank 0 alone evaluates."""
 import torch
-from dvclive import Live
 
-from rlinterp import plots
+from rlinterp import distributed, plots
 from rlinterp.agent.checkpoint import load_agent
 from rlinterp.files import file_sha256
 from rlinterp.config import load_params
-from rlinterp.runtime import curve_logger, setup_torch, stage_main, stage_paths
+from rlinterp.runtime import setup_torch, stage_main, stage_paths, training_curves
 from rlinterp.files import write_json
 from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
@@ -21,18 +21,23 @@ from rlinterp.store import RolloutStore
 def main() -> None:
     paths = stage_paths("agent", "store", "checkpoint", "curves", "metrics", "figures")
     params = load_params("params.yaml")
-    device = setup_torch(params.compute)
+    shard, device = distributed.start(setup_torch(params.compute))
     agent, _ = load_agent(paths.agent, device, expected=params.agent)
     agent_sha256 = file_sha256(paths.agent)
     sim, config = params.simulator, params.train_simulator
     # A damaged or unfit store fails here, before the curves are replaced.
     store = check_training_store(RolloutStore(paths.store).verify(), agent_sha256, sim)
     resume = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device) is not None
-    print("train_simulator: resuming from its checkpoint" if resume else
-          "train_simulator: no checkpoint of these params, code and agent to resume; training from the start")
-    with Live(dir=paths.curves, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+    if shard.main:
+        print(f"train_simulator: {device} x {shard.world} process(es); " + (
+            "resuming from its checkpoint" if resume else
+            "no checkpoint of these params, code and agent to resume; training from the start"))
+    with training_curves(paths.curves, resume, shard.main) as log:
         simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint,
-                                             str(device), curve_logger(live))
+                                             str(device), log)
+    distributed.finish()
+    if not shard.main:
+        return
 
     train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1

@@ -57,11 +57,14 @@ def stage_items():
 
 @pytest.mark.parametrize("name,stage", list(stage_items()), ids=[n for n, _ in stage_items()])
 def test_stage_deps_cover_its_import_closure(name, stage):
-    script = ROOT / stage["cmd"].split()[1]
+    words = stage["cmd"].split()
+    scripts = [ROOT / w for w in words if w.endswith(".py")]    # the stage script, and a launcher run with -m
+    scripts += [module_path(w) for before, w in zip(words, words[1:]) if before == "-m" and module_path(w)]
     deps = [d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]]
-    assert listed(deps, script), f"{name}: its script {script.relative_to(ROOT)} is not a dep"
-    missing = sorted(str(p.relative_to(ROOT)) for p in import_closure(script) if not listed(deps, p))
-    assert not missing, f"{name}: dvc.yaml does not list the modules it imports: {missing}"
+    for script in scripts:
+        assert listed(deps, script), f"{name}: its script {script.relative_to(ROOT)} is not a dep"
+        missing = sorted(str(p.relative_to(ROOT)) for p in import_closure(script) if not listed(deps, p))
+        assert not missing, f"{name}: dvc.yaml does not list the modules {script.name} imports: {missing}"
 
 
 def test_the_closure_follows_imports_through_the_library():

@@ -300,7 +300,42 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     process.wait()
     assert 1024 <= step < 4096, "training was not caught mid-run"
 
+    params["compute"]["nproc_per_node"] = 2                # written by one process, resumed by two (DDP)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     resumed = dvc(repo, "repro", "train_agent")
-    assert "resuming from step" in resumed.stdout
+    assert "resuming from step" in resumed.stdout and "x 2 process(es)" in resumed.stdout
     summary = json.loads((repo / "metrics/train_agent.json").read_text())
     assert summary["resumed_from_step"] >= 1024 and summary["total_steps"] == 4096
+
+
+def numbers(value, prefix: str = "") -> dict:
+    """Every leaf of a JSON value by its path."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in numbers(item, f"{prefix}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in numbers(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def test_two_processes_per_node_train_what_one_trains(tiny_pipeline, tmp_path):
+    """compute.nproc_per_node = 2 runs both training stages under torchrun (gloo): the same metrics, each within
+    noise of the one-process run (the ranks play other levels, so the agent and its recording differ a little)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline.pristine, repo, symlinks=True)
+    params = tiny_params_dict()
+    params["compute"]["nproc_per_node"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = dvc(repo, "repro", "train_simulator").stdout
+    assert "train_agent: cpu x 2 process(es)" in ran and "train_simulator: cpu x 2 process(es)" in ran
+    for name in ("train_agent.json", "record.json", "simulator.json"):
+        one, two = (numbers(without_timing(json.loads((root / "metrics" / name).read_text())))
+                    for root in (tiny_pipeline.pristine, repo))
+        assert one.keys() == two.keys(), name
+        for key, value in one.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert two[key] == pytest.approx(value, rel=0.1, abs=0.01), f"{name}{key}"
+            else:
+                assert two[key] == value, f"{name}{key}"
+    metrics = {name: json.loads((repo / "metrics" / f"{name}.json").read_text()) for name in ("train_agent", "simulator")}
+    assert metrics["train_agent"]["total_steps"] == params["train_agent"]["total_steps"]
+    assert metrics["simulator"]["windows"] == params["train_simulator"]["total_windows"]

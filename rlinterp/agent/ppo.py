@@ -7,17 +7,23 @@ step t when first[t+1] is set; next_first plays that role after the last step.
 Training re-runs the GRU through time (BPTT) over sequences of `bptt_steps` steps, from the state recorded
 at each sequence's start during collection. With bptt_steps = num_steps (the original) a minibatch holds
 whole env rollouts; shorter sequences let a minibatch mix many envs and times, which decorrelates it.
+
+Under torchrun every rank collects from its own share of the envs and each minibatch takes an equal share of
+sequences from every rank, so minibatch sizes, means and DDP's averaged gradient are those of one process holding
+every rank's rollout; advantage normalisation and the reward scale use statistics of all ranks together.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.distributions import Categorical
 
-from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.model import AgentOutput, RecurrentAgent
 from rlinterp.config import TrainAgentConfig
+from rlinterp.distributed import Shard, mean_over_ranks, mean_std, moments
 from rlinterp.envs import Episode, VecProcgen
 
 
@@ -36,10 +42,11 @@ class Rollout:
 
 
 class RewardNormalizer:
-    """Scales rewards by the running std of the discounted return (no centring), as in the original PPO."""
+    """Scales rewards by the running std of the discounted return (no centring), as in the original PPO; the
+    running statistics cover every rank's envs."""
 
-    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
-        self.gamma, self.clip, self.eps = gamma, clip, eps
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8, shard: Shard = Shard()):
+        self.gamma, self.clip, self.eps, self.shard = gamma, clip, eps, shard
         self.discounted = np.zeros(num_envs)
         self.count, self.mean, self.var = 1e-4, 0.0, 1.0
 
@@ -50,7 +57,7 @@ class RewardNormalizer:
         return np.clip(reward / np.sqrt(self.var + self.eps), -self.clip, self.clip)
 
     def _update(self, x: np.ndarray) -> None:
-        batch_mean, batch_var, n = x.mean(), x.var(), x.size
+        batch_mean, batch_var, n = moments(x, self.shard)
         delta, total = batch_mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.var = (self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total) / total
@@ -66,10 +73,12 @@ class RewardNormalizer:
 class RolloutCollector:
     """Steps the vectorised env with the agent, carrying obs, first and GRU state across rollouts."""
 
-    def __init__(self, env: VecProcgen, agent: RecurrentAgent, config: TrainAgentConfig, device: torch.device):
+    def __init__(self, env: VecProcgen, agent: RecurrentAgent, config: TrainAgentConfig, device: torch.device,
+                 shard: Shard = Shard()):
         self.env, self.agent, self.device = env, agent, device
         self.num_steps = config.num_steps
-        self.normalizer = RewardNormalizer(env.num_envs, config.gamma) if config.normalize_rewards else None
+        self.normalizer = RewardNormalizer(env.num_envs, config.gamma, shard=shard) if config.normalize_rewards \
+            else None
         _, obs, first = env.observe()
         self.obs = torch.from_numpy(obs).to(device)
         self.first = torch.from_numpy(first).to(device)
@@ -125,12 +134,14 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, first: torch.Tensor
 
 def ppo_loss(logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor, old_logprobs: torch.Tensor,
              old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor,
-             config: TrainAgentConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped PPO objective (to minimise) and its parts. Advantages are normalised here, per minibatch."""
+             config: TrainAgentConfig, shard: Shard = Shard()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped PPO objective (to minimise) and its parts. Advantages are normalised here, per minibatch (over
+    every rank's share of it)."""
     dist = Categorical(logits=logits)
     logratio = dist.log_prob(actions) - old_logprobs
     ratio = logratio.exp()
-    adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    adv_mean, adv_std = mean_std(advantages, shard)
+    adv = (advantages - adv_mean) / (adv_std + 1e-8)
     policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
     if config.clip_value:
         clipped = old_values + (values - old_values).clamp(-config.clip_coef, config.clip_coef)
@@ -154,8 +165,13 @@ def split_sequences(x: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout: Rollout,
-               config: TrainAgentConfig, generator: torch.Generator | None = None) -> dict[str, float]:
-    """`epochs` passes over the rollout in minibatches of `bptt_steps`-long sequences; returns mean statistics."""
+               config: TrainAgentConfig, generator: torch.Generator | None = None, shard: Shard = Shard(),
+               forward_sequence: Callable[..., AgentOutput] | None = None) -> dict[str, float]:
+    """`epochs` passes over the rollout in minibatches of `bptt_steps`-long sequences; returns mean statistics.
+
+    Distributed, `rollout` is this rank's, `forward_sequence` the agent's wrapped in DDP, and every rank draws the
+    same permutation of each rank's sequences from `generator` (held in the same state on every rank)."""
+    forward_sequence = forward_sequence or agent.forward_sequence
     advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.first, rollout.next_value,
                                       rollout.next_first, config.gamma, config.gae_lambda)
     length = config.bptt_steps
@@ -167,13 +183,13 @@ def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout:
     per_batch = num_sequences // config.minibatches
     totals: dict[str, float] = {}
     for _ in range(config.epochs):
-        order = torch.randperm(num_sequences, generator=generator)
+        order = [torch.randperm(num_sequences, generator=generator) for _ in range(shard.world)][shard.rank]
         for start in range(0, num_sequences, per_batch):
             idx = order[start:start + per_batch].to(rollout.obs.device)
-            out = agent.forward_sequence(seq["obs"][:, idx], hx_start[idx], seq["first"][:, idx])
+            out = forward_sequence(seq["obs"][:, idx], hx_start[idx], seq["first"][:, idx])
             loss, stats = ppo_loss(out.logits, out.value, seq["actions"][:, idx], seq["logprobs"][:, idx],
                                    seq["values"][:, idx], seq["advantages"][:, idx], seq["returns"][:, idx],
-                                   config)
+                                   config, shard)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
@@ -181,7 +197,7 @@ def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach())
     num = config.epochs * config.minibatches
-    stats = {key: value / num for key, value in totals.items()}
-    residual = (returns - rollout.values).var()
-    stats["explained_variance"] = float(1 - residual / returns.var().clamp_min(1e-8))
+    stats = mean_over_ranks({key: value / num for key, value in totals.items()}, shard)
+    residual, spread = mean_std(returns - rollout.values, shard)[1], mean_std(returns, shard)[1]
+    stats["explained_variance"] = float(1 - residual ** 2 / (spread ** 2).clamp_min(1e-8))
     return stats

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlinterp import envs
+from rlinterp import distributed, envs
 from rlinterp.agent import model, ppo
 from rlinterp.agent.checkpoint import build_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.ppo import RolloutCollector, ppo_update
@@ -41,6 +41,9 @@ def training_code_hash() -> str:
         digest.update(_code_without_docs(Path(module.__file__).read_text()).encode())
     return digest.hexdigest()
 
+
+# Rank r > 0 of a distributed run seeds its envs and action sampling this far from rank 0's seeds.
+RANK_SEED_STRIDE = 1_000_003
 
 # Params that say how long or how often, not what is trained: a run may be extended or checkpointed more often.
 RESUMABLE_CHANGES = ("total_steps", "checkpoint_every")
@@ -77,14 +80,20 @@ def resumable_checkpoint(checkpoint_path: str | Path, run_config: dict[str, Any]
 def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainAgentConfig,
                 checkpoint_path: str | Path, device: str = "cpu",
                 log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
-                precision: torch.dtype | None = None) -> dict[str, Any]:
+                precision: torch.dtype | None = None, restart: bool = False) -> dict[str, Any]:
     """Train (or resume training) until `config.total_steps`; returns a summary of the run.
 
     A checkpoint at `checkpoint_path` of the same run (see `resumable_checkpoint`) is resumed from its last
-    update, so raising total_steps extends a finished run; one from other params is replaced. The
+    update, so raising total_steps extends a finished run, unless `restart`; one from other params is replaced. The
     environments cannot be restored, so a resumed run starts fresh episodes. `precision` is the encoder's
     autocast dtype (None: fp32).
+
+    Under torchrun each rank steps its share of the `num_envs` environments (its own level stream and action
+    samples) and DDP averages the gradients (see ppo.py); rank 0 alone writes the checkpoint, which resumes
+    under any number of ranks.
     """
+    shard = distributed.current()
+    local_envs = shard.share(config.num_envs, "train_agent.num_envs")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = torch.device(device)
@@ -97,7 +106,7 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
     update, resumed_from, seconds_before = 0, 0, 0.0
     recent: deque = deque(maxlen=100)  # (return, length, completed) of the last 100 finished episodes
     checkpoint_path = Path(checkpoint_path)
-    state = resumable_checkpoint(checkpoint_path, run_config, device)
+    state = None if restart else resumable_checkpoint(checkpoint_path, run_config, device)
     if state is not None:
         agent.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -107,9 +116,12 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
+    if shard.rank:      # rank 0 carries the run's (checkpointed) action-sampling stream; the others their own
+        torch.manual_seed(config.seed + RANK_SEED_STRIDE * shard.rank + update)
 
-    env = VecProcgen(env_config, config.num_envs, seed=config.seed + update)
-    collector = RolloutCollector(env, agent, config, device)
+    env = VecProcgen(env_config, local_envs, seed=config.seed + RANK_SEED_STRIDE * shard.rank + update)
+    collector = RolloutCollector(env, agent, config, device, shard)
+    forward_sequence = distributed.data_parallel(agent, model.RecurrentAgent.forward_sequence, shard)
     if state is not None and "reward_normalizer" in state and collector.normalizer is not None:
         collector.normalizer.load_state_dict(state["reward_normalizer"])
     generator = torch.Generator().manual_seed(config.seed + update)
@@ -126,7 +138,7 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
             "recent_episodes": [list(episode) for episode in recent]})
 
     bar = tqdm(total=num_updates * steps_per_update, initial=update * steps_per_update, unit="step",
-               desc="train_agent", disable=not progress, smoothing=0.05)
+               desc="train_agent", disable=not (progress and shard.main), smoothing=0.05)
     while update < num_updates:
         if config.anneal_lr:
             for group in optimizer.param_groups:
@@ -136,16 +148,16 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
         rollout, episodes = collector.collect()
         collect_time = time.perf_counter() - tic
         agent.train()
-        stats = ppo_update(agent, optimizer, rollout, config, generator)
+        stats = ppo_update(agent, optimizer, rollout, config, generator, shard, forward_sequence)
         update += 1
-        recent.extend((e.ret, e.length, float(e.completed)) for e in episodes)
+        recent.extend(distributed.gather_objects([(e.ret, e.length, float(e.completed)) for e in episodes], shard))
         elapsed = time.perf_counter() - tic
         stats.update(learning_rate=optimizer.param_groups[0]["lr"], steps_per_s=steps_per_update / elapsed,
                      collect_fraction=collect_time / elapsed)
         stats.update(_recent_means(recent))
         if log is not None:
             log(update * steps_per_update, stats)
-        if update % config.checkpoint_every == 0 or update == num_updates:
+        if shard.main and (update % config.checkpoint_every == 0 or update == num_updates):
             checkpoint()
         bar.update(steps_per_update)
         bar.set_postfix(ret=f"{stats.get('episode_return', float('nan')):.2f}", sps=f"{stats['steps_per_s']:.0f}")

@@ -95,18 +95,19 @@ class WindowStream(IterableDataset):
     """Endless batches of training windows (numpy dicts as torch tensors; `start` is each window's first global
     step), every window once per epoch, each batch drawn across `pool_blocks` blocks of the store. The stream is a
     function of its seed alone: `skip` batches are passed over by drawing their windows without reading them, so a
-    resumed run continues with the very batches an uninterrupted one would have seen."""
+    resumed run continues with the very batches an uninterrupted one would have seen. Each rank of a distributed
+    run (`rank`) and each reader process draws its own stream."""
 
     def __init__(self, path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,
-                 block_steps: int = 2048, pool_blocks: int = 8, skip: int = 0):
+                 block_steps: int = 2048, pool_blocks: int = 8, skip: int = 0, rank: int = 0):
         self.path, self.episodes, self.context, self.length = path, episodes, context, length
         self.batch_size, self.seed, self.block_steps, self.pool_blocks = batch_size, seed, block_steps, pool_blocks
-        self.skip = skip
+        self.skip, self.rank = skip, rank
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rng = np.random.default_rng([self.seed, worker])
+        rng = np.random.default_rng([self.seed, self.rank * workers + worker])
         store = RolloutStore(self.path)
         starts = valid_starts(store, self.episodes, self.context)
         if len(starts) == 0:
@@ -145,9 +146,10 @@ class WindowStream(IterableDataset):
 
 
 def window_loader(path: str, episodes: np.ndarray, context: int, length: int, batch_size: int, seed: int,
-                  num_workers: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless iterator of training batches from batch `skip` on, read in `num_workers` background processes."""
-    stream = WindowStream(path, episodes, context, length, batch_size, seed, skip=skip)
+                  num_workers: int, skip: int = 0, rank: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless iterator of training batches from batch `skip` on, read in `num_workers` background processes;
+    each rank of a distributed run reads its own."""
+    stream = WindowStream(path, episodes, context, length, batch_size, seed, skip=skip, rank=rank)
     return iter(DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0))
 
 

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig
+from rlinterp.distributed import Shard, gather_rows
 from rlinterp.simulator.model import Latent, Rollout, Simulator
 
 PREDICTION_TERMS = ("image", "reward", "done", "hx", "value")   # what an open-loop rollout is also trained on
@@ -79,10 +80,12 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
-def bottleneck_loss(latent: Latent, config: SimulatorConfig) -> torch.Tensor:
+def bottleneck_loss(latent: Latent, config: SimulatorConfig, shard: Shard = Shard()) -> torch.Tensor:
+    """The vae's KL (a mean over windows), or the uniformity of every rank's latents together."""
     if config.bottleneck == "vae":
         return gaussian_kl(latent.mean, latent.logvar).mean()
-    return uniformity_loss(latent.value) if len(latent.value) > 1 else latent.value.new_zeros(())
+    latents = gather_rows(latent.value, shard)
+    return uniformity_loss(latents) if len(latents) > 1 else latents.new_zeros(())
 
 
 def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -104,7 +107,7 @@ def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -
 
 
 def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, window: Window,
-                   config: TrainSimulatorConfig, open_rollout: Rollout | None = None
+                   config: TrainSimulatorConfig, open_rollout: Rollout | None = None, shard: Shard = Shard()
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted objective (sum over steps, mean over the batch) and each unweighted term for logging.
     `rollout` is teacher-forced; `open_rollout`, if given, adds its prediction terms x `open_loop_weight`."""
@@ -128,7 +131,7 @@ def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, windo
             + F.cross_entropy(init_action_logits, window.action_prev.long(), reduction="none")).mean()
     parts = {name: reduce(value, name) for name, value in terms.items()}
     parts["init"] = init
-    parts["bottleneck"] = bottleneck_loss(latent, simulator.config)
+    parts["bottleneck"] = bottleneck_loss(latent, simulator.config, shard)
     total = (prediction(parts) + config.env_update_weight * parts["env_update"]
              + config.kl_weight * reduce(optimised_kl) + config.init_weight * init
              + config.bottleneck_weight * parts["bottleneck"])
@@ -153,13 +156,15 @@ def open_loop_rollout(simulator: Simulator, agent: RecurrentAgent, latent: torch
 
 
 def window_loss(simulator: Simulator, agent: RecurrentAgent, window: Window, config: TrainSimulatorConfig,
-                sample: bool = True, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                sample: bool = True, generator: torch.Generator | None = None, shard: Shard = Shard()
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Encode a window, simulate it teacher-forced (and open loop where `open_loop_weight` > 0) and score it;
-    training samples the latent, held-out evaluation takes its mean."""
-    latent = simulator.encode(window.context, sample=sample, generator=generator)
+    training samples the latent, held-out evaluation takes its mean. `shard`: this rank's part of a batch split
+    over ranks (see `rlinterp.distributed`)."""
+    latent = simulator.encode(window.context, sample=sample, generator=generator, shard=shard)
     steps = len(window.frames)
     teacher_forced = simulator.rollout(latent.value, agent, steps, frames=window.frames, actions=window.action,
                                        agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=steps,
-                                       generator=generator)
+                                       generator=generator, shard=shard)
     open_rollout = open_loop_rollout(simulator, agent, latent.value, window) if config.open_loop_weight > 0 else None
-    return simulator_loss(simulator, latent, teacher_forced, window, config, open_rollout)
+    return simulator_loss(simulator, latent, teacher_forced, window, config, open_rollout, shard)

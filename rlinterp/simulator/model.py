@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig
+from rlinterp.distributed import Shard, draw_rows
 from rlinterp.hooks import HookPoint
 from rlinterp.simulator.networks import DownBlock, FrameEmbedder, ImageDecoder, NormGRUCell, mlp
 
@@ -141,8 +142,10 @@ class Simulator(nn.Module):
         return F.interpolate(frames, scale_factor=self.config.image_pool, mode="nearest")
 
     # -- latent ---------------------------------------------------------------------------------------
-    def encode(self, context: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Latent:
-        """Context frames (B, c, 3, S, S) -> latent. A vae draws from its posterior when `sample`."""
+    def encode(self, context: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
+               shard: Shard = Shard()) -> Latent:
+        """Context frames (B, c, 3, S, S) -> latent. A vae draws from its posterior when `sample` (a `shard` of a
+        batch split over ranks draws its rows of the whole batch's noise)."""
         batch, steps = context.shape[:2]
         embedded = self.frame_encoder(context.flatten(0, 1) - 0.5).view(batch, steps, -1)
         _, last = self.context_gru(embedded.transpose(0, 1))
@@ -153,7 +156,7 @@ class Simulator(nn.Module):
         logvar = logvar.clamp(-10, 5)
         if not sample:
             return Latent(mean, mean, logvar)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        noise = draw_rows(torch.randn, mean.shape, shard, generator=generator, device=mean.device)
         return Latent(mean + noise * (0.5 * logvar).exp(), mean, logvar)
 
     def prior_latent(self, batch: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
@@ -163,14 +166,17 @@ class Simulator(nn.Module):
         return F.normalize(noise, dim=-1) if self.config.bottleneck == "sphere" else noise
 
     # -- dynamics -------------------------------------------------------------------------------------
-    def _stoch(self, logits: torch.Tensor, modal: bool, generator: torch.Generator | None) -> torch.Tensor:
-        """Straight-through one-hot categorical sample (or mode) of logits (B, groups, classes), flattened."""
+    def _stoch(self, logits: torch.Tensor, modal: bool, generator: torch.Generator | None, shard: Shard
+               ) -> torch.Tensor:
+        """Straight-through one-hot categorical sample (or mode) of logits (B, groups, classes), flattened. A sample
+        inverts the CDF at a uniform draw, which a `shard` of a batch takes from the whole batch's draws."""
         probs = logits.softmax(-1)
         if modal:
             index = probs.argmax(-1)
         else:
-            flat = probs.detach().reshape(-1, probs.shape[-1])
-            index = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+            uniform = draw_rows(torch.rand, probs.shape[:-1], shard, generator=generator, device=probs.device)
+            below = probs.detach().cumsum(-1) <= uniform.unsqueeze(-1)
+            index = below.sum(-1).clamp_max(probs.shape[-1] - 1)
         return straight_through_onehot(probs, index).flatten(1)
 
     def _group(self, logits: torch.Tensor) -> torch.Tensor:
@@ -187,7 +193,8 @@ class Simulator(nn.Module):
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
                 imagine_from: int | None = None, action_steps: int | None = None, modal: bool = False,
-                generator: torch.Generator | None = None, env_grads: bool = True) -> Rollout:
+                generator: torch.Generator | None = None, shard: Shard = Shard(), env_grads: bool = True
+                ) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
@@ -198,6 +205,8 @@ class Simulator(nn.Module):
         agent_hx (B, H), action_prev (B,) int: the agent's state and the action before step 0; default: the
             converters' predictions from the latent (generation).
         modal: use the most likely categorical state instead of sampling (the original's generation mode).
+        generator, shard: the sampled states' random numbers; a shard of a batch split over ranks draws its rows
+            of the whole batch's numbers from a generator every rank holds in the same state.
         env_grads: False detaches every action before it enters the simulated environment, so gradients
             reach earlier steps only through the agent's own hidden state (the original's `env_grads`).
 
@@ -213,7 +222,7 @@ class Simulator(nn.Module):
             raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
         state = self.to_env_state(latent)
         h, z_logits = state[:, :c.deter_size], self._group(state[:, c.deter_size:])
-        z = self._stoch(z_logits, modal, generator)
+        z = self._stoch(z_logits, modal, generator, shard)
         init_hx, init_action_logits = self.initial_agent_inputs(latent)
         hx = init_hx if agent_hx is None else agent_hx
         if action_prev is None:
@@ -236,9 +245,9 @@ class Simulator(nn.Module):
             if i < imagine_from:
                 post_logits = self._group(self.post_out(self.post_deter(h) + self.post_embed(embeds[i])))
                 out["post_logits"].append(post_logits)
-                z = self._stoch(post_logits, False, generator)
+                z = self._stoch(post_logits, False, generator, shard)
             else:
-                z = self._stoch(prior_logits, modal, generator)
+                z = self._stoch(prior_logits, modal, generator, shard)
             feature = torch.cat([h, z], dim=-1)
             decoded = self.image_decoder(feature)
             frame = decoded + (decoded.clamp(0, 1) - decoded).detach()   # clamp forward, identity gradient

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rlinterp import distributed
 from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
@@ -76,7 +77,12 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
                     agent: RecurrentAgent, agent_sha256: str, checkpoint_path: str | Path, device: str = "cpu",
                     log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True
                     ) -> tuple[Simulator, dict[str, Any]]:
-    """Train (or resume) until `config.total_windows` windows; returns the simulator and a run summary."""
+    """Train (or resume) until `config.total_windows` windows; returns the simulator and a run summary.
+
+    Under torchrun each rank trains on its share of every batch (DDP averages the gradients; the batch's random
+    numbers and the latents' uniformity are those of the whole batch) and rank 0 alone writes the checkpoint;
+    a checkpoint resumes under any number of ranks."""
+    shard = distributed.current()
     torch.manual_seed(config.seed)
     device = torch.device(device)
     agent.requires_grad_(False)
@@ -96,10 +102,13 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     num_batches = -(-config.total_windows // config.batch_size)
     length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
     batches = data.window_loader(str(store_path), train_episodes, sim_config.num_init_steps, length,
-                                 config.batch_size, config.seed, config.num_workers, skip=batch_index)
+                                 shard.share(config.batch_size, "train_simulator.batch_size"), config.seed,
+                                 config.num_workers, skip=batch_index, rank=shard.rank)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     if state is not None:
         generator.set_state(state["generator"])
+    objective = distributed.data_parallel(simulator, lambda module, window: window_loss(
+        module, agent, window, config, generator=generator, shard=shard), shard)
 
     def checkpoint() -> None:
         save_checkpoint(checkpoint_path, {"model": simulator.state_dict(), "optimizer": optimizer.state_dict(),
@@ -108,10 +117,11 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
 
     simulator.train()
     running: dict[str, float] = {}
-    bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator", disable=not progress)
+    bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator",
+               disable=not (progress and shard.main))
     while batch_index < num_batches:
         window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
-        loss, stats = window_loss(simulator, agent, window, config, generator=generator)
+        loss, stats = objective(window)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm))
@@ -121,12 +131,12 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
             running[name] = running.get(name, 0.0) + value
         if batch_index % config.log_every == 0 or batch_index == num_batches:
             count = config.log_every if batch_index % config.log_every == 0 else batch_index % config.log_every
-            means = {name: value / count for name, value in running.items()}
+            means = distributed.mean_over_ranks({name: value / count for name, value in running.items()}, shard)
             running = {}
             if log is not None:
                 log(batch_index * config.batch_size, means)
             bar.set_postfix(loss=f"{means['loss']:.1f}", image=f"{means['image']:.1f}")
-        if batch_index % config.checkpoint_every == 0 or batch_index == num_batches:
+        if shard.main and (batch_index % config.checkpoint_every == 0 or batch_index == num_batches):
             checkpoint()
         bar.update(1)
     bar.close()

@@ -1,0 +1,187 @@
+"""Distributed training (gloo, 2 processes on the CPU) computes the update one process computes on the combined
+batch: the agent's PPO update and the simulator's training step, with the noise, normalisers and latent
+uniformity that span the whole batch."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rlinterp import distributed
+from rlinterp.agent.checkpoint import build_agent
+from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.ppo import RewardNormalizer, Rollout, RolloutCollector, ppo_update
+from rlinterp.config import ConfigError, params_from_dict
+from rlinterp.launch import command
+from rlinterp.simulator.checkpoint import build_simulator
+from rlinterp.simulator.losses import Window, window_loss
+from tests.conftest import tiny_params_dict
+from tests.test_simulator import random_window
+from tests.toy_envs import CueMemoryEnv
+
+WORLD = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agent_problem(params):
+    """A tiny agent, a rollout of 4 envs on the toy memory task, and the config that updates on it."""
+    torch.manual_seed(0)
+    env = CueMemoryEnv(num_envs=4, delay=2, seed=0)
+    agent = RecurrentAgent(env.obs_shape, env.num_actions, channels=(4,), blocks_per_stage=0, fc_size=16,
+                           hidden_size=16)
+    config = dataclasses.replace(params.train_agent, num_envs=4, num_steps=12, bptt_steps=4, epochs=2,
+                                 minibatches=1, normalize_rewards=False)
+    rollout, _ = RolloutCollector(env, agent, config, torch.device("cpu")).collect()
+    return agent, rollout, config
+
+
+def rank_part(x: torch.Tensor, axis: int, shard: distributed.Shard) -> torch.Tensor:
+    """This rank's equal share of `x` along `axis`."""
+    size = x.shape[axis] // shard.world
+    return x.narrow(axis, shard.rank * size, size)
+
+
+def rollout_share(rollout: Rollout, shard: distributed.Shard) -> Rollout:
+    """This rank's envs of a rollout: (T, N, ...) fields split along N, the (N,) ones along their only axis."""
+    return Rollout(**{f.name: rank_part(getattr(rollout, f.name), 0 if f.name.startswith("next_") else 1, shard)
+                      for f in dataclasses.fields(rollout)})
+
+
+def simulator_problem(params):
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent)
+    torch.manual_seed(1)
+    window = random_window(params, agent, batch=4, k=params.simulator.num_sim_steps)
+    window.reward[1, 0], window.done[2, 1] = 10.0, 1.0
+    return agent, simulator, window
+
+
+def window_share(window: Window, shard: distributed.Shard) -> Window:
+    """This rank's windows: (B, ...) fields split along B, time-major (K, B, ...) ones along their second axis."""
+    batch_first = ("context", "hx_prev", "action_prev")
+    return Window(**{f.name: rank_part(getattr(window, f.name), 0 if f.name in batch_first else 1, shard)
+                     for f in dataclasses.fields(window)})
+
+
+def agent_update(agent, rollout, config, shard):
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2)
+    forward = distributed.data_parallel(agent, RecurrentAgent.forward_sequence, shard)
+    stats = ppo_update(agent, optimizer, rollout, config, torch.Generator().manual_seed(0), shard, forward)
+    return {k: v.clone() for k, v in agent.state_dict().items()}, stats
+
+
+def simulator_update(agent, simulator, window, config, shard):
+    optimizer = torch.optim.Adam(simulator.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    objective = distributed.data_parallel(simulator, lambda module, w: window_loss(
+        module, agent, w, config, generator=generator, shard=shard), shard)
+    loss, stats = objective(window)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm)
+    optimizer.step()
+    return {k: v.clone() for k, v in simulator.state_dict().items()}, distributed.mean_over_ranks(stats, shard)
+
+
+def normalised_rewards(shard, rewards: np.ndarray, firsts: np.ndarray):
+    """A reward normaliser over every rank's envs, fed this rank's share of each step."""
+    size = rewards.shape[1] // shard.world
+    normalizer = RewardNormalizer(size, gamma=0.9, shard=shard)
+    columns = slice(shard.rank * size, (shard.rank + 1) * size)
+    out = np.stack([normalizer(r[columns], f[columns]) for r, f in zip(rewards, firsts)])
+    return out, normalizer.state_dict()
+
+
+def reward_problem():
+    rng = np.random.default_rng(0)
+    return rng.exponential(size=(20, 6)), rng.random((20, 6)) < 0.1
+
+
+def rank_main(rank: int, port: int, out_dir: str, bottleneck: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    shard, _ = distributed.start(torch.device("cpu"))
+    params = sim_params(bottleneck)
+    agent, rollout, config = agent_problem(params)
+    agent_state, agent_stats = agent_update(agent, rollout_share(rollout, shard), config, shard)
+    agent_sim, simulator, window = simulator_problem(params)
+    sim_state, sim_stats = simulator_update(agent_sim, simulator, window_share(window, shard),
+                                            params.train_simulator, shard)
+    rewards, normalizer = normalised_rewards(shard, *reward_problem())
+    if shard.main:
+        torch.save({"agent": agent_state, "agent_stats": agent_stats, "simulator": sim_state,
+                    "sim_stats": sim_stats, "normalizer": normalizer}, f"{out_dir}/rank0.pt")
+    np.save(f"{out_dir}/rewards{rank}.npy", rewards)
+    distributed.finish()
+
+
+def sim_params(bottleneck: str):
+    data = tiny_params_dict()
+    data["simulator"]["bottleneck"] = bottleneck
+    return params_from_dict(data)
+
+
+@pytest.mark.parametrize("bottleneck", ["sphere", "vae"])
+def test_two_ranks_update_as_one_process_on_the_combined_batch(tmp_path, bottleneck):
+    mp.spawn(rank_main, args=(free_port(), str(tmp_path), bottleneck), nprocs=WORLD, join=True)
+    ranked = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    single = distributed.Shard()
+    params = sim_params(bottleneck)
+
+    agent, rollout, config = agent_problem(params)
+    initial = {k: v.clone() for k, v in agent.state_dict().items()}
+    state, stats = agent_update(agent, rollout, config, single)
+    assert any(not torch.equal(initial[k], state[k]) for k in state)      # the update moved the agent
+    for name, value in state.items():
+        assert torch.allclose(ranked["agent"][name], value, atol=1e-5), name
+    for name in ("policy_loss", "value_loss", "entropy", "explained_variance"):
+        assert ranked["agent_stats"][name] == pytest.approx(stats[name], rel=1e-4, abs=1e-6), name
+
+    agent, simulator, window = simulator_problem(params)
+    state, stats = simulator_update(agent, simulator, window, params.train_simulator, single)
+    for name, value in state.items():
+        assert torch.allclose(ranked["simulator"][name], value, atol=1e-5, rtol=1e-4), name
+    for name in ("loss", "image", "kl", "bottleneck", "reward"):
+        assert ranked["sim_stats"][name] == pytest.approx(stats[name], rel=1e-4, abs=1e-5), name
+
+    rewards, normalizer = normalised_rewards(single, *reward_problem())
+    both = np.concatenate([np.load(tmp_path / f"rewards{rank}.npy") for rank in range(WORLD)], axis=1)
+    assert np.allclose(both, rewards, rtol=1e-10)
+    assert ranked["normalizer"] == pytest.approx(normalizer, rel=1e-10)
+
+
+def test_a_sharded_batch_draws_its_rows_of_the_whole_batchs_noise():
+    whole = distributed.draw_rows(torch.rand, (6, 3), distributed.Shard(), generator=torch.Generator().manual_seed(4))
+    parts = [distributed.draw_rows(torch.rand, (3, 3), distributed.Shard(rank, 2),
+                                   generator=torch.Generator().manual_seed(4)) for rank in range(2)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_a_batch_that_does_not_split_evenly_is_refused():
+    with pytest.raises(ConfigError, match="train_simulator.batch_size = 6 cannot be split evenly over 4"):
+        distributed.Shard(1, 4).share(6, "train_simulator.batch_size")
+
+
+def test_launch_runs_torchrun_only_when_asked():
+    compute = params_from_dict(tiny_params_dict()).compute
+    assert command(compute, ["stages/x.py", "--a", "b"], {})[1:] == ["stages/x.py", "--a", "b"]
+    node = dataclasses.replace(compute, nproc_per_node=8)
+    assert command(node, ["stages/x.py"], {})[1:] == ["-m", "torch.distributed.run", "--nproc_per_node=8",
+                                                       "--standalone", "stages/x.py"]
+    nodes = dataclasses.replace(compute, nproc_per_node=8, nnodes=2)
+    with pytest.raises(ConfigError, match="MASTER_ADDR and NODE_RANK"):
+        command(nodes, ["stages/x.py"], {})
+    argv = command(nodes, ["stages/x.py"], {"MASTER_ADDR": "n0", "NODE_RANK": "1"})
+    assert argv[3:] == ["--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=n0",
+                        f"--master_port={compute.master_port}", "stages/x.py"]
