@@ -1,0 +1,91 @@
+"""Is the simulator's agent-value and hx error a dynamics problem or a reconstruction one?
+
+On the held-out windows of `train_simulator`, the agent is run on three sequences of frames from the same start
+(real hx and previous action), and its value and hx compared with the recorded ones:
+  real frames       the recorded frames at the simulator's resolution (0 error: the resolution loses nothing the
+                    agent reads)
+  teacher-forced    frames decoded with the posterior, which sees every real frame: reconstruction error only
+  open loop         frames decoded from the prior with the recorded actions: reconstruction and dynamics
+beside holding the last real value / hx. Prints each error per horizon and its ratio to hold-last.
+
+    python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from rlinterp.agent.checkpoint import load_agent
+from rlinterp.config import load_params
+from rlinterp.files import file_sha256
+from rlinterp.simulator.checkpoint import load_simulator
+from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
+from rlinterp.store import RolloutStore
+
+
+def agent_on_frames(agent, simulator, frames: torch.Tensor, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The agent's values (K, B) and hx (K, B, H) stepping through `frames` (K, B, 3, S, S) from `hx`."""
+    values, states = [], []
+    for frame in frames:
+        out = agent.step_pixels(simulator.agent_pixels(frame), hx)
+        hx = out.hx
+        values.append(out.value)
+        states.append(hx)
+    return torch.stack(values), torch.stack(states)
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--agent", default="data/agent/checkpoint.pt")
+    parser.add_argument("--simulator", default="data/simulator/checkpoint.pt")
+    parser.add_argument("--store", default="data/rollouts.zarr")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    torch.manual_seed(0)
+    agent, _ = load_agent(args.agent, "cpu", expected=params.agent)
+    simulator = load_simulator(args.simulator, agent, file_sha256(args.agent), expected=params.simulator)[0].eval()
+    sim, config = params.simulator, params.train_simulator
+    store = RolloutStore(args.store)
+    _, heldout = split_episodes(store, config.heldout_fraction, config.seed)
+    windows = heldout_windows(store, heldout, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
+                              config.eval_windows, config.seed)
+    errors: dict[str, list[torch.Tensor]] = {}
+    masks = []
+    for batch in batches_of(windows, 64):
+        window = window_from_batch(batch, simulator)
+        latent = simulator.encode(window.context, sample=False).value
+        steps = len(window.frames)
+        teacher = simulator.rollout(latent, agent, steps, frames=window.frames, actions=window.action,
+                                    agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=steps)
+        opened = open_loop_rollout(simulator, agent, latent, window)
+        predicted = {"real frames": agent_on_frames(agent, simulator, window.frames, window.hx_prev),
+                     "teacher-forced": (teacher.agent_value, teacher.agent_hx),
+                     "open loop": (opened.agent_value, opened.agent_hx),
+                     "hold-last": (batch["value"][:, sim.num_init_steps - 2].float().expand_as(window.value),
+                                   window.hx_prev.expand_as(window.hx))}
+        for name, (value, hx) in predicted.items():
+            errors.setdefault(f"value |error| {name}", []).append((value - window.value).abs())
+            errors.setdefault(f"hx MSE {name}", []).append((hx - window.hx).pow(2).mean(-1))
+        masks.append(window.mask)
+    mask = torch.cat(masks, 1)
+    means = {}
+    horizons = [k for k in (1, 2, 4, 8) if k < len(mask)] + [len(mask)]
+    print(f"{len(mask[0])} held-out windows of {len(mask)} steps; means over all steps, then at k = {horizons}")
+    for name, parts in errors.items():
+        error = torch.cat(parts, 1)
+        per_step = (error * mask).sum(1) / mask.sum(1).clamp_min(1)
+        means[name] = float((error * mask).sum() / mask.sum())
+        shown = [float(per_step[k - 1]) for k in horizons]
+        print(f"{name:32s} mean {means[name]:.4f}   " + " ".join(f"{x:.3f}" for x in shown))
+    for measure in ("value |error|", "hx MSE"):
+        hold = means[f"{measure} hold-last"]
+        print(f"{measure}: teacher-forced / hold-last {means[f'{measure} teacher-forced'] / hold:.2f}, "
+              f"open loop / hold-last {means[f'{measure} open loop'] / hold:.2f}")
+
+
+if __name__ == "__main__":
+    main()
