@@ -18,9 +18,13 @@ from rlinterp.config import ComputeConfig, ConfigError, load_params
 from rlinterp.runtime import stage_main
 
 
+def distributed(compute: ComputeConfig) -> bool:
+    return compute.nproc_per_node > 1 or compute.nnodes > 1
+
+
 def command(compute: ComputeConfig, stage: list[str], environ: Mapping[str, str]) -> list[str]:
     """The command line that runs `stage` (a script and its arguments) as `compute` asks."""
-    if compute.nproc_per_node == 1 and compute.nnodes == 1:
+    if not distributed(compute):
         return [sys.executable, *stage]
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={compute.nproc_per_node}"]
     if compute.nnodes == 1:
@@ -40,8 +44,9 @@ def main() -> None:
         raise ConfigError("usage: python -m rlinterp.launch STAGE_SCRIPT [ARGS...]")
     compute = load_params("params.yaml").compute
     argv = command(compute, sys.argv[1:], os.environ)
-    # torchrun would set 1 thread per process and warn; share the node's cores among its processes instead.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // compute.nproc_per_node)))
+    if distributed(compute):
+        # torchrun would set 1 thread per process and warn; share the node's cores among its processes instead.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // compute.nproc_per_node)))
     sys.stdout.flush()
     os.execv(argv[0], argv)
 
