@@ -33,8 +33,7 @@ import torch
 
 from rlinterp import distributed
 from rlinterp.agent.checkpoint import build_agent
-from rlinterp.agent.model import RecurrentAgent
-from rlinterp.agent.ppo import RolloutCollector, ppo_update
+from rlinterp.agent.ppo import RolloutCollector, policy_and_value, ppo_update
 from rlinterp.config import load_params
 from rlinterp.envs import NUM_ACTIONS, VecProcgen
 from rlinterp.record import record_rollouts
@@ -88,7 +87,7 @@ def measure_agent(params, device: torch.device, updates: int, shard: distributed
     optimizer = torch.optim.Adam(agent.parameters(), lr=train.learning_rate, eps=train.adam_eps)
     env = VecProcgen(params.env, shard.share(train.num_envs, "train_agent.num_envs"), seed=shard.rank)
     collector = RolloutCollector(env, agent, train, device, shard)
-    forward = distributed.data_parallel(agent, RecurrentAgent.forward_sequence, shard)
+    policy = distributed.data_parallel(agent, policy_and_value, shard)
     generator = torch.Generator().manual_seed(0)
     collect_s = update_s = 0.0
     with gpu_utilisation(device) as busy:
@@ -97,7 +96,7 @@ def measure_agent(params, device: torch.device, updates: int, shard: distributed
             rollout, _ = collector.collect()
             synchronize(device)
             toc = time.perf_counter()
-            ppo_update(agent, optimizer, rollout, train, generator, shard, forward)
+            ppo_update(agent, optimizer, rollout, train, generator, shard, policy)
             synchronize(device)
             if index:
                 collect_s += toc - tic

@@ -95,11 +95,13 @@ class _Call(nn.Module):
 
 
 def data_parallel(module: nn.Module, fn: Callable[..., Any], shard: Shard) -> Callable[..., Any]:
-    """`fn(module, ...)` whose backward averages `module`'s gradients over the ranks (DDP); just `fn` on one."""
+    """`fn(module, ...)` whose backward averages `module`'s gradients over the ranks (DDP); just `fn` on one.
+    Parameters a loss does not reach (the GRU of an agent whose heads read its features) get no gradient."""
     if shard.world == 1:
         return functools.partial(fn, module)
     device_ids = [shard.local_rank] if next(module.parameters()).is_cuda else None
-    return nn.parallel.DistributedDataParallel(_Call(module, fn), device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(_Call(module, fn), device_ids=device_ids,
+                                               find_unused_parameters=True)
 
 
 def mean_std(x: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:

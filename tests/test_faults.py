@@ -98,10 +98,17 @@ def check_output(path: Path) -> str:
     return "complete"
 
 
+def stage_script(command: str) -> str | None:
+    """A command line from its stage script on (`stages/...` and its arguments), whatever launched it."""
+    words = command.split()
+    start = next((i for i, word in enumerate(words) if word.startswith("stages/")), None)
+    return " ".join(words[start:]) if start is not None else None
+
+
 def renames(log: Path, command: str) -> list[str]:
     """The destinations a stage's command moved into place, in order, from the reference run's log."""
     rows = [line.split("\t") for line in log.read_text().splitlines()]
-    return [destination for cmd, destination in rows if " ".join(cmd.split()) == command]
+    return [destination for cmd, destination in rows if stage_script(cmd) == stage_script(command)]
 
 
 def temporary_outputs(repo: Path) -> list[Path]:
@@ -117,7 +124,7 @@ def running(command: str) -> bool:
     """Whether a process with this command line is running (the stage itself, not dvc)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().replace(b"\0", b" ").decode().strip() == command:
+            if stage_script(cmdline.read_bytes().replace(b"\0", b" ").decode()) == stage_script(command):
                 return True
         except OSError:
             continue

@@ -60,7 +60,7 @@ def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
 class TinyPipeline:
     repo: Path       # reproduced on tiny params; tests may change it
     pristine: Path   # an untouched copy of it, taken right after `dvc repro`
-    renames: Path    # "command<TAB>destination" for every output each stage moved into place, in order
+    renames: Path    # "stage script and args<TAB>destination" for every output each stage moved into place, in order
 
 
 def fault_env(**variables: str) -> dict[str, str]:

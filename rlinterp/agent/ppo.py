@@ -14,6 +14,7 @@ every rank's rollout; advantage normalisation and the reward scale use statistic
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.distributions import Categorical
 
-from rlinterp.agent.model import AgentOutput, RecurrentAgent
+from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import TrainAgentConfig
 from rlinterp.distributed import Shard, mean_over_ranks, mean_std, moments
 from rlinterp.envs import Episode, VecProcgen
@@ -164,14 +165,22 @@ def split_sequences(x: torch.Tensor, length: int) -> torch.Tensor:
     return chunks.reshape(length, steps // length * num_envs, *x.shape[2:])
 
 
+def policy_and_value(agent: RecurrentAgent, obs: torch.Tensor, hx: torch.Tensor, first: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and values the loss reads, re-run over sequences; the hx it does not read is left out, so DDP
+    sees which parameters the loss reaches."""
+    out = agent.forward_sequence(obs, hx, first)
+    return out.logits, out.value
+
+
 def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout: Rollout,
                config: TrainAgentConfig, generator: torch.Generator | None = None, shard: Shard = Shard(),
-               forward_sequence: Callable[..., AgentOutput] | None = None) -> dict[str, float]:
+               policy: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
     """`epochs` passes over the rollout in minibatches of `bptt_steps`-long sequences; returns mean statistics.
 
-    Distributed, `rollout` is this rank's, `forward_sequence` the agent's wrapped in DDP, and every rank draws the
-    same permutation of each rank's sequences from `generator` (held in the same state on every rank)."""
-    forward_sequence = forward_sequence or agent.forward_sequence
+    Distributed, `rollout` is this rank's, `policy` is `policy_and_value` of the agent wrapped in DDP, and every
+    rank draws the same permutation of each rank's sequences from `generator` (in the same state on every rank)."""
+    policy = policy or functools.partial(policy_and_value, agent)
     advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.first, rollout.next_value,
                                       rollout.next_first, config.gamma, config.gae_lambda)
     length = config.bptt_steps
@@ -186,8 +195,8 @@ def ppo_update(agent: RecurrentAgent, optimizer: torch.optim.Optimizer, rollout:
         order = [torch.randperm(num_sequences, generator=generator) for _ in range(shard.world)][shard.rank]
         for start in range(0, num_sequences, per_batch):
             idx = order[start:start + per_batch].to(rollout.obs.device)
-            out = forward_sequence(seq["obs"][:, idx], hx_start[idx], seq["first"][:, idx])
-            loss, stats = ppo_loss(out.logits, out.value, seq["actions"][:, idx], seq["logprobs"][:, idx],
+            logits, values = policy(seq["obs"][:, idx], hx_start[idx], seq["first"][:, idx])
+            loss, stats = ppo_loss(logits, values, seq["actions"][:, idx], seq["logprobs"][:, idx],
                                    seq["values"][:, idx], seq["advantages"][:, idx], seq["returns"][:, idx],
                                    config, shard)
             optimizer.zero_grad(set_to_none=True)

@@ -121,7 +121,7 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
 
     env = VecProcgen(env_config, local_envs, seed=config.seed + RANK_SEED_STRIDE * shard.rank + update)
     collector = RolloutCollector(env, agent, config, device, shard)
-    forward_sequence = distributed.data_parallel(agent, model.RecurrentAgent.forward_sequence, shard)
+    policy = distributed.data_parallel(agent, ppo.policy_and_value, shard)
     if state is not None and "reward_normalizer" in state and collector.normalizer is not None:
         collector.normalizer.load_state_dict(state["reward_normalizer"])
     generator = torch.Generator().manual_seed(config.seed + update)
@@ -148,7 +148,7 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
         rollout, episodes = collector.collect()
         collect_time = time.perf_counter() - tic
         agent.train()
-        stats = ppo_update(agent, optimizer, rollout, config, generator, shard, forward_sequence)
+        stats = ppo_update(agent, optimizer, rollout, config, generator, shard, policy)
         update += 1
         recent.extend(distributed.gather_objects([(e.ret, e.length, float(e.completed)) for e in episodes], shard))
         elapsed = time.perf_counter() - tic

@@ -1,14 +1,16 @@
 """Fault injection for tests/test_faults.py, active only in stage processes (`python stages/...`) and only when
 its variables are set; it is on the path only when that test puts this folder on PYTHONPATH.
 
-RLINTERP_RENAME_LOG=FILE  append "command<TAB>destination" for every os.replace, the moment an output moves into place
+RLINTERP_RENAME_LOG=FILE  append "stage script and args<TAB>destination" for every os.replace, the moment an output moves into place
 RLINTERP_KILL_AT_RENAME=N SIGKILL this process just before its N-th os.replace (1-based)
 """
 import os
 import signal
 import sys
 
-_STAGE = " ".join(sys.orig_argv) if any(arg.startswith("stages/") for arg in sys.orig_argv) else None
+# The stage's script and arguments (a launcher in front, `python -m rlinterp.launch`, execs into the same line).
+_SCRIPT = next((i for i, arg in enumerate(sys.orig_argv) if arg.startswith("stages/")), None)
+_STAGE = " ".join(sys.orig_argv[_SCRIPT:]) if _SCRIPT is not None else None
 _LOG = os.environ.get("RLINTERP_RENAME_LOG")
 _KILL_AT = int(os.environ.get("RLINTERP_KILL_AT_RENAME", "0"))
 
