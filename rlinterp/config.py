@@ -195,6 +195,8 @@ class TrainSimulatorConfig:
     hx_weight: float = param("weight of the agent-hx loss, 0.5 x squared error", ge=0)
     value_weight: float = param("weight of the agent-value loss, 0.5 x squared error of the value the agent "
                                 "reads from simulated frames (original 0: only hx)", ge=0)
+    features_weight: float = param("weight of the agent-features loss, 0.5 x squared error between the agent's CNN "
+                                   "features of simulated and real frames (original 0)", ge=0)
     env_update_weight: float = param("weight of the penalty on deterministic-state change (original 0.5)", ge=0)
     init_weight: float = param("weight of the initial hx / previous-action auxiliary loss (original 1)", ge=0)
     open_loop_weight: float = param("weight of the prediction terms of an open-loop (prior, recorded actions) "

@@ -104,23 +104,28 @@ def data_parallel(module: nn.Module, fn: Callable[..., Any], shard: Shard) -> Ca
                                                find_unused_parameters=True)
 
 
+def _spread(x: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Global mean, summed squared deviation from it, and count of every rank's equal-sized `x` (two all-reduces:
+    the deviations are taken from the global mean, which is numerically safer than summing raw squares)."""
+    mean = _all_reduce_sum(x.mean().reshape(1))[0] / shard.world
+    squares = _all_reduce_sum((x - mean).pow(2).sum().reshape(1))[0]
+    return mean, squares, x.numel() * shard.world
+
+
 def mean_std(x: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (unbiased) standard deviation of every rank's equal-sized `x` together."""
     if shard.world == 1:
         return x.mean(), x.std()
-    mean = _all_reduce_sum(x.mean().reshape(1))[0] / shard.world
-    squares = _all_reduce_sum((x - mean).pow(2).sum().reshape(1))[0]
-    return mean, (squares / (x.numel() * shard.world - 1)).sqrt()
+    mean, squares, count = _spread(x, shard)
+    return mean, (squares / (count - 1)).sqrt()
 
 
 def moments(x: np.ndarray, shard: Shard) -> tuple[float, float, int]:
     """Mean, (population) variance and count of every rank's equal-sized array `x` together."""
     if shard.world == 1:
         return x.mean(), x.var(), x.size
-    mean = float(_all_reduce_sum(torch.tensor([x.mean()], dtype=torch.float64))[0]) / shard.world
-    squares = float(_all_reduce_sum(torch.tensor([((x - mean) ** 2).sum()], dtype=torch.float64))[0])
-    count = x.size * shard.world
-    return mean, squares / count, count
+    mean, squares, count = _spread(torch.from_numpy(np.asarray(x, dtype=np.float64)), shard)
+    return float(mean), float(squares) / count, count
 
 
 def mean_over_ranks(stats: dict[str, float], shard: Shard) -> dict[str, float]:

@@ -122,8 +122,9 @@ def findings_table(metrics: Path) -> str:
     for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean absolute excess kurtosis"),
                            ("silhouette", "real agent hx: cluster silhouette")):
         for null in ("untrained_agent", "gaussian"):
-            rows.append((label, f"{hx[measure]:.3g}", f"{null.replace('_', ' ')}: {hx['nulls'][null][measure]:.3g}",
-                         _yes(hx[measure] > hx["nulls"][null][measure])))
+            ours, theirs = hx[measure], hx["nulls"][null][measure]
+            rows.append((f"{label} (95% CI over episodes)", _interval(ours), f"{null.replace('_', ' ')}: "
+                         f"{_interval(theirs)}", _yes(ours["ci95_low"] > theirs["ci95_high"])))
     check = saliency["randomisation"]
     rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
                  _interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",

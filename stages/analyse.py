@@ -31,12 +31,12 @@ def main() -> None:
     rows = store.episode_starts if args.per_episode else np.arange(store.num_steps)
     x = store.rows(args.field, rows) if args.per_episode else np.asarray(store[args.field][:])
     x = x.reshape(len(x), -1)
-    _, timestep, length = store.positions(rows)
+    episode, timestep, length = store.positions(rows)
     context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
     examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
                                             for e in range(min(config.example_episodes, store.num_episodes))]
     untrained = untrained_hidden_states(params.agent, store, config.seed) if args.untrained_null else None
-    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained)
+    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode)
 
     with atomic_directory(args.out) as out:
         result.basis.save(out / "basis.npz")

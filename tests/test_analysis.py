@@ -4,12 +4,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from rlinterp.analysis.behaviour import cluster_behaviours, dynamics_features
 from rlinterp.analysis.cluster import cluster, embed
 from rlinterp.analysis.decompose import Basis, fit_basis, shuffled_columns
-from rlinterp.analysis.states import analyse_states
+from rlinterp.analysis.states import analyse_states, excess_kurtosis, kurtosis_interval, silhouette_interval
 
 
 def mixture(n=6000, seed=0):
@@ -76,8 +77,8 @@ def test_state_analysis_beats_its_shuffled_baseline(params):
     config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=150)
     result = analyse_states(x, config, must_embed=np.arange(10))
     m = result.metrics
-    assert m["silhouette"] > m["nulls"]["shuffled_columns"]["silhouette"] + 0.3
-    assert m["silhouette"] > m["nulls"]["gaussian"]["silhouette"] + 0.3          # clusters are not a covariance
+    for null in ("shuffled_columns", "gaussian"):                  # clusters are not a covariance
+        assert m["silhouette"]["ci95_low"] > m["nulls"][null]["silhouette"]["ci95_high"] + 0.3, null
     assert m["pca_first_ratio"] > 2 * m["nulls"]["shuffled_columns"]["pca_first_ratio"]
     assert m["pca_components_for_95pct"] == m["nulls"]["gaussian"]["pca_components_for_95pct"]   # same covariance
     assert set(range(10)) <= set(result.embedding_rows)
@@ -93,8 +94,8 @@ def test_a_gaussian_with_the_datas_covariance_passes_as_its_own_null(params):
     config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=100)
     m = analyse_states(x, config).metrics
     gaussian = m["nulls"]["gaussian"]
-    assert abs(m["silhouette"] - gaussian["silhouette"]) < 0.05
-    assert abs(m["ica_mean_abs_excess_kurtosis"] - gaussian["ica_mean_abs_excess_kurtosis"]) < 0.3
+    assert abs(m["silhouette"]["mean"] - gaussian["silhouette"]["mean"]) < 0.05
+    assert abs(m["ica_mean_abs_excess_kurtosis"]["mean"] - gaussian["ica_mean_abs_excess_kurtosis"]["mean"]) < 0.3
     assert m["pca_first_ratio"] > 1.5 * m["nulls"]["shuffled_columns"]["pca_first_ratio"]   # the shuffle cannot tell
 
 
@@ -136,3 +137,33 @@ def test_behaviours_recover_planted_dynamics():
     # A null that can fail: the same states cluster the same way, and are not beaten.
     assert metrics["nulls"]["same_states"] == {k: metrics[k] for k in ("silhouette", "within_sample_agreement")}
     assert metrics["beats_nulls"]["same_states"] == {"silhouette": False, "within_sample_agreement": False}
+
+
+def test_kurtosis_interval_covers_the_truth_and_widens_when_episodes_repeat_their_rows():
+    """Laplace sources have excess kurtosis 3. As 20-step episodes of one repeated row, they hold 20x fewer
+    independent draws: an interval that resamples episodes must widen about sqrt(20)x; one over rows would not."""
+    rng = np.random.default_rng(0)
+    independent = rng.laplace(size=(4000, 3))
+    interval = kurtosis_interval(independent, np.arange(4000), seed=0)
+    assert interval["ci95_low"] < 3 < interval["ci95_high"]
+    assert interval["ci95_low"] > 2                                    # ... and tells it from a Gaussian's 0
+    assert interval["mean"] == pytest.approx(np.abs(excess_kurtosis(independent)).mean())
+    repeated = np.repeat(rng.laplace(size=(200, 3)), 20, axis=0)
+    episodes = np.repeat(np.arange(200), 20)
+    wide = kurtosis_interval(repeated, episodes, seed=0)
+    as_rows = kurtosis_interval(repeated, np.arange(4000), seed=0)
+    width = lambda i: i["ci95_high"] - i["ci95_low"]  # noqa: E731
+    assert width(wide) > 2.5 * width(as_rows)
+
+
+def test_silhouette_interval_resamples_episodes():
+    """Two planted clusters: the interval contains the point value; rows of 10-step episodes that share one
+    offset make the episode interval wider than a row one."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(rng.integers(2, size=150), 10)
+    x = labels[:, None] * 4.0 + np.repeat(rng.normal(size=(150, 2)), 10, axis=0) + 0.1 * rng.normal(size=(1500, 2))
+    episodes = np.repeat(np.arange(150), 10)
+    grouped, rows = silhouette_interval(x, labels, episodes, seed=0), silhouette_interval(x, labels, np.arange(1500), 0)
+    assert grouped["ci95_low"] < grouped["mean"] < grouped["ci95_high"]
+    assert grouped["mean"] == rows["mean"]
+    assert grouped["ci95_high"] - grouped["ci95_low"] > 2 * (rows["ci95_high"] - rows["ci95_low"])

@@ -49,8 +49,10 @@ def agent_problem(params, heads_input: str = "hx"):
     return agent, rollout, config
 
 
-def rank_part(x: torch.Tensor, axis: int, shard: distributed.Shard) -> torch.Tensor:
-    """This rank's equal share of `x` along `axis`."""
+def rank_part(x: torch.Tensor | None, axis: int, shard: distributed.Shard) -> torch.Tensor | None:
+    """This rank's equal share of `x` along `axis` (None for a field a window leaves unset)."""
+    if x is None:
+        return None
     size = x.shape[axis] // shard.world
     return x.narrow(axis, shard.rank * size, size)
 
@@ -138,6 +140,7 @@ def rank_main(rank: int, port: int, out_dir: str) -> None:
 def sim_params(bottleneck: str):
     data = tiny_params_dict()
     data["simulator"]["bottleneck"] = bottleneck
+    data["train_simulator"]["features_weight"] = 0.5     # the features term's real features are per rank too
     return params_from_dict(data)
 
 
@@ -164,7 +167,7 @@ def test_two_ranks_update_as_one_process_on_the_combined_batch(tmp_path):
         ranked_state, ranked_stats = ranked[bottleneck]
         for name, value in state.items():
             assert torch.allclose(ranked_state[name], value, atol=1e-5, rtol=1e-4), f"{bottleneck}: {name}"
-        for name in ("loss", "image", "kl", "bottleneck", "reward"):
+        for name in ("loss", "image", "kl", "bottleneck", "reward", "features"):
             assert ranked_stats[name] == pytest.approx(stats[name], rel=1e-4, abs=1e-5), f"{bottleneck}: {name}"
 
     rewards, normalizer = normalised_rewards(single, *reward_problem())

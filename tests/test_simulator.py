@@ -153,17 +153,20 @@ def test_open_loop_follows_the_recorded_actions_and_closed_loop_the_agents(setup
 def test_the_open_loop_term_trains_what_prediction_quality_measures(setup):
     params, agent, simulator = setup
     window = random_window(params, agent, batch=3, k=6)
-    config = dataclasses.replace(params.train_simulator, open_loop_weight=0.5, kl_weight=0.0)
+    config = dataclasses.replace(params.train_simulator, open_loop_weight=0.5, kl_weight=0.0, features_weight=0.3)
     torch.manual_seed(0)
     total, stats = window_loss(simulator, agent, window, config, sample=False)
     with torch.no_grad():
         measured = open_loop(simulator, agent, window)
+        real = torch.stack([agent.encode_pixels(simulator.agent_pixels(frame)) for frame in window.frames])
     image = (0.5 * (measured.frames - window.frames).pow(2).sum((-3, -2, -1))).sum(0).mean()
     hx = (0.5 * (measured.agent_hx - window.hx).pow(2).sum(-1)).sum(0).mean()
     value = (0.5 * (measured.agent_value - window.value).pow(2)).sum(0).mean()
+    features = (0.5 * (measured.agent_features - real).pow(2).sum(-1)).sum(0).mean()
     assert stats["open_loop_image"] == pytest.approx(float(image), rel=1e-5)
     assert stats["open_loop_hx"] == pytest.approx(float(hx), rel=1e-5)
     assert stats["open_loop_value"] == pytest.approx(float(value), rel=1e-5)
+    assert stats["open_loop_features"] == pytest.approx(float(features), rel=1e-5) and float(features) > 0
     torch.manual_seed(0)
     total_off, stats_off = window_loss(simulator, agent, window, dataclasses.replace(config, open_loop_weight=0.0),
                                        sample=False)

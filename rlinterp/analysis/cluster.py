@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.manifold import TSNE
-from sklearn.metrics import pairwise_distances, silhouette_score
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import KNeighborsClassifier
 
 
@@ -32,13 +32,6 @@ def cluster(x: np.ndarray, k: int, method: str, seed: int, fit_rows: np.ndarray)
     rank = np.empty(k, dtype=np.int64)
     rank[np.argsort(-sizes, kind="stable")] = np.arange(k)
     return rank[labels]
-
-
-def silhouette(x: np.ndarray, labels: np.ndarray, rows: np.ndarray, seed: int) -> float:
-    """Mean silhouette on `rows` (NaN when fewer than two clusters appear there)."""
-    if len(np.unique(labels[rows])) < 2:
-        return float("nan")
-    return float(silhouette_score(x[rows], labels[rows], random_state=seed))
 
 
 UMAP_EXACT_ROWS = 4096   # UMAP's own threshold for exact (all-pairs) nearest neighbours

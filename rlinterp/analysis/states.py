@@ -2,7 +2,10 @@
 
 `analyse_states` fits the decompositions on a subsample, projects every row, clusters, embeds a subsample in 2-D,
 and measures the same structure (`structure`: PCs for 95% of the variance, the first PC's share, the ICs' excess
-kurtosis, the clusters' silhouette) on nulls, each analysed afresh:
+kurtosis, the clusters' silhouette) on nulls, each analysed afresh. The kurtosis and the silhouette carry a 95%
+bootstrap interval over the episodes the rows come from (rows of a Gaussian or shuffled null are independent):
+what another draw of episodes would give, with the fitted basis and clusters held fixed (so not the fits' own
+variability: a Gaussian and its null can differ by a few hundredths of silhouette with disjoint intervals).
     shuffled_columns  every dimension keeps its values, every dependence between dimensions is destroyed
     gaussian          a Gaussian with the data's mean and covariance: the same PCs by construction, so what beats it
                       is non-Gaussian structure (heavy-tailed ICs, clusters)
@@ -15,9 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlinterp.analysis.cluster import cluster, embed, silhouette, subsample
+from sklearn.metrics import silhouette_samples
+
+from rlinterp.analysis.cluster import cluster, embed, subsample
 from rlinterp.analysis.decompose import Basis, components_for, fit_basis, shuffled_columns
 from rlinterp.config import AnalysisConfig
+from rlinterp.intervals import group_bootstrap_weights, percentile_interval
+
+BOOTSTRAP_RESAMPLES = 1000   # resamples of the groups (episodes) behind the kurtosis and silhouette intervals
+SILHOUETTE_ROWS = 2000       # rows the silhouette is scored on (it costs rows^2 distances)
 
 
 @dataclass
@@ -73,9 +82,35 @@ def excess_kurtosis(s: np.ndarray) -> np.ndarray:
     return (s ** 4).mean(0) - 3.0
 
 
-def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> tuple[dict[str, float], Basis]:
-    """The structure measures of states x (N, D), each computed on a subsample of `config.fit_samples` rows, and
-    the basis fitted to measure them."""
+def kurtosis_interval(sources: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, float]:
+    """The ICs' mean absolute excess kurtosis (sources (N, C)) with its bootstrap interval over `groups` (N,)."""
+    index, weights = group_bootstrap_weights(groups, BOOTSTRAP_RESAMPLES, seed)
+    s = (sources - sources.mean(0)) / sources.std(0).clip(1e-12)
+    # raw moments 1-4 summed per group, so a resample's moments are its group counts times these sums
+    sums = np.stack([np.stack([np.bincount(index, s[:, c] ** p) for c in range(s.shape[1])], 1)
+                     for p in range(5)])                                            # (5, G, C)
+    m = np.einsum("rg,pgc->prc", weights, sums) / (weights @ sums[0][:, :1])[None]  # (5, R, C) raw moments
+    var = m[2] - m[1] ** 2
+    central4 = m[4] - 4 * m[1] * m[3] + 6 * m[1] ** 2 * m[2] - 3 * m[1] ** 4
+    resampled = np.abs(central4 / var.clip(1e-12) ** 2 - 3).mean(-1)
+    return percentile_interval(np.abs(excess_kurtosis(sources)).mean(), resampled)
+
+
+def silhouette_interval(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, float]:
+    """The mean silhouette of up to SILHOUETTE_ROWS rows of x (NaN with fewer than two clusters among them), with
+    its bootstrap interval over the rows' `groups`."""
+    rows = subsample(len(x), SILHOUETTE_ROWS, np.random.default_rng(seed))
+    if len(np.unique(labels[rows])) < 2:
+        return percentile_interval(float("nan"), np.zeros(0))
+    per_row = silhouette_samples(x[rows], labels[rows])
+    index, weights = group_bootstrap_weights(groups[rows], BOOTSTRAP_RESAMPLES, seed)
+    resampled = (weights @ np.bincount(index, per_row)) / (weights @ np.bincount(index))
+    return percentile_interval(per_row.mean(), resampled)
+
+
+def structure(x: np.ndarray, groups: np.ndarray, config: AnalysisConfig, seed: int) -> tuple[dict, Basis]:
+    """The structure measures of states x (N, D) from `groups` (N,) (episodes), each computed on a subsample of
+    `config.fit_samples` rows, and the basis fitted to measure them."""
     rng = np.random.default_rng(seed)
     rows = subsample(len(x), config.fit_samples, rng)
     basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 1, seed, config.ica_max_iter,
@@ -84,8 +119,8 @@ def structure(x: np.ndarray, config: AnalysisConfig, seed: int) -> tuple[dict[st
     features = basis.pca(x[rows])[:, :max(n95, 2)]
     labels = cluster(features, config.clusters, config.cluster_method, seed, np.arange(len(rows)))
     return {"pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
-            "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(basis.ica(x[rows]))).mean()),
-            "silhouette": silhouette(features, labels, subsample(len(rows), 2000, rng), seed)}, basis
+            "ica_mean_abs_excess_kurtosis": kurtosis_interval(basis.ica(x[rows]), groups[rows], seed),
+            "silhouette": silhouette_interval(features, labels, groups[rows], seed)}, basis
 
 
 def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -94,11 +129,13 @@ def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None,
-                   untrained: np.ndarray | None = None) -> StateAnalysis:
+                   untrained: np.ndarray | None = None, groups: np.ndarray | None = None) -> StateAnalysis:
     """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding;
-    `untrained` (M, D) are the same kind of states from an untrained agent, analysed as one more null."""
+    `untrained` (N, D) are the same kind of states from an untrained agent on the same steps, analysed as one more
+    null; `groups` (N,) the episode of each row (default: every row its own), which the intervals resample."""
     rng = np.random.default_rng(config.seed)
     x = np.asarray(x, dtype=np.float64)
+    groups = np.arange(len(x)) if groups is None else np.asarray(groups)
     fit_rows = subsample(len(x), config.fit_samples, rng)
     basis, inliers = fit_basis(x[fit_rows], config.pca_components, config.ica_components, config.nmf_components,
                                config.seed, config.ica_max_iter, config.ica_tol, config.nmf_max_iter,
@@ -107,11 +144,12 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
     n95 = components_for(basis.pca_variance_ratio)
     features = pca[:, :max(n95, 2)]
     labels = cluster(features, config.clusters, config.cluster_method, config.seed, fit_rows)
-    score_rows = subsample(len(x), 2000, rng)
-    nulls = {"shuffled_columns": shuffled_columns(x[fit_rows], rng), "gaussian": gaussian_like(x[fit_rows], rng)}
+    nulls = {"shuffled_columns": (shuffled_columns(x[fit_rows], rng), np.arange(len(fit_rows))),
+             "gaussian": (gaussian_like(x[fit_rows], rng), np.arange(len(fit_rows)))}
     if untrained is not None:
-        nulls["untrained_agent"] = np.asarray(untrained, dtype=np.float64)
-    measured = {name: structure(states, config, config.seed) for name, states in nulls.items()}
+        nulls["untrained_agent"] = (np.asarray(untrained, dtype=np.float64), groups)
+    measured = {name: structure(states, null_groups, config, config.seed)
+                for name, (states, null_groups) in nulls.items()}
     null_structure = {name: measures for name, (measures, _) in measured.items()}
     extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
                                       must_embed if must_embed is not None else np.zeros(0, np.int64)]))
@@ -121,11 +159,11 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
         "rows": len(x), "dims": x.shape[1], "fit_rows": len(fit_rows), "inlier_fraction": float(inliers.mean()),
         "pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
         "ica_components": int(ica.shape[1]),
-        "ica_mean_abs_excess_kurtosis": float(np.abs(excess_kurtosis(ica[fit_rows])).mean()),
+        "ica_mean_abs_excess_kurtosis": kurtosis_interval(ica[fit_rows], groups[fit_rows], config.seed),
         "ica_variance_ratio": [float(v) for v in basis.ica_variance_ratio],
         "clusters": int(len(sizes)), "cluster_method": config.cluster_method,
         "cluster_sizes": [int(s) for s in sizes],
-        "silhouette": silhouette(features, labels, score_rows, config.seed),
+        "silhouette": silhouette_interval(features, labels, groups, config.seed),
         "nulls": null_structure,
     }
     return StateAnalysis(basis, pca, ica, labels, extra, embeddings,

@@ -3,11 +3,15 @@ per-step term masked after the episode ends (the original masked only the hx ter
 
 The original trains only teacher-forced (posterior states, true actions) yet generates from the prior, and
 its prior-driven predictions drift (exposure bias). `open_loop_weight` adds the prediction terms (image,
-reward, done, hx, value) of an open-loop rollout of the same window: prior states from step 0, most likely classes,
-recorded actions, exactly what prediction quality measures and samples are made of."""
+reward, done, hx, value, features) of an open-loop rollout of the same window: prior states from step 0, most
+likely classes, recorded actions, exactly what prediction quality measures and samples are made of.
+
+`features_weight` matches the agent's CNN features of each simulated frame to those of the real frame: the pixel
+loss weighs every pixel alike, while the agent's value and hx depend on a few of them; the features are what the
+agent reads, before its GRU, whose saturated tanh passes the hx and value terms' gradients poorly."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -17,7 +21,7 @@ from rlinterp.config import SimulatorConfig, TrainSimulatorConfig
 from rlinterp.distributed import Shard, gather_rows
 from rlinterp.simulator.model import Latent, Rollout, Simulator
 
-PREDICTION_TERMS = ("image", "reward", "done", "hx", "value")   # what an open-loop rollout is also trained on
+PREDICTION_TERMS = ("image", "reward", "done", "hx", "value", "features")   # an open-loop rollout is also trained on these
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Window:
     label_mask: torch.Tensor   # (K, B) float: 1 where the transition into the step is one of the episode's
     hx_prev: torch.Tensor      # (B, H) agent state before step 0
     action_prev: torch.Tensor  # (B,) action into step 0
+    features: torch.Tensor | None = None  # (K, B, F) the agent's CNN features of the real frames (features term)
 
 
 def window_from_batch(batch: dict[str, torch.Tensor], simulator: Simulator) -> Window:
@@ -97,6 +102,8 @@ def step_losses(rollout: Rollout, window: Window, reward_target: torch.Tensor) -
              "hx": 0.5 * (rollout.agent_hx - window.hx).pow(2).sum(-1),
              "value": 0.5 * (rollout.agent_value - window.value).pow(2),
              "env_update": rollout.env_update}
+    if window.features is not None:
+        terms["features"] = 0.5 * (rollout.agent_features - window.features).pow(2).sum(-1)
     kl = torch.zeros_like(image)
     if rollout.post_logits is not None:
         posterior_steps = len(rollout.post_logits)
@@ -124,7 +131,7 @@ def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, windo
         return (x * mask).sum(0).mean()
 
     def prediction(parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(getattr(config, f"{name}_weight") * parts[name] for name in PREDICTION_TERMS)
+        return sum(getattr(config, f"{name}_weight") * parts[name] for name in PREDICTION_TERMS if name in parts)
 
     init_hx, init_action_logits = simulator.initial_agent_inputs(latent.value.detach())
     init = ((init_hx - window.hx_prev).pow(2).sum(-1)
@@ -137,7 +144,7 @@ def simulator_loss(simulator: Simulator, latent: Latent, rollout: Rollout, windo
              + config.bottleneck_weight * parts["bottleneck"])
     if open_rollout is not None:
         open_terms = step_losses(open_rollout, window, reward_target)
-        open_parts = {name: reduce(open_terms[name], name) for name in PREDICTION_TERMS}
+        open_parts = {name: reduce(open_terms[name], name) for name in PREDICTION_TERMS if name in open_terms}
         total = total + config.open_loop_weight * prediction(open_parts)
         parts.update({f"open_loop_{name}": value for name, value in open_parts.items()})
     stats = {name: float(value.detach()) for name, value in parts.items()}
@@ -155,12 +162,20 @@ def open_loop_rollout(simulator: Simulator, agent: RecurrentAgent, latent: torch
                              modal=True)
 
 
+def real_features(simulator: Simulator, agent: RecurrentAgent, frames: torch.Tensor) -> torch.Tensor:
+    """The agent's CNN features (K, B, F) of real frames (K, B, 3, S, S), as it reads them inside the simulator."""
+    with torch.no_grad():
+        return agent.encode_pixels(simulator.agent_pixels(frames.flatten(0, 1))).view(*frames.shape[:2], -1)
+
+
 def window_loss(simulator: Simulator, agent: RecurrentAgent, window: Window, config: TrainSimulatorConfig,
                 sample: bool = True, generator: torch.Generator | None = None, shard: Shard = Shard()
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Encode a window, simulate it teacher-forced (and open loop where `open_loop_weight` > 0) and score it;
     training samples the latent, held-out evaluation takes its mean. `shard`: this rank's part of a batch split
     over ranks (see `rlinterp.distributed`)."""
+    if config.features_weight > 0:
+        window = replace(window, features=real_features(simulator, agent, window.frames))
     latent = simulator.encode(window.context, sample=sample, generator=generator, shard=shard)
     steps = len(window.frames)
     teacher_forced = simulator.rollout(latent.value, agent, steps, frames=window.frames, actions=window.action,

@@ -60,6 +60,7 @@ class Rollout:
     post_logits: torch.Tensor | None   # (K, B, groups, classes) where the posterior was used, else None
     imagined: torch.Tensor        # (K,) bool: prior state used at this step
     env_update: torch.Tensor      # (K, B) L2 norm of the change of the deterministic state
+    agent_features: torch.Tensor  # (K, B, F) the agent's CNN features of the decoded frame
     agent_hx: torch.Tensor        # (K, B, H) agent state after seeing the decoded frame
     agent_logits: torch.Tensor    # (K, B, A)
     agent_value: torch.Tensor     # (K, B)
@@ -233,7 +234,7 @@ class Simulator(nn.Module):
             if imagine_from > 0 else None
         out: dict[str, list[torch.Tensor]] = {k: [] for k in (
             "frames", "reward_logits", "done_logit", "env_h", "env_z", "prior_logits", "post_logits", "env_update",
-            "agent_hx", "agent_logits", "agent_value", "agent_action")}
+            "agent_features", "agent_hx", "agent_logits", "agent_value", "agent_action")}
         for i in range(steps):
             x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
             h_new = self.gru(x, h)
@@ -265,7 +266,7 @@ class Simulator(nn.Module):
                 action = action.detach()
             for key, value in (("frames", frame), ("reward_logits", self.reward_head(feature)),
                                ("done_logit", self.done_head(feature).squeeze(-1)), ("env_h", h), ("env_z", z),
-                               ("agent_hx", hx), ("agent_logits", agent_out.logits),
+                               ("agent_features", agent_out.features), ("agent_hx", hx), ("agent_logits", agent_out.logits),
                                ("agent_value", agent_out.value), ("agent_action", greedy)):
                 out[key].append(value)
         stacked = {k: torch.stack(v) if v else None for k, v in out.items()}

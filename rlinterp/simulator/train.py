@@ -29,7 +29,7 @@ from rlinterp.store import RolloutStore
 def training_code_hash() -> str:
     """sha256 of the modules that define a simulator training run."""
     digest = hashlib.sha256()
-    for module in (data, losses, model, networks, sys.modules[__name__]):
+    for module in (data, losses, model, networks, distributed, sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
