@@ -36,14 +36,14 @@ def main() -> None:
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)
     config = dataclasses.replace(params.train_simulator, total_windows=args.windows)
-    train, heldout = split_episodes(store, config.heldout_fraction, config.seed)
+    train, heldout = split_episodes(store, config.heldout_fraction, config.heldout_seed)
     rows = []
     for bottleneck in ("sphere", "vae"):
         sim_config = dataclasses.replace(params.simulator, bottleneck=bottleneck)
         with tempfile.TemporaryDirectory() as tmp:
             simulator, _ = train_simulator(sim_config, config, args.store, agent, sha, Path(tmp) / "sim.pt")
         length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
-        windows = heldout_windows(store, heldout, sim_config.num_init_steps, length, config.eval_windows, config.seed)
+        windows = heldout_windows(store, heldout, sim_config.num_init_steps, length, config.eval_windows, config.heldout_seed)
         reference = real_steps(store, train, simulator)
         report = evaluate_simulator(simulator, agent, batches_of(windows, config.batch_size), config,
                                     reference["frames"].mean(0))

@@ -36,7 +36,7 @@ def main() -> None:
     simulator = build_simulator(sim, agent)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     store = RolloutStore(args.store)
-    train, _ = split_episodes(store, config.heldout_fraction, config.seed)
+    train, _ = split_episodes(store, config.heldout_fraction, config.heldout_seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     loader = window_loader(args.store, train, sim.num_init_steps, length, config.batch_size, 0, config.num_workers)
 

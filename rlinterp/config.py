@@ -180,7 +180,9 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class TrainSimulatorConfig:
-    seed: int = param("seed of torch, window sampling and the held-out split", ge=0)
+    seed: int = param("seed of the training draw: torch (weight init), window order, sampled states", ge=0)
+    heldout_seed: int = param("seed of the held-out split (by level) and of the held-out windows the metrics use, "
+                              "apart from `seed` so another training draw is measured on the same data", ge=0)
     total_windows: int = param("training windows (batches x batch_size) to train for", ge=1)
     batch_size: int = param("windows per batch (original 2)", ge=1)
     learning_rate: float = param("Adam learning rate (original 5e-4)", gt=0)

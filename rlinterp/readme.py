@@ -58,7 +58,7 @@ def agent_table(metrics: Path) -> str:
     return "\n".join(lines)
 
 
-def _horizons(ks: list[int]) -> str:
+def format_horizons(ks: list[int]) -> str:
     """[1, 2, 3, 7, 8] -> '1-3, 7-8'; [] -> 'none'."""
     runs: list[list[int]] = []
     for k in ks:
@@ -90,11 +90,12 @@ def prediction_table(metrics: Path) -> str:
             lines.append(f"| {measure.replace('_', ' ')} | {baseline.replace('_', ' ')} | "
                          f"{result['mean']['simulator']:.3g} | {result['mean'][baseline]:.3g} | "
                          f"{a['mean']:+.3g} ({a['ci95_low']:+.3g} to {a['ci95_high']:+.3g}) | "
-                         f"{_horizons(verdict['horizons_won'])} | {_horizons(verdict['horizons_lost'])} |")
+                         f"{format_horizons(verdict['horizons_won'])} | {format_horizons(verdict['horizons_lost'])} |")
     return "\n".join(lines)
 
 
-def _interval(d: dict, fmt: str = ".2f") -> str:
+def format_interval(d: dict, fmt: str = ".2f") -> str:
+    """{'mean', 'ci95_low', 'ci95_high'} -> 'mean (low to high)'."""
     return f"{d['mean']:{fmt}} ({d['ci95_low']:{fmt}} to {d['ci95_high']:{fmt}})"
 
 
@@ -117,21 +118,21 @@ def findings_table(metrics: Path) -> str:
     for measure in ("silhouette", "within_sample_agreement"):
         for null in ("untrained_agent", "gaussian"):
             rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",
-                         _interval(behaviours[measure]), f"{null.replace('_', ' ')}: "
-                         f"{_interval(behaviours['nulls'][null][measure])}", _yes(behaviours["beats_nulls"][null][measure])))
+                         format_interval(behaviours[measure]), f"{null.replace('_', ' ')}: "
+                         f"{format_interval(behaviours['nulls'][null][measure])}", _yes(behaviours["beats_nulls"][null][measure])))
     for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean absolute excess kurtosis"),
                            ("silhouette", "real agent hx: cluster silhouette")):
         for null in ("untrained_agent", "gaussian"):
             ours, theirs = hx[measure], hx["nulls"][null][measure]
-            rows.append((f"{label} (95% CI over episodes)", _interval(ours), f"{null.replace('_', ' ')}: "
-                         f"{_interval(theirs)}", _yes(ours["ci95_low"] > theirs["ci95_high"])))
+            rows.append((f"{label} (95% CI over episodes)", format_interval(ours), f"{null.replace('_', ' ')}: "
+                         f"{format_interval(theirs)}", _yes(ours["ci95_low"] > theirs["ci95_high"])))
     check = saliency["randomisation"]
     rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
-                 _interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",
+                 format_interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",
                  _yes(check["passes"])))
     diff = saliency["with_env_grads"]["ic_minus_random_direction"]
     rows.append(("saliency: share of frame saliency before the explained step, hx ICs - random hx directions, "
-                 "paired by sample (95% CI)", _interval(diff, "+.3f"), "0 (ICs look back as far as random directions)",
+                 "paired by sample (95% CI)", format_interval(diff, "+.3f"), "0 (ICs look back as far as random directions)",
                  _yes(diff["ci95_low"] > 0 or diff["ci95_high"] < 0)))
     lags = dynamics["groups"]["all"]["consistency_with_env"]
     rows.append(("dynamics: correlation and Jacobian signs agree, all samples", f"{dynamics['sign_agreement_with_env']:.3f}",

@@ -36,7 +36,7 @@ def main() -> None:
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
     real = RolloutStore(paths.real)
     train_episodes, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
-                                             params.train_simulator.seed)
+                                             params.train_simulator.heldout_seed)
     length = sim.num_init_steps + config.num_steps - 1
     windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
                               PREDICTION_FIELDS)

@@ -21,7 +21,7 @@ def main() -> None:
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
     real = RolloutStore(paths.real)
     _, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
-                                params.train_simulator.seed)
+                                params.train_simulator.heldout_seed)
     long_enough = heldout[real.episode_ends[heldout] - real.episode_starts[heldout] >= simulator.config.num_init_steps]
     if config.informed_samples > len(long_enough):
         raise StageError(f"sample.informed_samples = {config.informed_samples}: expected at most the "

@@ -39,9 +39,9 @@ def main() -> None:
     if not shard.main:
         return
 
-    train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.seed)
+    train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.heldout_seed)
     length = sim.num_init_steps + sim.num_sim_steps - 1
-    windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.seed)
+    windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.heldout_seed)
     batches = batches_of(windows, config.batch_size, device)
     reference = {k: v.to(device) for k, v in real_steps(store, train_episodes, simulator).items()}
     unseen = {k: v.to(device) for k, v in real_steps(store, heldout, simulator, max_steps=1024).items()}
