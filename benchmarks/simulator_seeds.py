@@ -28,7 +28,7 @@ def experiment_name(seed: int) -> str:
 
 
 def run_experiment(seed: int) -> None:
-    subprocess.run(["dvc", "exp", "run", "--temp", "--force", "-n", experiment_name(seed),
+    subprocess.run(["dvc", "exp", "run", "--temp", "-n", experiment_name(seed),
                     "-S", f"train_simulator.seed={seed}", *TARGETS], check=True)
 
 
