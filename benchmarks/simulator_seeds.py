@@ -90,7 +90,9 @@ def main() -> None:
             run_experiment(seed)
     columns = {"workspace (committed run)": verdicts(workspace_metrics())}
     columns.update({f"seed {seed}": verdicts(experiment_metrics(seed)) for seed in seeds})
-    text = table(columns)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    text = (f"Verdicts that read the simulator, per training draw (`train_simulator.seed`; same held-out levels), "
+            f"measured at commit {commit} by `python benchmarks/simulator_seeds.py`.\n\n" + table(columns))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
