@@ -50,9 +50,10 @@ class LinearToy(nn.Module):
             hxs.append(hx)
             values.append(hx @ self.v)
         stack = torch.stack
-        return Rollout(frames=stack(frames), reward=None, reward_logits=None, done_logit=None, env_h=stack(envs), env_z=None,
-                       prior_logits=None, post_logits=None, imagined=None, env_update=None, agent_hx=stack(hxs),
-                       agent_features=None, agent_logits=None, agent_value=stack(values), agent_action=None)
+        return Rollout(frames=stack(frames), reward=None, reward_logits=None, done_logit=None, env_h=stack(envs),
+                       env_z=None, prior_logits=None, post_logits=None, imagined=None, env_update=None,
+                       agent_features=None, agent_hx=stack(hxs), agent_logits=None, agent_value=stack(values),
+                       agent_action=None)
 
 
 def test_linear_toy_saliency_equals_the_analytic_gradient():

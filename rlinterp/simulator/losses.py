@@ -21,7 +21,7 @@ from rlinterp.config import SimulatorConfig, TrainSimulatorConfig
 from rlinterp.distributed import Shard, gather_rows
 from rlinterp.simulator.model import Latent, Rollout, Simulator
 
-PREDICTION_TERMS = ("image", "reward", "done", "hx", "value", "features")   # an open-loop rollout is also trained on these
+PREDICTION_TERMS = ("image", "reward", "done", "hx", "value", "features")   # also the open-loop rollout's terms
 
 
 @dataclass
