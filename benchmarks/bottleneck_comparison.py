@@ -17,7 +17,7 @@ from rlinterp.agent.checkpoint import load_agent
 from rlinterp.files import file_sha256
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch
-from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split
 from rlinterp.simulator.evaluate import evaluate_simulator, prior_realism
 from rlinterp.simulator.train import real_steps, train_simulator
 from rlinterp.store import RolloutStore
@@ -36,14 +36,15 @@ def main() -> None:
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)
     config = dataclasses.replace(params.train_simulator, total_windows=args.windows)
-    train, heldout = split_episodes(store, config.heldout_fraction, config.heldout_seed)
+    train, heldout = simulator_split(store, config)
     rows = []
     for bottleneck in ("sphere", "vae"):
         sim_config = dataclasses.replace(params.simulator, bottleneck=bottleneck)
         with tempfile.TemporaryDirectory() as tmp:
             simulator, _ = train_simulator(sim_config, config, args.store, agent, sha, Path(tmp) / "sim.pt")
         length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
-        windows = heldout_windows(store, heldout, sim_config.num_init_steps, length, config.eval_windows, config.heldout_seed)
+        windows = heldout_windows(store, heldout, sim_config.num_init_steps, length, config.eval_windows,
+                                  config.heldout_seed)
         reference = real_steps(store, train, simulator)
         report = evaluate_simulator(simulator, agent, batches_of(windows, config.batch_size), config,
                                     reference["frames"].mean(0))

@@ -20,7 +20,7 @@ from rlinterp.agent.checkpoint import load_agent
 from rlinterp.config import load_params
 from rlinterp.files import file_sha256
 from rlinterp.simulator.checkpoint import load_simulator
-from rlinterp.simulator.data import batches_of, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split
 from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
 from rlinterp.store import RolloutStore
 
@@ -50,7 +50,7 @@ def main() -> None:
     simulator = load_simulator(args.simulator, agent, file_sha256(args.agent), expected=params.simulator)[0].eval()
     sim, config = params.simulator, params.train_simulator
     store = RolloutStore(args.store)
-    _, heldout = split_episodes(store, config.heldout_fraction, config.heldout_seed)
+    _, heldout = simulator_split(store, config)
     windows = heldout_windows(store, heldout, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
                               config.eval_windows, config.heldout_seed)
     errors: dict[str, list[torch.Tensor]] = {}

@@ -16,7 +16,7 @@ import torch
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch
-from rlinterp.simulator.data import split_episodes, window_loader
+from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import simulator_loss, window_from_batch
 from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore
@@ -36,7 +36,7 @@ def main() -> None:
     simulator = build_simulator(sim, agent)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     store = RolloutStore(args.store)
-    train, _ = split_episodes(store, config.heldout_fraction, config.heldout_seed)
+    train, _ = simulator_split(store, config)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     loader = window_loader(args.store, train, sim.num_init_steps, length, config.batch_size, 0, config.num_workers)
 

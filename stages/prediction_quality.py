@@ -9,7 +9,7 @@ from rlinterp import plots
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_path, write_json
-from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, simulator_split
 from rlinterp.simulator.prediction import PREDICTION_FIELDS, prediction_quality, summarise
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
@@ -35,8 +35,7 @@ def main() -> None:
     config, sim = params.prediction_quality, params.simulator
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
     real = RolloutStore(paths.real)
-    train_episodes, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
-                                             params.train_simulator.heldout_seed)
+    train_episodes, heldout = simulator_split(real, params.train_simulator)
     length = sim.num_init_steps + config.num_steps - 1
     windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
                               PREDICTION_FIELDS)

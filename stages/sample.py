@@ -5,7 +5,7 @@ import numpy as np
 from rlinterp.config import config_hash, load_params
 from rlinterp.files import file_sha256, write_json
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
-from rlinterp.simulator.data import split_episodes
+from rlinterp.simulator.data import simulator_split
 from rlinterp.simulator.sample import game_realism, record_samples, sample_fields
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
@@ -20,8 +20,7 @@ def main() -> None:
     config = params.sample
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
     real = RolloutStore(paths.real)
-    _, heldout = split_episodes(real, params.train_simulator.heldout_fraction,
-                                params.train_simulator.heldout_seed)
+    _, heldout = simulator_split(real, params.train_simulator)
     long_enough = heldout[real.episode_ends[heldout] - real.episode_starts[heldout] >= simulator.config.num_init_steps]
     if config.informed_samples > len(long_enough):
         raise StageError(f"sample.informed_samples = {config.informed_samples}: expected at most the "

@@ -9,7 +9,7 @@ from rlinterp.files import file_sha256
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, stage_paths, training_curves
 from rlinterp.files import write_json
-from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, split_episodes
+from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, simulator_split
 from rlinterp.simulator.evaluate import evaluate_simulator, open_loop, prior_realism
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.train import (check_training_store, real_steps, resumable_checkpoint, train_simulator,
@@ -39,9 +39,10 @@ def main() -> None:
     if not shard.main:
         return
 
-    train_episodes, heldout = split_episodes(store, config.heldout_fraction, config.heldout_seed)
+    train_episodes, heldout = simulator_split(store, config)
     length = sim.num_init_steps + sim.num_sim_steps - 1
-    windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows, config.heldout_seed)
+    windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows,
+                              config.heldout_seed)
     batches = batches_of(windows, config.batch_size, device)
     reference = {k: v.to(device) for k, v in real_steps(store, train_episodes, simulator).items()}
     unseen = {k: v.to(device) for k, v in real_steps(store, heldout, simulator, max_steps=1024).items()}

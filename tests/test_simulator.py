@@ -10,7 +10,7 @@ import torch
 from rlinterp.agent.checkpoint import CheckpointError, build_agent
 from rlinterp.errors import InputError
 from rlinterp.simulator import model as sim_model
-from rlinterp.simulator.data import WINDOW_FIELDS, WindowStream, split_episodes, valid_starts
+from rlinterp.simulator.data import WINDOW_FIELDS, WindowStream, simulator_split, split_episodes, valid_starts
 from rlinterp.hooks import attached
 from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, uniformity_loss,
@@ -108,6 +108,20 @@ def test_held_out_episodes_are_split_by_level(tmp_path, setup):
     assert len(set(played[heldout])) == 2                            # 40% of the 5 distinct levels
     with pytest.raises(ValueError, match="play 1 level"):
         split_episodes(numbered_store(tmp_path / "one.zarr", agent.hidden_size, [5, 5], [4, 4]), 0.5, seed=0)
+
+
+def test_the_simulators_split_follows_heldout_seed_not_the_training_seed(tmp_path, setup):
+    """Another training draw (`seed`) is measured on the same held-out levels; `heldout_seed` moves them."""
+    params, agent, simulator = setup
+    levels = list(range(20))
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [5] * len(levels), levels)
+    config = dataclasses.replace(params.train_simulator, heldout_fraction=0.3, seed=0, heldout_seed=0)
+    split = simulator_split(store, config)
+    for other_draw in (1, 2):
+        again = simulator_split(store, dataclasses.replace(config, seed=other_draw))
+        assert all(np.array_equal(a, b) for a, b in zip(split, again))
+    moved = simulator_split(store, dataclasses.replace(config, heldout_seed=1))
+    assert not np.array_equal(split[1], moved[1])
 
 
 def test_window_batches_cover_every_training_window_and_mix_distant_blocks(tmp_path, setup):

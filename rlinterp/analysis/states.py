@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sklearn.metrics import silhouette_samples
 
 from rlinterp.analysis.cluster import cluster, embed, subsample

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from rlinterp.config import TrainSimulatorConfig
 from rlinterp.store import RolloutStore
 
 WINDOW_FIELDS = ["obs", "hx", "value", "action", "reward", "done"]
@@ -37,6 +38,13 @@ def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> t
     heldout_levels = np.random.default_rng(seed).permutation(distinct)[:count]
     held = np.isin(levels, heldout_levels)
     return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+
+def simulator_split(store: RolloutStore, config: TrainSimulatorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's (training, held-out) episodes: split by `heldout_seed`, never by the training draw's `seed`,
+    so every stage and benchmark measures another training draw on the same held-out levels."""
+    return split_episodes(store, config.heldout_fraction, config.heldout_seed)
 
 
 def describe_split(store: RolloutStore, train: np.ndarray, heldout: np.ndarray) -> dict:

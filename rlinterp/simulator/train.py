@@ -88,7 +88,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     agent.requires_grad_(False)
     agent.eval()
     store = check_training_store(RolloutStore(store_path), agent_sha256, sim_config)
-    train_episodes, _ = data.split_episodes(store, config.heldout_fraction, config.heldout_seed)
+    train_episodes, _ = data.simulator_split(store, config)
     simulator = build_simulator(sim_config, agent).to(device)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     run_config = training_config(sim_config, config)
