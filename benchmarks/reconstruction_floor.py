@@ -6,6 +6,8 @@ On the held-out windows of `train_simulator`, the agent is run on three sequence
                     agent reads)
   teacher-forced    frames decoded with the posterior, which sees every real frame: reconstruction error only
   open loop         frames decoded from the prior with the recorded actions: reconstruction and dynamics
+  x{0.5, 0.25}      real frames plus that share of the teacher-forced frames' error: how much of the
+                    reconstruction error has to go before the agent's value and hx beat holding the last ones
 beside holding the last real value / hx. Prints each error per horizon and its ratio to hold-last.
 
     python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt]
@@ -23,6 +25,8 @@ from rlinterp.simulator.checkpoint import load_simulator
 from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split
 from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
 from rlinterp.store import RolloutStore
+
+ERROR_SHARES = (0.5, 0.25)
 
 
 def agent_on_frames(agent, simulator, frames: torch.Tensor, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +69,9 @@ def main() -> None:
         predicted = {"real frames": agent_on_frames(agent, simulator, window.frames, window.hx_prev),
                      "teacher-forced": (teacher.agent_value, teacher.agent_hx),
                      "open loop": (opened.agent_value, opened.agent_hx),
+                     **{f"teacher-forced error x{share}": agent_on_frames(
+                         agent, simulator, window.frames + share * (teacher.frames - window.frames), window.hx_prev)
+                        for share in ERROR_SHARES},
                      "hold-last": (batch["value"][:, sim.num_init_steps - 2].float().expand_as(window.value),
                                    window.hx_prev.expand_as(window.hx))}
         for name, (value, hx) in predicted.items():
