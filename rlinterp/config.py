@@ -254,6 +254,8 @@ class AnalysisConfig:
     embedding_samples: int = param("rows embedded in 2-D (t-SNE and UMAP are super-linear)", ge=10)
     example_episodes: int = param("episodes drawn as paths and as IC activations over time", ge=0)
     exemplars: int = param("frames shown per cluster", ge=0)
+    untrained_agents: int = param("random initialisations of the untrained-agent null (agent hx analyses and "
+                                  "behaviours; seeds seed, seed + 1, ...); its interval spans them all", ge=1)
 
 
 @dataclass(frozen=True)

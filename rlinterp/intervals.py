@@ -1,4 +1,5 @@
-"""The mean of a sample with its 95% t-interval: one definition for every metric that reports one."""
+"""The mean of a sample with its 95% t-interval: one definition for every metric that reports one; bootstrap
+intervals over groups; and the envelope of several draws of a null."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,3 +30,16 @@ def percentile_interval(point: float, resampled: np.ndarray) -> dict[str, float]
     keys (`mean` is the statistic on the data itself)."""
     low, high = np.nanpercentile(resampled, [2.5, 97.5]) if len(resampled) else (np.nan, np.nan)
     return {"mean": float(point), "ci95_low": float(low), "ci95_high": float(high)}
+
+
+def envelope(intervals: list[dict[str, float]]) -> dict:
+    """One null from several draws of it (e.g. untrained agents of other initialisations), each a `mean_interval`-
+    keyed dict: the mean of their means, an interval from the lowest lower to the highest upper bound, and each
+    draw's mean. A single draw is returned as it is. Why: one random initialisation's interval leaves out how much
+    the null moves with the initialisation (`benchmarks/results/analysis_refits.txt`: up to 3x that interval)."""
+    if len(intervals) == 1:
+        return intervals[0]
+    return {"mean": float(np.mean([i["mean"] for i in intervals])),
+            "ci95_low": float(min(i["ci95_low"] for i in intervals)),
+            "ci95_high": float(max(i["ci95_high"] for i in intervals)),
+            "draws": [float(i["mean"]) for i in intervals]}

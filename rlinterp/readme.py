@@ -103,6 +103,12 @@ def _yes(ok: bool) -> str:
     return "**yes**" if ok else "no"
 
 
+def _null(name: str, interval: dict) -> str:
+    """A null's name and interval; a null pooled over draws (`rlinterp.intervals.envelope`) says how many."""
+    draws = f" ({len(interval['draws'])} initialisations)" if "draws" in interval else ""
+    return f"{name.replace('_', ' ')}{draws}: {format_interval(interval)}"
+
+
 def findings_table(metrics: Path) -> str:
     """Every later analysis: its headline number beside the null or baseline it must beat, and whether it does."""
     read = lambda name: json.loads((metrics / name).read_text())  # noqa: E731
@@ -118,14 +124,14 @@ def findings_table(metrics: Path) -> str:
     for measure in ("silhouette", "within_sample_agreement"):
         for null in ("untrained_agent", "gaussian"):
             rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",
-                         format_interval(behaviours[measure]), f"{null.replace('_', ' ')}: "
-                         f"{format_interval(behaviours['nulls'][null][measure])}", _yes(behaviours["beats_nulls"][null][measure])))
+                         format_interval(behaviours[measure]), _null(null, behaviours["nulls"][null][measure]),
+                         _yes(behaviours["beats_nulls"][null][measure])))
     for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean absolute excess kurtosis"),
                            ("silhouette", "real agent hx: cluster silhouette")):
         for null in ("untrained_agent", "gaussian"):
             ours, theirs = hx[measure], hx["nulls"][null][measure]
-            rows.append((f"{label} (95% CI over episodes)", format_interval(ours), f"{null.replace('_', ' ')}: "
-                         f"{format_interval(theirs)}", _yes(ours["ci95_low"] > theirs["ci95_high"])))
+            rows.append((f"{label} (95% CI over episodes)", format_interval(ours), _null(null, theirs),
+                         _yes(ours["ci95_low"] > theirs["ci95_high"])))
     check = saliency["randomisation"]
     rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
                  format_interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",

@@ -4,7 +4,7 @@
 
 Writes DIR/{basis,projections}.npz (bases for later stages; every row's loadings, IC activations and cluster),
 the metrics JSON and figures. --per-episode analyses one vector per episode (e.g. a sample's latent, constant
-over its steps); --untrained-null (agent hx) adds the hx of a randomly initialised agent on the same frames as a null.
+over its steps); --untrained-null (agent hx) adds the hx of untrained agents on the same frames as a null.
 """
 import numpy as np
 
@@ -35,7 +35,8 @@ def main() -> None:
     context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
     examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
                                             for e in range(min(config.example_episodes, store.num_episodes))]
-    untrained = untrained_hidden_states(params.agent, store, config.seed) if args.untrained_null else None
+    draws = config.untrained_agents if args.untrained_null else 0
+    untrained = [untrained_hidden_states(params.agent, store, config.seed + i) for i in range(draws)]
     result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode)
 
     with atomic_directory(args.out) as out:
@@ -44,8 +45,7 @@ def main() -> None:
                     result.embedding_rows, result.embeddings).save(out / "projections.npz")
     write_json(args.metrics, {"store": args.store, "field": args.field, **result.metrics})
 
-    figures = args.figures
-    title = f"{args.field} of {args.store}"
+    figures, title = args.figures, f"{args.field} of {args.store}"
     plots.explained_variance(result.basis.pca_variance_ratio, result.shuffled_variance_ratio,
                              f"{figures}/explained_variance.png", title)
     shown = result.embedding_rows

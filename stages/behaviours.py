@@ -1,9 +1,10 @@
 """Stage behaviours: cluster the combined agent-and-simulator dynamics of simulated samples into behaviours.
 
 Reads data/samples.zarr and the bases of the analyse stages (simulator-state PCs for the features; the real
-agent-hx ICs for each behaviour's typical IC profile). The same clustering of an untrained agent's hx on the same
-frames, beside the same simulator states, is one of its nulls. Writes data/behaviours/labels.npz,
-metrics/behaviours.json and, per behaviour, an exemplar GIF and a summary figure in plots/behaviours/.
+agent-hx ICs for each behaviour's typical IC profile). The same clustering of untrained agents' hx on the same
+frames (`analysis.untrained_agents` initialisations), beside the same simulator states, is one of its nulls.
+Writes data/behaviours/labels.npz, metrics/behaviours.json and, per behaviour, an exemplar GIF and a summary figure
+in plots/behaviours/.
 """
 import numpy as np
 
@@ -33,8 +34,9 @@ def main() -> None:
     hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
     env_basis, hx_basis = Basis.load(paths.env_basis), Basis.load(paths.hx_basis)
     env_pcs = env_basis.pca(np.asarray(samples["env_h"][:]))[:, :config.env_components].reshape(*shape, -1)
-    untrained_hx = untrained_hidden_states(params.agent, samples, config.seed).reshape(hx.shape)
-    nulls = {"untrained_agent": np.concatenate([untrained_hx, env_pcs], axis=-1)}   # same frames and simulator
+    nulls = {"untrained_agent": [np.concatenate([untrained_hidden_states(params.agent, samples, config.seed + draw)
+                                                 .reshape(hx.shape), env_pcs], axis=-1)     # same frames and simulator
+                                 for draw in range(params.analysis.untrained_agents)]}
     window_labels, behaviour, metrics = cluster_behaviours(np.concatenate([hx, env_pcs], axis=-1), tuple(config.lags),
                                                            config.clusters, config.cluster_method, config.seed, nulls)
     actions = np.asarray(samples["action"][:]).reshape(shape)

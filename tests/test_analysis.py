@@ -99,6 +99,28 @@ def test_a_gaussian_with_the_datas_covariance_passes_as_its_own_null(params):
     assert m["pca_first_ratio"] > 1.5 * m["nulls"]["shuffled_columns"]["pca_first_ratio"]   # the shuffle cannot tell
 
 
+def test_an_untrained_null_of_several_draws_spans_every_draw(params):
+    """Draws of the untrained-agent null (one per initialisation) pool into one interval from the lowest draw's
+    lower bound to the highest's upper one, so states equal to any one draw cannot beat it."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((4, 16)) * 5
+    x = centres[rng.integers(4, size=1500)] + rng.standard_normal((1500, 16))
+    structureless = rng.standard_normal((1500, 16))
+    config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=100, embedding_methods=("tsne",))
+    single = analyse_states(x, config, untrained=[structureless]).metrics["nulls"]["untrained_agent"]
+    pooled = analyse_states(x, config, untrained=[structureless, x]).metrics
+    null = pooled["nulls"]["untrained_agent"]
+    for measure in ("silhouette", "ica_mean_abs_excess_kurtosis"):
+        assert "draws" not in single[measure]
+        assert null[measure]["draws"][0] == single[measure]["mean"]
+        assert null[measure]["draws"][1] == pytest.approx(pooled[measure]["mean"], abs=0.05)   # x as its own draw
+        assert null[measure]["ci95_low"] <= single[measure]["ci95_low"]
+        assert null[measure]["mean"] == pytest.approx(np.mean(null[measure]["draws"]))
+    assert single["silhouette"]["ci95_high"] < pooled["silhouette"]["ci95_low"]       # one draw alone is beaten...
+    assert null["silhouette"]["ci95_high"] >= pooled["silhouette"]["ci95_low"]        # ...the pool holding x is not
+    assert null["pca_components_for_95pct"] == [single["pca_components_for_95pct"], pooled["pca_components_for_95pct"]]
+
+
 def test_stored_basis_reproduces_projections(tmp_path):
     _, x = mixture(2000)
     basis, _ = fit_basis(x, 8, 4, 3, seed=0, outlier_sigma=2.0)
@@ -127,7 +149,8 @@ def test_behaviours_recover_planted_dynamics():
     states = states + 0.1 * rng.standard_normal(states.shape)
     static = rng.standard_normal((300, 1, 10)) + 0.1 * rng.standard_normal(states.shape)   # no dynamics at all
     windows, behaviour, metrics = cluster_behaviours(states, (2, 4), clusters=3, method="kmeans", seed=0,
-                                                     nulls={"same_states": states, "static": static})
+                                                     nulls={"same_states": states, "static": static,
+                                                            "static_or_same": [static, states]})
     assert windows.shape == (300, 8)
     assert adjusted_rand_score(kinds, behaviour) > 0.9
     for name in ("shuffled_columns", "gaussian", "static"):        # beaten, each measure by a CI's width
@@ -137,6 +160,12 @@ def test_behaviours_recover_planted_dynamics():
     # A null that can fail: the same states cluster the same way, and are not beaten.
     assert metrics["nulls"]["same_states"] == {k: metrics[k] for k in ("silhouette", "within_sample_agreement")}
     assert metrics["beats_nulls"]["same_states"] == {"silhouette": False, "within_sample_agreement": False}
+    # Draws of one null pool into an interval spanning both: one of them being the states, it is not beaten either.
+    pooled, static_quality = metrics["nulls"]["static_or_same"], metrics["nulls"]["static"]
+    for measure in ("silhouette", "within_sample_agreement"):
+        assert pooled[measure]["draws"] == [static_quality[measure]["mean"], metrics[measure]["mean"]]
+        assert pooled[measure]["ci95_low"] == static_quality[measure]["ci95_low"]
+    assert metrics["beats_nulls"]["static_or_same"] == {"silhouette": False, "within_sample_agreement": False}
 
 
 def test_kurtosis_interval_covers_the_truth_and_widens_when_episodes_repeat_their_rows():

@@ -3,7 +3,7 @@
 The original's features (ORIGINAL.md section 6.4): the state x_t = [agent hx, leading simulator-state PCs] and
 its changes x_t - x_{t+k} for a few lags k, for every step t that has all lags ahead of it. Each window is
 clustered; a sample's behaviour is the most common cluster of its windows. The same clustering of null states
-(structureless ones, and an untrained agent's on the same frames) says whether the behaviours are more than what
+(structureless ones, and untrained agents' on the same frames) says whether the behaviours are more than what
 any states would give.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sklearn.metrics import silhouette_samples
 
 from rlinterp.analysis.cluster import cluster, subsample
 from rlinterp.analysis.decompose import shuffled_columns, standardise
-from rlinterp.analysis.states import gaussian_like
+from rlinterp.analysis.states import gaussian_like, pooled_structure
 from rlinterp.intervals import mean_interval
 
 
@@ -80,20 +80,22 @@ def _cluster_windows(states: np.ndarray, lags: tuple[int, ...], clusters: int, m
 
 
 def cluster_behaviours(states: np.ndarray, lags: tuple[int, ...], clusters: int, method: str, seed: int,
-                       nulls: dict[str, np.ndarray] | None = None, components: int = 32
+                       nulls: dict[str, np.ndarray | list[np.ndarray]] | None = None, components: int = 32
                        ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Window labels (S, W), sample behaviours (S,), and the clustering's quality beside the same clustering of
-    null states of the same shape: `nulls` given by the caller (e.g. an untrained agent's hx on the same frames),
-    and always every state dimension shuffled independently over all steps (`shuffled_columns`) and a Gaussian
-    with the states' covariance (`gaussian`): both keep no order in time, so they also give the agreement a
-    clustering of structureless windows reaches. `beats_nulls` says, per null and measure, whether the lower CI
+    null states of the same shape: `nulls` given by the caller (e.g. untrained agents' hx on the same frames; a
+    list holds draws of one null, e.g. one per initialisation, pooled by `envelope`), and always every state
+    dimension shuffled independently over all steps (`shuffled_columns`) and a Gaussian with the states'
+    covariance (`gaussian`): both keep no order in time, so they also give the agreement a clustering of
+    structureless windows reaches. `beats_nulls` says, per null and measure, whether the lower CI
     bound of the states' value lies above the null's upper bound."""
     rng = np.random.default_rng(seed)
     rows = states.reshape(-1, states.shape[-1])
     nulls = {"shuffled_columns": shuffled_columns(rows, rng).reshape(states.shape),
              "gaussian": gaussian_like(rows, rng).reshape(states.shape), **(nulls or {})}
     labels, quality, features = _cluster_windows(states, lags, clusters, method, seed, components)
-    null_quality = {name: _cluster_windows(null, lags, clusters, method, seed, components)[1]
+    null_quality = {name: pooled_structure([_cluster_windows(draw, lags, clusters, method, seed, components)[1]
+                                            for draw in (null if isinstance(null, list) else [null])])
                     for name, null in nulls.items()}
     window_labels = labels.reshape(len(states), -1)
     metrics = {"windows": int(len(labels)), "features": features, "clusters": int(labels.max()) + 1, **quality,

@@ -80,7 +80,8 @@ def canonical_ica(whitened: np.ndarray, root: np.ndarray, seed: int, max_iter: i
 def fit_basis(x: np.ndarray, pca_components: int, ica_components: int, nmf_components: int, seed: int,
               ica_max_iter: int = 2000, ica_tol: float = 1e-4, nmf_max_iter: int = 500,
               outlier_sigma: float = 2.0) -> tuple[Basis, np.ndarray]:
-    """Fit every decomposition on x (N, D) (outliers excluded from the fits); returns the basis and inlier mask."""
+    """Fit every decomposition on x (N, D) (outliers excluded from the fits); returns the basis and inlier mask.
+    `nmf_components` 0 skips NMF (its factors are then empty), for fits that only measure PCA/ICA structure."""
     mean, scale = standardise(x)
     z = (x - mean) / scale
     inliers = outlier_mask(z, sigma=outlier_sigma)
@@ -98,10 +99,11 @@ def fit_basis(x: np.ndarray, pca_components: int, ica_components: int, nmf_compo
     ica_directions = directions_z.T * scale[None, :]
     offset = x.min(0)
     f = min(nmf_components, x.shape[1])
-    nmf = NMF(n_components=f, init="nndsvda", random_state=seed, max_iter=nmf_max_iter).fit(x - offset)
+    nmf_factors = (NMF(n_components=f, init="nndsvda", random_state=seed, max_iter=nmf_max_iter).fit(x - offset)
+                   .components_ if f else np.zeros((0, x.shape[1])))
     basis = Basis(mean=mean, scale=scale, pca_components=pca.components_, pca_variance=pca.explained_variance_,
                   pca_variance_ratio=pca.explained_variance_ratio_, ica_unmixing=ica_unmixing,
-                  ica_directions=ica_directions, ica_variance_ratio=ica_ratio, nmf_components=nmf.components_,
+                  ica_directions=ica_directions, ica_variance_ratio=ica_ratio, nmf_components=nmf_factors,
                   nmf_offset=offset)
     return basis, inliers
 

@@ -9,8 +9,9 @@ variability: a Gaussian and its null can differ by a few hundredths of silhouett
     shuffled_columns  every dimension keeps its values, every dependence between dimensions is destroyed
     gaussian          a Gaussian with the data's mean and covariance: the same PCs by construction, so what beats it
                       is non-Gaussian structure (heavy-tailed ICs, clusters)
-    untrained_agent   (agent hx only, given by the caller) the states a randomly initialised agent of the same
-                      network has on the same frames: what the architecture gives before any learning
+    untrained_agent   (agent hx only, given by the caller) the states randomly initialised agents of the same
+                      network have on the same frames: what the architecture gives before any learning. Each
+                      initialisation is one draw; the null is their `envelope` (its interval spans every draw's)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from sklearn.metrics import silhouette_samples
 from rlinterp.analysis.cluster import cluster, embed, subsample
 from rlinterp.analysis.decompose import Basis, components_for, fit_basis, shuffled_columns
 from rlinterp.config import AnalysisConfig
-from rlinterp.intervals import group_bootstrap_weights, percentile_interval
+from rlinterp.intervals import envelope, group_bootstrap_weights, percentile_interval
 
 BOOTSTRAP_RESAMPLES = 1000   # resamples of the groups (episodes) behind the kurtosis and silhouette intervals
 SILHOUETTE_ROWS = 2000       # rows the silhouette is scored on (it costs rows^2 distances)
@@ -112,7 +113,7 @@ def structure(x: np.ndarray, groups: np.ndarray, config: AnalysisConfig, seed: i
     `config.fit_samples` rows, and the basis fitted to measure them."""
     rng = np.random.default_rng(seed)
     rows = subsample(len(x), config.fit_samples, rng)
-    basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 1, seed, config.ica_max_iter,
+    basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 0, seed, config.ica_max_iter,
                          config.ica_tol, outlier_sigma=0)
     n95 = components_for(basis.pca_variance_ratio)
     features = basis.pca(x[rows])[:, :max(n95, 2)]
@@ -122,16 +123,26 @@ def structure(x: np.ndarray, groups: np.ndarray, config: AnalysisConfig, seed: i
             "silhouette": silhouette_interval(features, labels, groups[rows], seed)}, basis
 
 
+def pooled_structure(draws: list[dict]) -> dict:
+    """The structure measures of several draws of one null: intervals pooled by `envelope`, counts and ratios
+    listed per draw. A single draw is returned as it is."""
+    if len(draws) == 1:
+        return draws[0]
+    return {name: envelope([d[name] for d in draws]) if isinstance(draws[0][name], dict)
+            else [d[name] for d in draws] for name in draws[0]}
+
+
 def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """As many rows from a Gaussian with x's mean and covariance."""
     return rng.multivariate_normal(x.mean(0), np.cov(x, rowvar=False), size=len(x), method="svd")
 
 
 def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None,
-                   untrained: np.ndarray | None = None, groups: np.ndarray | None = None) -> StateAnalysis:
+                   untrained: list[np.ndarray] | None = None, groups: np.ndarray | None = None) -> StateAnalysis:
     """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding;
-    `untrained` (N, D) are the same kind of states from an untrained agent on the same steps, analysed as one more
-    null; `groups` (N,) the episode of each row (default: every row its own), which the intervals resample."""
+    `untrained` [(N, D), ...] are the same kind of states from untrained agents (one per initialisation) on the
+    same steps, analysed as one more null; `groups` (N,) the episode of each row (default: every row its own),
+    which the intervals resample."""
     rng = np.random.default_rng(config.seed)
     x = np.asarray(x, dtype=np.float64)
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
@@ -145,11 +156,12 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
     labels = cluster(features, config.clusters, config.cluster_method, config.seed, fit_rows)
     nulls = {"shuffled_columns": (shuffled_columns(x[fit_rows], rng), np.arange(len(fit_rows))),
              "gaussian": (gaussian_like(x[fit_rows], rng), np.arange(len(fit_rows)))}
-    if untrained is not None:
-        nulls["untrained_agent"] = (np.asarray(untrained, dtype=np.float64), groups)
     measured = {name: structure(states, null_groups, config, config.seed)
                 for name, (states, null_groups) in nulls.items()}
     null_structure = {name: measures for name, (measures, _) in measured.items()}
+    if untrained:
+        null_structure["untrained_agent"] = pooled_structure(
+            [structure(np.asarray(states, dtype=np.float64), groups, config, config.seed)[0] for states in untrained])
     extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
                                       must_embed if must_embed is not None else np.zeros(0, np.int64)]))
     embeddings = {method: embed(features[extra], method, config.seed) for method in config.embedding_methods}
