@@ -4,8 +4,9 @@
 and measures the same structure (`structure`: PCs for 95% of the variance, the first PC's share, the ICs' excess
 kurtosis, the clusters' silhouette) on nulls, each analysed afresh. The kurtosis and the silhouette carry a 95%
 bootstrap interval over the episodes the rows come from (rows of a Gaussian or shuffled null are independent):
-what another draw of episodes would give, with the fitted basis and clusters held fixed (so not the fits' own
-variability: a Gaussian and its null can differ by a few hundredths of silhouette with disjoint intervals).
+what another draw of episodes would give, with the fitted basis and clusters held fixed, so not the fits' own
+variability (on the recorded hx, refits move the silhouette by about one interval's width, the kurtosis by far less:
+`benchmarks/analysis_refits.py`).
     shuffled_columns  every dimension keeps its values, every dependence between dimensions is destroyed
     gaussian          a Gaussian with the data's mean and covariance: the same PCs by construction, so what beats it
                       is non-Gaussian structure (heavy-tailed ICs, clusters)
