@@ -13,11 +13,9 @@ above, read the intervals as too narrow by about that much. About 6 minutes on 2
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-
 import numpy as np
 
-from rlinterp.agent.acting import untrained_hidden_states
+from rlinterp.agent.acting import untrained_hidden_state_draws
 from rlinterp.analysis.states import gaussian_like, structure
 from rlinterp.config import load_params
 from rlinterp.store import RolloutStore
@@ -31,27 +29,28 @@ def main() -> None:
     parser.add_argument("--store", default="data/rollouts.zarr")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="analysis.seed values to refit with")
     args = parser.parse_args()
-    config = load_params(args.params).analysis
-    agent_config = load_params(args.params).agent
+    params = load_params(args.params)
+    config = params.analysis
     seeds = [int(s) for s in args.seeds.split(",")]
     store = RolloutStore(args.store)
     hx = np.asarray(store["hx"][:], dtype=np.float64)
     episodes = store.positions(np.arange(store.num_steps))[0]
+    untrained = [np.asarray(x, np.float64) for x in untrained_hidden_state_draws(params.agent, store, 0, len(seeds))]
     states = {"recorded hx": (hx, episodes),
-              "untrained agent (init seed 0)": (untrained_hidden_states(agent_config, store, 0), episodes),
+              "untrained agent (init seed 0)": (untrained[0], episodes),
               "gaussian": (gaussian_like(hx, np.random.default_rng(0)), np.arange(len(hx)))}
     results: dict[str, dict[str, list[dict]]] = {}
+
+    def measure_into(name: str, x: np.ndarray, groups: np.ndarray, seed: int) -> None:
+        measured, _ = structure(x, groups, config, seed)
+        for measure in MEASURES:
+            results.setdefault(measure, {}).setdefault(name, []).append(measured[measure])
+
     for name, (x, groups) in states.items():
         for seed in seeds:
-            measured, _ = structure(np.asarray(x, np.float64), groups, replace(config, seed=seed), seed)
-            for measure in MEASURES:
-                results.setdefault(measure, {}).setdefault(name, []).append(measured[measure])
-    redrawn = {seed: untrained_hidden_states(agent_config, store, seed) for seed in seeds[1:]}
-    for seed, x in redrawn.items():
-        measured, _ = structure(np.asarray(x, np.float64), episodes, replace(config, seed=0), 0)
-        for measure in MEASURES:
-            results[measure].setdefault("untrained agent, fit seed 0, init seed " + ",".join(map(str, redrawn)),
-                                        []).append(measured[measure])
+            measure_into(name, x, groups, seed)
+    for x in untrained[1:]:
+        measure_into(f"untrained agent, fit seed 0, init seed 1-{len(seeds) - 1}", x, episodes, 0)
 
     print(f"{len(hx)} recorded steps of {store.num_episodes} episodes; fit seeds {seeds}, {config.fit_samples} "
           f"fit rows; each cell: mean (bootstrap 95% interval)")

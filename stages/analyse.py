@@ -9,7 +9,7 @@ over its steps); --untrained-null (agent hx) adds the hx of untrained agents on 
 import numpy as np
 
 from rlinterp import plots
-from rlinterp.agent.acting import untrained_hidden_states
+from rlinterp.agent.acting import untrained_hidden_state_draws
 from rlinterp.analysis.states import Projections, analyse_states
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES, NUM_ACTIONS
@@ -35,8 +35,8 @@ def main() -> None:
     context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
     examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
                                             for e in range(min(config.example_episodes, store.num_episodes))]
-    draws = config.untrained_agents if args.untrained_null else 0
-    untrained = [untrained_hidden_states(params.agent, store, config.seed + i) for i in range(draws)]
+    untrained = untrained_hidden_state_draws(params.agent, store, config.seed,
+                                             config.untrained_agents if args.untrained_null else 0)
     result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode)
 
     with atomic_directory(args.out) as out:

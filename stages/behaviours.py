@@ -9,7 +9,7 @@ in plots/behaviours/.
 import numpy as np
 
 from rlinterp import plots
-from rlinterp.agent.acting import untrained_hidden_states
+from rlinterp.agent.acting import untrained_hidden_state_draws
 from rlinterp.analysis.behaviour import BehaviourLabels, cluster_behaviours
 from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
@@ -34,9 +34,9 @@ def main() -> None:
     hx = np.asarray(samples["hx"][:]).reshape(*shape, -1)
     env_basis, hx_basis = Basis.load(paths.env_basis), Basis.load(paths.hx_basis)
     env_pcs = env_basis.pca(np.asarray(samples["env_h"][:]))[:, :config.env_components].reshape(*shape, -1)
-    nulls = {"untrained_agent": [np.concatenate([untrained_hidden_states(params.agent, samples, config.seed + draw)
-                                                 .reshape(hx.shape), env_pcs], axis=-1)     # same frames and simulator
-                                 for draw in range(params.analysis.untrained_agents)]}
+    untrained = untrained_hidden_state_draws(params.agent, samples, config.seed, params.analysis.untrained_agents)
+    nulls = {"untrained_agent": [np.concatenate([draw.reshape(hx.shape), env_pcs], axis=-1)   # same frames, simulator
+                                 for draw in untrained]}
     window_labels, behaviour, metrics = cluster_behaviours(np.concatenate([hx, env_pcs], axis=-1), tuple(config.lags),
                                                            config.clusters, config.cluster_method, config.seed, nulls)
     actions = np.asarray(samples["action"][:]).reshape(shape)

@@ -65,6 +65,12 @@ def untrained_hidden_states(config: AgentConfig, store, seed: int) -> np.ndarray
     return replay_hidden_states(untrained_agent(config, seed), store)
 
 
+def untrained_hidden_state_draws(config: AgentConfig, store, seed: int, draws: int) -> list[np.ndarray]:
+    """`untrained_hidden_states` of `draws` initialisations, seeded seed, seed + 1, ...: the untrained-agent null
+    as several draws, since one initialisation understates how much it moves."""
+    return [untrained_hidden_states(config, store, seed + draw) for draw in range(draws)]
+
+
 # The agent's policies, in the order reports and figures list them.
 AGENT_POLICIES = ("agent", "memoryless_agent", "greedy_agent")
 

@@ -40,7 +40,6 @@ def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> t
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-
 def simulator_split(store: RolloutStore, config: TrainSimulatorConfig) -> tuple[np.ndarray, np.ndarray]:
     """The simulator's (training, held-out) episodes: split by `heldout_seed`, never by the training draw's `seed`,
     so every stage and benchmark measures another training draw on the same held-out levels."""
