@@ -1,6 +1,12 @@
 """Distributed training (gloo, 2 processes on the CPU) computes the update one process computes on the combined
 batch: the agent's PPO update and the simulator's training step, with the noise, normalisers and latent
-uniformity that span the whole batch."""
+uniformity that span the whole batch.
+
+What DDP is responsible for is the gradient, so that is what is compared, with a tolerance relative to the
+gradient's scale: two ranks sum in another order than one process, and a gradient that is ~0 (a LayerNorm bias)
+can change sign on it. Adam would turn such a sign into a full step of the learning rate either way, so Adam's
+step is compared only where the gradient is clearly not ~0; the agent's multi-step update uses plain SGD, whose
+parameters move in proportion to the gradients."""
 from __future__ import annotations
 
 import dataclasses
@@ -80,8 +86,19 @@ def window_share(window: Window, shard: distributed.Shard) -> Window:
                      for f in dataclasses.fields(window)})
 
 
+# Measured (2-core Intel Xeon, AVX-512): reduction order moves the simulator's gradients by at most 6e-8 of the
+# model's largest gradient entry and the agent's two SGD moves by 3.4e-6 of the largest move, while every rank
+# drawing the first rows' noise moves a gradient by 7e-6 of it and a uniformity term without the other rank's
+# latents by 1.3e-5: 7x and 13x the simulator's tolerance, which the reduction noise uses 1/600 of.
+SIM_TOLERANCE = 1e-6       # of the model's largest |gradient| entry, plus RTOL of the tensor's own largest entry
+AGENT_TOLERANCE = 1e-5     # of the largest parameter move (two SGD steps compound the noise)
+RTOL = 1e-4
+ADAM_CLEAR = 1e-3          # Adam's steps are compared where |gradient| > this share of the largest entry
+AGENT_LR = 1e-2
+
+
 def agent_update(agent, rollout, config, shard):
-    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2)
+    optimizer = torch.optim.SGD(agent.parameters(), lr=AGENT_LR)
     policy = distributed.data_parallel(agent, policy_and_value, shard)
     stats = ppo_update(agent, optimizer, rollout, config, torch.Generator().manual_seed(0), shard, policy)
     return {k: v.clone() for k, v in agent.state_dict().items()}, stats
@@ -94,9 +111,12 @@ def simulator_update(agent, simulator, window, config, shard):
         module, agent, w, config, generator=generator, shard=shard), shard)
     loss, stats = objective(window)
     loss.backward()
+    grads = {name: p.grad.clone() for name, p in simulator.named_parameters() if p.grad is not None}
+    before = {name: p.detach().clone() for name, p in simulator.named_parameters()}
     torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm)
     optimizer.step()
-    return {k: v.clone() for k, v in simulator.state_dict().items()}, distributed.mean_over_ranks(stats, shard)
+    steps = {name: p.detach() - before[name] for name, p in simulator.named_parameters()}
+    return grads, steps, distributed.mean_over_ranks(stats, shard)
 
 
 def normalised_rewards(shard, rewards: np.ndarray, firsts: np.ndarray):
@@ -144,6 +164,14 @@ def sim_params(bottleneck: str):
     return params_from_dict(data)
 
 
+def assert_close(ranked: torch.Tensor, single: torch.Tensor, scale: float, tolerance: float, what: str) -> None:
+    """Equal up to float reduction order: `tolerance` of the model's largest entry (`scale`) plus RTOL of the
+    tensor's own largest entry."""
+    gap = float((ranked - single).abs().max())
+    allowed = tolerance * scale + RTOL * float(single.abs().max())
+    assert gap <= allowed, f"{what}: two ranks differ from one process by {gap:.3g} (allowed {allowed:.3g})"
+
+
 def test_two_ranks_update_as_one_process_on_the_combined_batch(tmp_path):
     mp.spawn(rank_main, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranked = torch.load(tmp_path / "rank0.pt", weights_only=False)
@@ -155,18 +183,26 @@ def test_two_ranks_update_as_one_process_on_the_combined_batch(tmp_path):
         state, stats = agent_update(agent, rollout, config, single)
         assert any(not torch.equal(initial[k], state[k]) for k in state)      # the update moved the agent
         ranked_state, ranked_stats = ranked[heads]
-        for name, value in state.items():
-            assert torch.allclose(ranked_state[name], value, atol=1e-5), f"{heads}: {name}"
+        # SGD: each parameter's change is the learning rate times its (all-reduced) gradients
+        moves = {name: value - initial[name] for name, value in state.items()}
+        scale = max(float(m.abs().max()) for m in moves.values())
+        for name, move in moves.items():
+            assert_close(ranked_state[name] - initial[name], move, scale, AGENT_TOLERANCE, f"{heads}: {name}")
         for name in ("policy_loss", "value_loss", "entropy", "explained_variance"):
             assert ranked_stats[name] == pytest.approx(stats[name], rel=1e-4, abs=1e-6), f"{heads}: {name}"
 
     for bottleneck in BOTTLENECKS:
         params = sim_params(bottleneck)
         agent, simulator, window = simulator_problem(params)
-        state, stats = simulator_update(agent, simulator, window, params.train_simulator, single)
-        ranked_state, ranked_stats = ranked[bottleneck]
-        for name, value in state.items():
-            assert torch.allclose(ranked_state[name], value, atol=1e-5, rtol=1e-4), f"{bottleneck}: {name}"
+        grads, steps, stats = simulator_update(agent, simulator, window, params.train_simulator, single)
+        ranked_grads, ranked_steps, ranked_stats = ranked[bottleneck]
+        assert ranked_grads.keys() == grads.keys()
+        scale = max(float(g.abs().max()) for g in grads.values())
+        for name, grad in grads.items():
+            assert_close(ranked_grads[name], grad, scale, SIM_TOLERANCE, f"{bottleneck}: gradient of {name}")
+            clear = grad.abs() > ADAM_CLEAR * scale          # Adam's step: ~lr x the gradient's sign
+            assert torch.allclose(ranked_steps[name][clear], steps[name][clear], atol=1e-7, rtol=1e-3), \
+                f"{bottleneck}: Adam step of {name}"
         for name in ("loss", "image", "kl", "bottleneck", "reward", "features"):
             assert ranked_stats[name] == pytest.approx(stats[name], rel=1e-4, abs=1e-5), f"{bottleneck}: {name}"
 
