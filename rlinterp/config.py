@@ -103,10 +103,20 @@ class TrainAgentConfig:
     clip_coef: float = param("PPO ratio clip", gt=0)
     clip_value: bool = param("clip the value update to clip_coef around the old value, as in the original")
     value_coef: float = param("value loss weight", ge=0)
-    entropy_coef: float = param("entropy bonus weight", ge=0)
+    entropy_coef: float = param("entropy bonus weight at the start of training", ge=0)
+    entropy_coef_final: float = param("entropy bonus weight reached after entropy_decay_steps (equal to "
+                                      "entropy_coef: a constant bonus, the original)", ge=0)
+    entropy_decay_steps: int = param("environment steps over which the bonus moves linearly from entropy_coef "
+                                     "to entropy_coef_final; it stays there after", ge=1)
     max_grad_norm: float = param("global gradient-norm clip", gt=0)
     normalize_rewards: bool = param("divide rewards by the running std of the discounted return")
     checkpoint_every: int = param("save a checkpoint every this many updates (resume point)", ge=1)
+
+    def entropy_coef_at(self, step: int) -> float:
+        """The entropy bonus weight after `step` environment steps: a function of the step alone, so a resumed
+        run continues the schedule where it stopped."""
+        progress = min(step / self.entropy_decay_steps, 1.0)
+        return self.entropy_coef + progress * (self.entropy_coef_final - self.entropy_coef)
 
     def __post_init__(self) -> None:
         if self.num_steps % self.bptt_steps:

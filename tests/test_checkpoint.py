@@ -101,3 +101,39 @@ def test_damaged_and_hostile_checkpoints_are_refused(params, tiny_train, tmp_pat
     save_checkpoint(simulator, {"model": {}}, fmt="rlinterp.simulator/1")
     with pytest.raises(CheckpointError, match="format 'rlinterp.simulator/1', expected rlinterp.agent/1"):
         load_agent(simulator)
+
+
+def test_entropy_bonus_follows_its_schedule_into_the_loss_and_across_a_resume(params, tiny_train, tmp_path):
+    decaying = dataclasses.replace(tiny_train, total_steps=256, entropy_coef=0.01, entropy_coef_final=0.0,
+                                   entropy_decay_steps=256)
+    straight, resumed = [], []
+    train_agent(params.env, params.agent, decaying, tmp_path / "straight.pt", progress=False,
+                log=lambda step, stats: straight.append(stats["entropy_coef"]))
+    assert straight == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+
+    def crash_in_third_update(step, stats):
+        resumed.append(stats["entropy_coef"])
+        if step > 128:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(params.env, params.agent, decaying, tmp_path / "resumed.pt", progress=False,
+                    log=crash_in_third_update)
+    train_agent(params.env, params.agent, decaying, tmp_path / "resumed.pt", progress=False,
+                log=lambda step, stats: resumed.append(stats["entropy_coef"]))
+    assert resumed[:2] + resumed[3:] == straight      # the crashed update is repeated with its own coefficient
+
+    # The scheduled weight is the one the loss uses: the first update (0.01) matches a constant bonus of 0.01, the
+    # second (0.0075 against 0.01) does not.
+    constant = dataclasses.replace(decaying, entropy_coef_final=0.01)
+    for updates, same in ((1, True), (2, False)):
+        weights = [load_checkpoint(train_agent_at(params, run, updates, tmp_path / f"{name}{updates}.pt"))["model"]
+                   for name, run in (("decaying", decaying), ("constant", constant))]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]) == same, updates
+
+
+def train_agent_at(params, config, updates, path):
+    """Train `config` for its first `updates` updates into `path` and return the path."""
+    steps = updates * config.num_envs * config.num_steps
+    train_agent(params.env, params.agent, dataclasses.replace(config, total_steps=steps), path, progress=False)
+    return path

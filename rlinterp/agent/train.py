@@ -6,6 +6,7 @@ import hashlib
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,13 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
         rollout, episodes = collector.collect()
         collect_time = time.perf_counter() - tic
         agent.train()
-        stats = ppo_update(agent, optimizer, rollout, config, generator, shard, policy)
+        entropy_coef = config.entropy_coef_at(update * steps_per_update)
+        stats = ppo_update(agent, optimizer, rollout, replace(config, entropy_coef=entropy_coef), generator, shard,
+                           policy)
         update += 1
         recent.extend(distributed.gather_objects([(e.ret, e.length, float(e.completed)) for e in episodes], shard))
         elapsed = time.perf_counter() - tic
-        stats.update(learning_rate=optimizer.param_groups[0]["lr"], steps_per_s=steps_per_update / elapsed,
+        stats.update(learning_rate=optimizer.param_groups[0]["lr"], entropy_coef=entropy_coef, steps_per_s=steps_per_update / elapsed,
                      collect_fraction=collect_time / elapsed)
         stats.update(_recent_means(recent))
         if log is not None:
