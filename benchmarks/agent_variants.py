@@ -31,6 +31,8 @@ import matplotlib
 import numpy as np
 import yaml
 
+from rlinterp.config import read_params_file, read_yaml
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -50,7 +52,7 @@ def with_overrides(params: dict, overrides: list[str]) -> dict:
         if not sep or "." not in key:
             raise SystemExit(f"override {item!r}: expected section.key=value")
         section, name = key.split(".", 1)
-        params.setdefault(section, {})[name] = yaml.safe_load(value)
+        params.setdefault(section, {})[name] = read_yaml(value)
     return params
 
 
@@ -82,10 +84,10 @@ def train_variant(name: str, params: dict, out: Path, device: str, threads: int)
                     log=log, progress=False, precision=precision)
 
 
-def read_curve(out: Path, name: str) -> tuple[list[int], list[float]]:
+def read_curve(out: Path, name: str, column: str = "episode_return") -> tuple[list[int], list[float]]:
     with (out / f"{name}.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["episode_return"]]
-    return [int(r["step"]) for r in rows], [float(r["episode_return"]) for r in rows]
+        rows = [r for r in csv.DictReader(f) if r.get(column)]
+    return [int(r["step"]) for r in rows], [float(r[column]) for r in rows]
 
 
 def reference_bins() -> dict[int, tuple[float, float, float]]:
@@ -118,9 +120,13 @@ def plot_curves(out: Path, names: list[str], best_constant: dict[str, float]) ->
     """Every variant's seed-mean in 200k-step bins (seed range shaded) against the reference's bins; writes
     OUT/curves.png and OUT/bins.csv."""
     reference = reference_bins()
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, (ax, entropy_ax) = plt.subplots(1, 2, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     table: dict[str, dict[int, float]] = {}
     for i, (name, runs) in enumerate(variant_runs(out, names).items()):
+        entropy = [binned(*read_curve(out, run, "entropy")) for run in runs]
+        shared = sorted(set.intersection(*(set(b) for b in entropy)))
+        entropy_ax.plot(np.array(shared) + BIN / 2, [np.mean([b[s] for b in entropy]) for s in shared], marker=".",
+                        linestyle=("-", "--", ":")[i // 10 % 3])
         per_run = [binned(*read_curve(out, run)) for run in runs]
         starts = sorted(set.intersection(*(set(b) for b in per_run)))
         if not starts:
@@ -144,6 +150,8 @@ def plot_curves(out: Path, names: list[str], best_constant: dict[str, float]) ->
     ax.set(xlabel="env steps", ylabel="mean return of the last 100 training episodes, 200k-step bins",
            ylim=(3, 10), title="dotted: best constant action on each variant's training levels")
     ax.legend(fontsize=8)
+    entropy_ax.set(xlabel="env steps", ylabel="policy entropy (nats), 200k-step bins",
+                   title=f"a policy drifting towards random rises to ln 15 = {np.log(15):.2f}")
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
     with (out / "bins.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -181,7 +189,7 @@ def main() -> None:
                         "named variants' CSVs (several runs' CSVs can be gathered in one OUT)")
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variants]
-    base = yaml.safe_load(Path(args.params).read_text())
+    base = read_params_file(args.params)
     configs = {name: with_overrides(yaml.safe_load(yaml.safe_dump(base)), overrides) for name, overrides in variants}
     args.out.mkdir(parents=True, exist_ok=True)
     constants_path = args.out / "best_constant.json"

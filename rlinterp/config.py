@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class EnvConfig:
     name: str = param("Procgen game", choices=PROCGEN_GAMES)
     distribution_mode: str = param("Procgen difficulty",
                                    choices=("easy", "hard", "extreme", "memory", "exploration"))
-    num_levels: int = param("number of training levels (0 = unlimited)", ge=0)
+    num_levels: int = param("number of training levels (0, unlimited, is refused: it leaves no level unseen)", ge=0)
     start_level: int = param("first training level seed", ge=0)
     use_backgrounds: bool = param("draw background images")
     restrict_themes: bool = param("one visual theme per game")
@@ -95,7 +96,7 @@ class TrainAgentConfig:
     epochs: int = param("PPO epochs per rollout", ge=1)
     minibatches: int = param("minibatches per epoch; they split the num_envs x num_steps / bptt_steps sequences",
                              ge=1)
-    learning_rate: float = param("Adam learning rate", gt=0)
+    learning_rate: float = param("Adam learning rate (above 1 every run diverges)", gt=0, le=1)
     anneal_lr: bool = param("decay the learning rate linearly to zero over total_steps")
     adam_eps: float = param("Adam epsilon", gt=0)
     gamma: float = param("discount factor", gt=0, le=1)
@@ -195,7 +196,7 @@ class TrainSimulatorConfig:
                               "apart from `seed` so another training draw is measured on the same data", ge=0)
     total_windows: int = param("training windows (batches x batch_size) to train for", ge=1)
     batch_size: int = param("windows per batch (original 2)", ge=1)
-    learning_rate: float = param("Adam learning rate (original 5e-4)", gt=0)
+    learning_rate: float = param("Adam learning rate (original 5e-4; above 1 every run diverges)", gt=0, le=1)
     max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
     heldout_fraction: float = param("fraction of episodes held out for the metrics", gt=0, le=0.5)
     eval_windows: int = param("held-out windows the final metrics are computed on", ge=1)
@@ -335,6 +336,27 @@ class ValidateConfig:
                                    ge=100)
     videos: int = param("side-by-side GIFs (control | edited) of real episodes and of simulated rollouts", ge=0)
 
+    def __post_init__(self) -> None:
+        for name in self.interventions:
+            if not INTERVENTION_NAME.fullmatch(str(name)):
+                raise ConfigError(f"validate.interventions: name {_shown(name)} is refused: expected lower-case "
+                                  f"letters, digits and _, starting with a letter (it names a DVC stage, a "
+                                  f"directory and a command-line argument)")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """`value` as written in an error message, cut to `limit` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# Procgen's level seeds are int32: a level range must end at or below this.
+LEVEL_SEEDS = 2**31 - 1
+
+
+# What an intervention may be called: it becomes part of a shell command, a stage name and a path.
+INTERVENTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 
 @dataclass(frozen=True)
 class DynamicsConfig:
@@ -378,7 +400,14 @@ class Params:
     def __post_init__(self) -> None:
         env, ev = self.env, self.evaluate
         train_end, test_end = env.start_level + env.num_levels, ev.test_start_level + ev.test_num_levels
-        if env.num_levels and ev.test_start_level < train_end and env.start_level < test_end:
+        if env.num_levels == 0:
+            raise ConfigError("env.num_levels = 0: unlimited training levels leave no level unseen for evaluate; "
+                              "expected a finite number of training levels")
+        if max(train_end, test_end) > LEVEL_SEEDS:
+            raise ConfigError(
+                f"training levels [{env.start_level}, {train_end}) and unseen levels [{ev.test_start_level}, "
+                f"{test_end}): expected level seeds below {LEVEL_SEEDS} (Procgen's seeds are 32-bit signed)")
+        if ev.test_start_level < train_end and env.start_level < test_end:
             raise ConfigError(
                 f"evaluate.test_start_level = {ev.test_start_level}, test_num_levels = {ev.test_num_levels}: the "
                 f"unseen levels [{ev.test_start_level}, {test_end}) overlap the training levels "
@@ -413,22 +442,18 @@ class Params:
 
 
 def _describe(spec: dict[str, Any], kind: str) -> str:
-    parts = [kind]
-    if spec.get("gt") is not None:
-        parts.append(f"> {spec['gt']}")
-    if spec.get("ge") is not None:
-        parts.append(f">= {spec['ge']}")
-    if spec.get("le") is not None:
-        parts.append(f"<= {spec['le']}")
+    """`kind` and its bounds as a reader says them: "a number > 0 and <= 1"."""
+    bounds = [f"{sign} {spec[name]}" for name, sign in (("gt", ">"), ("ge", ">="), ("le", "<="))
+              if spec.get(name) is not None]
     if spec.get("choices"):
-        parts.append("one of " + ", ".join(map(str, spec["choices"])))
-    return " ".join(parts)
+        bounds.append("one of " + ", ".join(map(str, spec["choices"])))
+    return " ".join([kind, " and ".join(bounds)]) if bounds else kind
 
 
 def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
     """Check `value` against the type hint and constraints; return it in the field's type."""
     def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{key} = {value!r}: expected {expected}")
+        return ConfigError(f"{key} = {_shown(value)}: expected {expected}")
 
     if dataclasses.is_dataclass(hint):
         return build_section(hint, value, key)
@@ -476,7 +501,7 @@ def _convert(value: Any, hint: Any, key: str, spec: dict[str, Any]) -> Any:
 def build_section(cls: type, data: Any, prefix: str) -> Any:
     where = prefix or "the top level"
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} = {data!r}: expected a mapping of {cls.__name__} keys")
+        raise ConfigError(f"{where} = {_shown(data)}: expected a mapping of {cls.__name__} keys")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -497,17 +522,30 @@ def params_from_dict(data: dict[str, Any]) -> Params:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently)."""
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last silently), and
+    reading `3e-4` as a number, as DVC's YAML 1.2 reader does (PyYAML's YAML 1.1 reads it as a string)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice; expected "
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {_shown(key)} is given twice; expected "
                                   f"each key once")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {key: list(value)
+                                           for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                       re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as every reader of params here reads it (see _UniqueKeyLoader)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
@@ -516,9 +554,12 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such parameter file")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        data = read_yaml(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); expected a UTF-8 YAML "
+                          f"file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())[:300]}") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):

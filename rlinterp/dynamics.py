@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rlinterp.analysis.decompose import Basis
+from rlinterp.files import read_npz
 from rlinterp.hooks import attached
 
 MODES = {"with_env": True, "without_env": False}   # Jacobians through agent and simulated environment, or agent only
@@ -44,8 +45,7 @@ class DynamicsArrays:
 
     @classmethod
     def load(cls, path) -> DynamicsArrays:
-        with np.load(path) as data:
-            return cls({key.replace("__", "/"): data[key] for key in data.files})
+        return cls({key.replace("__", "/"): value for key, value in read_npz(path).items()})
 
 
 def cross_correlation(s: np.ndarray, max_lag: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Torch-free file helpers every writer shares: nothing is half-written where a reader could mistake it for
-complete (a temporary name, renamed into place only when whole), and content hashes.
+"""Torch-free file helpers every writer and reader shares: nothing is half-written where a reader could mistake it
+for complete (a temporary name, renamed into place only when whole), readers that name a damaged file in one line,
+and content hashes.
 """
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from rlinterp.errors import InputError
 
 
 def temporary_sibling(target: Path, tag: str, suffix: str = "") -> Path:
@@ -75,3 +81,26 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON at `path`, or an InputError naming the file and what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (expected the output of the stage that writes it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not readable JSON ({err}); the file is damaged, re-run the stage that writes "
+                         f"it") from None
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path` (no pickled objects), or an InputError naming the file."""
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (expected the output of the stage that writes it)") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable .npz ({type(err).__name__}: {err}); the file is damaged, re-run "
+                         f"the stage that writes it") from None

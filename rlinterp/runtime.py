@@ -15,6 +15,7 @@ from dvclive import Live
 
 from rlinterp.config import ComputeConfig, ConfigError
 from rlinterp.errors import InputError
+from rlinterp.files import atomic_path
 
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)   # out of space, over the file-size limit, over quota
@@ -82,14 +83,23 @@ def stage_paths(*names: str, positional: tuple[str, ...] = (), flags: tuple[str,
 
 
 @contextlib.contextmanager
-def training_curves(directory: str, resume: bool, main: bool = True
+def training_curves(directory: str, resume_from: int | None, main: bool = True
                     ) -> Iterator[Callable[[int, dict[str, float]], None] | None]:
-    """DVCLive curves in `directory` (continued when `resume`) and a `log(step, stats)` for training loops that
-    writes one point per statistic at `step`; None, and nothing written, on any rank but a distributed run's 0."""
+    """DVCLive curves in `directory` and a `log(step, stats)` for training loops that writes one point per statistic
+    at `step`; None, and nothing written, on any rank but a distributed run's 0. A run resumed from the checkpoint
+    of step `resume_from` continues the curves from there: points a killed run logged after its last checkpoint are
+    dropped, since the resumed run logs those steps again."""
     if not main:
         yield None
         return
-    with Live(dir=directory, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+    if resume_from is not None:
+        for curve in Path(directory).glob("plots/metrics/**/*.tsv"):
+            header, *rows = curve.read_text().splitlines(keepends=True)
+            kept = [row for row in rows if int(row.split("\t", 1)[0]) <= resume_from]
+            if len(kept) < len(rows):
+                with atomic_path(curve) as tmp:
+                    tmp.write_text(header + "".join(kept))
+    with Live(dir=directory, resume=resume_from is not None, save_dvc_exp=False, dvcyaml=None) as live:
         def log(step: int, stats: dict[str, float]) -> None:
             live.step = step
             for name, value in stats.items():

@@ -38,12 +38,18 @@ from zarr.codecs import ZstdCodec
 from rlinterp.errors import InputError
 from rlinterp.files import replace_directory, temporary_sibling
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: the meta arrays carry Zstd checksums too
 EPISODE_FIELDS = ("return", "length", "level_seed", "completed")
 # Write blocks even when they hold only the fill value (zarr skips those by default), so a block missing on
 # disk always means damage; `missing_blocks` relies on it.
 EVERY_BLOCK = {"write_empty_chunks": True}
 EPISODE_DTYPES = {"return": np.float32, "length": np.int64, "level_seed": np.int64, "completed": np.bool_}
+# dtype and number of dimensions (time included) of every array whose name the schema fixes: a store rewritten
+# with other types (frames as floats in [0, 1], say) would be read as something else.
+SCHEMA_ARRAYS = {"obs": (np.uint8, 4), "hx": (np.float32, 2), "logits": (np.float32, 2), "value": (np.float32, 1),
+                 "action": (np.int32, 1), "reward": (np.float32, 1), "done": (np.bool_, 1),
+                 "level_seed": (np.int64, 1), "meta/episode_ends": (np.int64, 1),
+                 **{f"meta/{name}": (dtype, 1) for name, dtype in EPISODE_DTYPES.items()}}
 
 
 class StoreError(InputError):
@@ -84,7 +90,8 @@ class RolloutWriter:
         self.tmp_path = temporary_sibling(self.path, "incomplete")
         self.group = zarr.open_group(self.tmp_path, mode="w")
         self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "complete": False})
-        compressor = ZstdCodec(level=compression_level, checksum=True)   # a flipped bit fails the read
+        self.compressor = ZstdCodec(level=compression_level, checksum=True)   # a flipped bit fails the read
+        compressor = self.compressor
         self.arrays = {
             name: self.group.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype,
                                           chunks=(chunk_steps, *spec.shape), shards=(shard_steps, *spec.shape),
@@ -135,10 +142,10 @@ class RolloutWriter:
         """Write the remainder and the episode index, mark complete, and move the store into place."""
         self._flush(final=True)
         meta = self.group.create_group("meta")
-        meta.create_array("episode_ends", data=np.asarray(self.episode_ends, dtype=np.int64), config=EVERY_BLOCK)
-        for name in EPISODE_FIELDS:
-            meta.create_array(name, data=np.asarray(self.episodes[name], dtype=EPISODE_DTYPES[name]),
-                              config=EVERY_BLOCK)
+        meta_arrays = {"episode_ends": np.asarray(self.episode_ends, dtype=np.int64),
+                       **{name: np.asarray(self.episodes[name], dtype=EPISODE_DTYPES[name]) for name in EPISODE_FIELDS}}
+        for name, data in meta_arrays.items():
+            meta.create_array(name, data=data, compressors=self.compressor, config=EVERY_BLOCK)
         self.group.attrs.update({"num_steps": self.written, "num_episodes": len(self.episode_ends),
                                  "complete": True})
         replace_directory(self.tmp_path, self.path)
@@ -233,10 +240,25 @@ class RolloutStore:
             if gone:
                 raise StoreError(f"{self.path}: {name} is missing {len(gone)} of its blocks (first: {gone[0]}); "
                                  f"the store is damaged, re-run the stage that produces it")
+        self._check_types(meta)
         self.episode_ends = np.asarray(CheckedArray(meta["episode_ends"], f"{self.path}/meta/episode_ends")[:])
         self.num_episodes = len(self.episode_ends)
+        if self.num_episodes == 0:
+            raise StoreError(f"{self.path}: store holds no episodes; expected at least one (re-run the stage that "
+                             f"produces it with more episodes)")
         self._check_lengths(meta)
         self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+    def _check_types(self, meta: dict[str, zarr.Array]) -> None:
+        """Every array the schema names has its dtype and number of dimensions."""
+        arrays = {**{name: self.group[name] for name in self.fields}, **{f"meta/{n}": a for n, a in meta.items()}}
+        for name, array in arrays.items():
+            if name in SCHEMA_ARRAYS:
+                dtype, ndim = SCHEMA_ARRAYS[name]
+                if array.dtype != dtype or array.ndim != ndim:
+                    raise StoreError(f"{self.path}: {name} is {array.dtype} with shape {array.shape}, expected "
+                                     f"{np.dtype(dtype)} with {ndim} dimension(s); the store is not one rlinterp "
+                                     f"wrote, re-run the stage that produces it")
 
     def _check_lengths(self, meta: dict[str, zarr.Array]) -> None:
         """Episode ends rise strictly to num_steps; every array has num_steps rows, every summary one per episode."""
@@ -266,8 +288,27 @@ class RolloutStore:
             array, block = self[name], block_steps(self.group[name])
             for start in range(0, self.num_steps, block):
                 array[start:start + block]
-        self.episode_info()
+        self._check_episodes(self.episode_info())
         return self
+
+    def _check_episodes(self, info: dict[str, np.ndarray]) -> None:
+        """The per-episode summaries agree with the per-step arrays they summarise: lengths with the episode
+        index, level seeds with each episode's first step, returns with the summed rewards."""
+        lengths = np.diff(self.episode_ends, prepend=0)
+        checks = [("length", info["length"] != lengths, "the episode index's lengths")]
+        if "level_seed" in self.fields:
+            first = self.rows("level_seed", self.episode_starts)
+            checks.append(("level_seed", info["level_seed"] != first, "the level seed at each episode's first step"))
+        if "reward" in self.fields:
+            sums = np.add.reduceat(np.asarray(self["reward"][:], dtype=np.float64), self.episode_starts)
+            checks.append(("return", ~np.isclose(info["return"], sums, rtol=1e-5, atol=1e-3),
+                           "the sum of each episode's rewards"))
+        for name, wrong, expected in checks:
+            if wrong.any():
+                bad = int(np.argmax(wrong))
+                raise StoreError(f"{self.path}: meta/{name} disagrees with {expected} in {int(wrong.sum())} "
+                                 f"episode(s) (first: episode {bad}); the store is damaged, re-run the stage that "
+                                 f"produces it")
 
     def __getitem__(self, name: str) -> CheckedArray:
         """A per-step array, lazily: index it to read (e.g. `store['hx'][1000:2000]`)."""

@@ -1,5 +1,4 @@
 """Stage evaluate_agent: the trained agent and its memoryless ablation beside the baseline policies."""
-import json
 
 from rlinterp import plots
 from rlinterp.agent.checkpoint import load_agent
@@ -8,7 +7,7 @@ from rlinterp.agent.evaluate import agent_bar, best_constant_actions, compare_wi
 from rlinterp.config import load_params
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
-from rlinterp.files import write_json
+from rlinterp.files import read_json, write_json
 
 
 def named_by_action(policies: dict) -> dict:
@@ -23,8 +22,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
     agent, meta = load_agent(paths.checkpoint, device, expected=params.agent)
-    with open(paths.baselines) as f:
-        baselines = json.load(f)
+    baselines = read_json(paths.baselines)
     ev = params.evaluate
     best = best_constant_actions(baselines)
     results = evaluate_policies(params.env, ev, agent_policies(agent, ev.seed, best, str(device)))

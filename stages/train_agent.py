@@ -25,7 +25,8 @@ def main() -> None:
     elif shard.main:
         print(f"train_agent: resuming from step {state['step']}" if state is not None else
               "train_agent: no unfinished checkpoint of these params and code; training from step 0")
-    with training_curves(paths.curves, resume=state is not None and not restart, main=shard.main) as log:
+    resume_from = state["step"] if state is not None and not restart else None
+    with training_curves(paths.curves, resume_from, main=shard.main) as log:
         summary = train_agent(params.env, params.agent, params.train_agent, paths.checkpoint, device=str(device),
                               log=log, precision=precision, restart=restart)
     distributed.finish()

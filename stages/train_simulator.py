@@ -27,12 +27,13 @@ def main() -> None:
     sim, config = params.simulator, params.train_simulator
     # A damaged or unfit store fails here, before the curves are replaced.
     store = check_training_store(RolloutStore(paths.store).verify(), agent_sha256, sim)
-    resume = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device) is not None
+    state = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device)
     if shard.main:
         print(f"train_simulator: {device} x {shard.world} process(es); " + (
-            "resuming from its checkpoint" if resume else
+            "resuming from its checkpoint" if state is not None else
             "no checkpoint of these params, code and agent to resume; training from the start"))
-    with training_curves(paths.curves, resume, shard.main) as log:
+    resume_from = None if state is None else int(state["batch"]) * config.batch_size
+    with training_curves(paths.curves, resume_from, shard.main) as log:
         simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint,
                                              str(device), log)
     distributed.finish()

@@ -137,3 +137,18 @@ def train_agent_at(params, config, updates, path):
     steps = updates * config.num_envs * config.num_steps
     train_agent(params.env, params.agent, dataclasses.replace(config, total_steps=steps), path, progress=False)
     return path
+
+
+def test_resumed_curves_hold_each_step_once(tmp_path):
+    """A run killed after logging steps past its last checkpoint logs them again when resumed: the curves keep
+    each step once, the resumed run's value."""
+    from rlinterp.runtime import training_curves
+
+    with training_curves(str(tmp_path), resume_from=None) as log:
+        for step in (10, 20, 30, 40):        # checkpoint at 20, killed after logging 40
+            log(step, {"loss": 1.0})
+    with training_curves(str(tmp_path), resume_from=20) as log:
+        for step in (30, 40, 50):
+            log(step, {"loss": 2.0})
+    rows = (tmp_path / "plots" / "metrics" / "loss.tsv").read_text().split()
+    assert rows == ["step", "loss", "10", "1.0", "20", "1.0", "30", "2.0", "40", "2.0", "50", "2.0"]

@@ -23,7 +23,7 @@ def test_every_params_key_has_a_comment():
     ("train_agent", "num_envs", "many", "train_agent.num_envs = 'many': expected an integer >= 1"),
     ("train_agent", "num_envs", 2.5, "train_agent.num_envs = 2.5: expected an integer"),
     ("train_agent", "anneal_lr", "yes", "train_agent.anneal_lr = 'yes': expected true or false"),
-    ("train_agent", "gamma", 1.5, "train_agent.gamma = 1.5: expected a number > 0 <= 1"),
+    ("train_agent", "gamma", 1.5, "train_agent.gamma = 1.5: expected a number > 0 and <= 1"),
     ("env", "name", "pong", "env.name = 'pong': expected a string one of bigfish"),
     ("env", "distribution_mode", "medium", "env.distribution_mode = 'medium'"),
     ("agent", "channels", [], "agent.channels = []: expected a non-empty list of int"),
@@ -31,9 +31,10 @@ def test_every_params_key_has_a_comment():
     ("agent", "input_downsample", "max", "agent.input_downsample = 'max': expected a string one of average"),
     ("simulator", "bottleneck", "gaussian", "simulator.bottleneck = 'gaussian': expected a string one of vae, sphere"),
     ("simulator", "image_pool", 3, "simulator.image_pool = 3: expected an integer one of 1, 2, 4"),
-    ("train_simulator", "kl_balance", 1.5, "train_simulator.kl_balance = 1.5: expected a number >= 0 <= 1"),
+    ("train_simulator", "kl_balance", 1.5, "train_simulator.kl_balance = 1.5: expected a number >= 0 and <= 1"),
     ("analysis", "embedding_methods", ["pca"], "analysis.embedding_methods[0] = 'pca': expected a string one of tsne"),
     # non-finite numbers and list items obey the same ranges as single values
+    ("train_agent", "learning_rate", 1e308, "train_agent.learning_rate = 1e+308: expected a number > 0 and <= 1"),
     ("train_agent", "learning_rate", float("inf"), "train_agent.learning_rate = inf: expected a finite number > 0"),
     ("train_agent", "max_grad_norm", float("inf"), "train_agent.max_grad_norm = inf: expected a finite number > 0"),
     ("train_agent", "gamma", float("nan"), "train_agent.gamma = nan: expected a finite number"),
@@ -101,6 +102,11 @@ def test_cross_field_checks(params_dict):
         params_from_dict(params_dict)
     params_dict["evaluate"]["test_num_levels"] = 1000
     params_from_dict(params_dict)
+    # unlimited training levels would make "unseen" levels training ones; seeds past int32 end in gym3's assert
+    with pytest.raises(ConfigError, match="num_levels = 0: unlimited training levels leave no level unseen"):
+        params_from_dict({**params_dict, "env": {**params_dict["env"], "num_levels": 0}})
+    with pytest.raises(ConfigError, match=r"unseen levels \[3000000000, .*expected level seeds below 2147483647"):
+        params_from_dict({**params_dict, "evaluate": {**params_dict["evaluate"], "test_start_level": 3_000_000_000}})
 
 
 def test_file_errors(tmp_path, params_dict):
@@ -115,6 +121,20 @@ def test_file_errors(tmp_path, params_dict):
     bad.write_text("\n".join([*lines[:section + 1], "  seed: 5  # given twice", *lines[section + 1:]]))
     with pytest.raises(ConfigError, match=f"bad.yaml: line {section + 3}: key 'seed' is given twice"):
         load_params(bad)
+    # DVC's YAML 1.2 reads 3e-4 as a number (PyYAML's 1.1 would read a string): params are read the same way here
+    bad.write_text("\n".join(line.replace("learning_rate: 0.0005", "learning_rate: 5e-4") for line in lines))
+    assert load_params(bad).train_agent.learning_rate == 5e-4
+    bad.write_bytes((ROOT / "params.yaml").read_bytes().replace(b"# ", b"# \xff", 1))
+    with pytest.raises(ConfigError, match="bad.yaml: not UTF-8 text .*expected a UTF-8 YAML file"):
+        load_params(bad)
+    # an anchor bomb as a value (9^5 leaves): the message shows the start of its value, not all of it
+    levels = ["&a [" + ", ".join(["x"] * 9) + "]"] + [
+        f"&{name} [" + ", ".join([f"*{prev}"] * 9) + "]" for prev, name in zip("abcd", "bcde")]
+    bad.write_text("\n".join(line.replace("learning_rate: 0.0005", f"learning_rate: [{', '.join(levels)}]")
+                             for line in lines))
+    with pytest.raises(ConfigError, match=r"train_agent.learning_rate = \[\['x', .*characters\): expected") as err:
+        load_params(bad)
+    assert len(str(err.value)) < 400, "a message must stay one readable line"
     params_dict["env"] = 3
     bad.write_text(yaml.safe_dump(params_dict))
     with pytest.raises(ConfigError, match="bad.yaml: env = 3: expected a mapping"):

@@ -211,6 +211,43 @@ def test_tiny_repro_end_to_end(tiny_pipeline):
     assert (repo / "data/agent/checkpoint.pt").read_bytes() == before
 
 
+def outputs_digest(repo: Path) -> dict[str, str]:
+    """sha256 of every file under data/, metrics/ and plots/, and of dvc.lock."""
+    files = [path for top in ("data", "metrics", "plots") for path in (repo / top).rglob("*") if path.is_file()]
+    return {str(path.relative_to(repo)): file_sha256(path) for path in [*files, repo / "dvc.lock"]}
+
+
+def test_a_refused_param_fails_repro_before_any_output_is_touched(tiny_pipeline, tmp_path):
+    """DVC deletes a stage's outputs before running it; the check_params gate, which every stage depends on, refuses
+    a bad param first. For a bad key in every section, two bad values, an unknown section and an intervention name
+    written to run a shell command: `dvc repro` fails with the error's line, and not one output changes."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline.pristine, repo, symlinks=True)
+    before = outputs_digest(repo)
+    good = yaml.safe_load((repo / "params.yaml").read_text())
+
+    def edited(section: str, key: str, value) -> dict:
+        params = json.loads(json.dumps(good))
+        params.setdefault(section, {})[key] = value
+        return params
+
+    injection = "x;touch pwned_iv;"
+    interventions = {**good["validate"]["interventions"], injection: {"source": [0], "target": [None]}}
+    cases = [(edited(section, "not_a_param", 1), f"unknown key {section}.not_a_param") for section in good]
+    cases += [(edited("record", "episodes", 0), "record.episodes = 0: expected an integer >= 1"),
+              (edited("train_agent", "learning_rate", -1.0), "train_agent.learning_rate = -1.0"),
+              (edited("trian_agent", "seed", 0), "unknown key trian_agent"),
+              (edited("validate", "interventions", interventions), "name 'x;touch pwned_iv;' is refused")]
+    for params, message in cases:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = dvc(repo, "repro", check=False)
+        assert result.returncode != 0 and message in result.stderr + result.stdout, (message, result.stderr)
+        assert not list(repo.rglob("pwned_iv")), "an intervention name ran a shell command"
+        assert outputs_digest(repo) == before, f"outputs changed after refusing {message!r}"
+    (repo / "params.yaml").write_text(yaml.safe_dump(good, sort_keys=False))
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
 def test_experiments_run_two_at_a_time_equal_those_run_one_after_another(tiny_pipeline, tmp_path):
     """`dvc queue start -j 2` runs two experiments at once, sharing the DVC cache; each gives the outputs and
     metrics it gives when run alone in the workspace."""

@@ -37,3 +37,26 @@ def test_layout_names_every_module():
         modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
         assert named.get(f"{folder}/", set()) == modules, f"README Layout, {folder}/: lists " \
             f"{sorted(named.get(f'{folder}/', set()))}, the folder holds {sorted(modules)}"
+
+
+def test_a_verdict_reads_the_direction_of_its_claim(tmp_path):
+    """The saliency row claims that hx ICs look back further than random directions: an interval below 0 is the
+    opposite, not a win; only one above 0 is."""
+    import json
+
+    from rlinterp.readme import findings_table
+
+    metrics = tmp_path / "metrics"
+    shutil.copytree(ROOT / "metrics", metrics)
+    saliency = json.loads((metrics / "saliency.json").read_text())
+
+    def verdict(low: float, high: float) -> str:
+        saliency["with_env_grads"]["ic_minus_random_direction"].update(mean=(low + high) / 2, ci95_low=low,
+                                                                       ci95_high=high)
+        (metrics / "saliency.json").write_text(json.dumps(saliency))
+        row = next(line for line in findings_table(metrics).splitlines() if "hx ICs - random hx directions" in line)
+        return row.rstrip(" |").rsplit("|", 1)[1].strip()
+
+    assert verdict(-0.124, -0.116) == "no: the opposite, ICs look back less"
+    assert verdict(-0.01, 0.02) == "no"
+    assert verdict(0.01, 0.02) == "**yes**"

@@ -61,7 +61,7 @@ def test_plain_zarr_reads_the_store(tmp_path):
     episodes = [random_episode(rng, 5), random_episode(rng, 7)]
     write_store(tmp_path / "r.zarr", episodes)
     group = zarr.open_group(tmp_path / "r.zarr", mode="r")
-    assert group.attrs["schema_version"] == 1 and group.attrs["complete"] is True
+    assert group.attrs["schema_version"] == 2 and group.attrs["complete"] is True
     np.testing.assert_array_equal(group["meta/episode_ends"][:], [5, 12])
     np.testing.assert_array_equal(group["hx"][5:12], episodes[1]["hx"])
 
@@ -85,9 +85,9 @@ def test_refuses_incomplete_other_version_and_inconsistent_stores(tmp_path):
     write_store(path, [random_episode(rng, 5)])
     group = zarr.open_group(path, mode="r+")
     group.attrs["schema_version"] = 99
-    with pytest.raises(StoreError, match="schema_version 99, expected 1"):
+    with pytest.raises(StoreError, match="schema_version 99, expected 2"):
         RolloutStore(path)
-    group.attrs["schema_version"] = 1
+    group.attrs["schema_version"] = 2
     group.attrs["complete"] = False
     with pytest.raises(StoreError, match="incomplete"):
         RolloutStore(path)
@@ -118,7 +118,40 @@ def damage_cases():
             data[40] ^= 0x01                             # one flipped bit inside the compressed data
         shard.write_bytes(bytes(data[:keep] if keep else data))
 
+    def flip_meta(path, name):
+        chunk = path / "meta" / name / "c" / "0"
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        chunk.write_bytes(bytes(data))
+
+    def move_end(path):                                  # still increasing, but 10 -> 7 disagrees with lengths
+        ends = zarr.open_group(path, mode="r+")["meta/episode_ends"]
+        values = ends[:]
+        values[0] -= 3
+        ends[:] = values
+
+    def rewrite(path, name, value):                      # an edit with a valid checksum: only consistency can tell
+        array = zarr.open_group(path, mode="r+")[f"meta/{name}"]
+        values = array[:]
+        values[1] = value
+        array[:] = values
+
+    def obs_as_float(path):                              # frames rewritten as floats in [0, 1]
+        group = zarr.open_group(path, mode="r+")
+        frames = group["obs"][:].astype(np.float32) / 255
+        del group["obs"]
+        group.create_array("obs", data=frames, chunks=(16, 2, 2, 3))
+
     return [("missing shard", drop_shard, "hx is missing 1 of its blocks"),
+            ("flipped bit in meta/return", lambda p: flip_meta(p, "return"), "meta/return: rows .* cannot be read"),
+            ("flipped bit in meta/level_seed", lambda p: flip_meta(p, "level_seed"),
+             "meta/level_seed: rows .* cannot be read"),
+            ("moved episode end", move_end, "meta/length disagrees with the episode index's lengths in 2 episode"),
+            ("return unlike the rewards", lambda p: rewrite(p, "return", 160.0),
+             "meta/return disagrees with the sum of each episode's rewards in 1 episode.*first: episode 1"),
+            ("level unlike the steps", lambda p: rewrite(p, "level_seed", 453),
+             "meta/level_seed disagrees with the level seed at each episode's first step"),
+            ("frames as floats", obs_as_float, "obs is float32 with shape .*, expected uint8 with 4 dimension"),
             ("missing meta array", drop_meta, "store has no meta/return"),
             ("episode ends out of order", swap_ends, "meta/episode_ends is not strictly increasing"),
             ("truncated shard", lambda p: corrupt(p, 30), "obs: rows .* cannot be read"),
@@ -134,6 +167,13 @@ def test_damaged_stores_are_refused_with_one_clear_message(tmp_path, name, damag
     with pytest.raises(StoreError, match=message) as err:
         RolloutStore(path).verify()
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_a_store_without_episodes_is_refused(tmp_path):
+    with RolloutWriter(tmp_path / "empty.zarr", FIELDS, {"stage": "test"}, chunk_steps=4, shard_steps=16):
+        pass
+    with pytest.raises(StoreError, match="store holds no episodes; expected at least one"):
+        RolloutStore(tmp_path / "empty.zarr")
 
 
 def test_failed_writer_leaves_no_store(tmp_path):
@@ -212,3 +252,29 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_store(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("error: the disk is full") and len(result.stderr.strip().splitlines()) == 1
     np.testing.assert_array_equal(RolloutStore(path)["hx"][:], before)
+
+
+def test_truncated_npz_and_json_inputs_end_in_one_line(tmp_path):
+    """The analyses' bases, projections and labels (.npz) and the baselines (.json) a later stage reads: a truncated
+    or missing file is an InputError naming it, which a stage prints as one line, not a zipfile or JSON traceback."""
+    from rlinterp.analysis.decompose import Basis
+    from rlinterp.errors import InputError
+    from rlinterp.files import read_json, write_json
+
+    basis = Basis(**{name: np.ones(2) for name in Basis.__dataclass_fields__})
+    basis.save(tmp_path / "basis.npz")
+    assert np.array_equal(Basis.load(tmp_path / "basis.npz").mean, np.ones(2))
+    data = (tmp_path / "basis.npz").read_bytes()
+    (tmp_path / "basis.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match=r"basis.npz: not a readable .npz .*re-run the stage that writes it"):
+        Basis.load(tmp_path / "basis.npz")
+    np.savez(tmp_path / "other.npz", mean=np.ones(2))
+    with pytest.raises(InputError, match="other.npz: no array .*expected a basis written by the analyse stage"):
+        Basis.load(tmp_path / "other.npz")
+    write_json(tmp_path / "baselines.json", {"train": {"random": 1.0}})
+    text = (tmp_path / "baselines.json").read_text()
+    (tmp_path / "baselines.json").write_text(text[:len(text) // 2])
+    with pytest.raises(InputError, match="baselines.json: not readable JSON"):
+        read_json(tmp_path / "baselines.json")
+    with pytest.raises(InputError, match="missing.json: no such file"):
+        read_json(tmp_path / "missing.json")

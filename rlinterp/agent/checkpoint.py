@@ -65,8 +65,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     what = fmt.split("/")[0].split(".")[-1]
     # A damaged file is also its producer's resume point, where re-running alone would meet it again.
+    restore = f"git checkout -- {path}" if producer == "train_agent" else f"dvc checkout {path}"
     remedy = (f"delete it and re-run the {producer} stage (it then starts from the beginning), or restore it "
-              f"with git or dvc checkout")
+              f"with `{restore}`")
     if not path.is_file():
         raise CheckpointError(f"{path}: no {what} checkpoint here (expected the output of the {producer} stage)")
     try:

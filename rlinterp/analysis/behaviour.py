@@ -17,6 +17,7 @@ from sklearn.metrics import silhouette_samples
 from rlinterp.analysis.cluster import cluster, subsample
 from rlinterp.analysis.decompose import shuffled_columns, standardise
 from rlinterp.analysis.states import gaussian_like, pooled_structure
+from rlinterp.files import read_npz
 from rlinterp.intervals import mean_interval
 
 
@@ -31,8 +32,8 @@ class BehaviourLabels:
 
     @classmethod
     def load(cls, path) -> BehaviourLabels:
-        with np.load(path) as data:
-            return cls(data["window_labels"], data["behaviour"])
+        data = read_npz(path)
+        return cls(data["window_labels"], data["behaviour"])
 
 
 def dynamics_features(states: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:

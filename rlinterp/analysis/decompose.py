@@ -14,6 +14,9 @@ import numpy as np
 from sklearn.decomposition import NMF, PCA, FastICA
 from sklearn.neighbors import NearestNeighbors
 
+from rlinterp.errors import InputError
+from rlinterp.files import read_npz
+
 
 @dataclass
 class Basis:
@@ -40,8 +43,11 @@ class Basis:
 
     @classmethod
     def load(cls, path) -> Basis:
-        with np.load(path) as data:
-            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        data = read_npz(path)
+        missing = [name for name in cls.__dataclass_fields__ if name not in data]
+        if missing:
+            raise InputError(f"{path}: no array {missing[0]!r}; expected a basis written by the analyse stage")
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

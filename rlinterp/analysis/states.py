@@ -24,6 +24,7 @@ from sklearn.metrics import silhouette_samples
 from rlinterp.analysis.cluster import cluster, embed, subsample
 from rlinterp.analysis.decompose import Basis, components_for, fit_basis, shuffled_columns
 from rlinterp.config import AnalysisConfig
+from rlinterp.files import read_npz
 from rlinterp.intervals import envelope, group_bootstrap_weights, percentile_interval
 
 BOOTSTRAP_RESAMPLES = 1000   # resamples of the groups (episodes) behind the kurtosis and silhouette intervals
@@ -48,10 +49,10 @@ class Projections:
 
     @classmethod
     def load(cls, path) -> Projections:
-        with np.load(path) as data:
-            embeddings = {k.removeprefix("embedding_"): data[k] for k in data.files
-                          if k.startswith("embedding_") and k != "embedding_rows"}
-            return cls(data["rows"], data["pca"], data["ica"], data["labels"], data["embedding_rows"], embeddings)
+        data = read_npz(path)
+        embeddings = {k.removeprefix("embedding_"): v for k, v in data.items()
+                      if k.startswith("embedding_") and k != "embedding_rows"}
+        return cls(data["rows"], data["pca"], data["ica"], data["labels"], data["embedding_rows"], embeddings)
 
 
 @dataclass
