@@ -103,6 +103,20 @@ def _yes(ok: bool) -> str:
     return "**yes**" if ok else "no"
 
 
+# Nulls that anything with smooth structure beats: passing them is a sanity check, not a finding.
+SANITY_NULLS = ("gaussian", "shuffled_columns")
+# What each analysed state is, for the findings table.
+ANALYSED = {"agent_hx_real": "real agent hx", "agent_hx_sim": "simulated agent hx", "env_h": "simulator state",
+            "latent": "bottleneck latents"}
+
+
+def _verdict(null: str, beats: bool) -> str:
+    """'beats it' against a null that can fail; against a sanity null, whether the check passed."""
+    if null in SANITY_NULLS:
+        return "a check: " + ("passed" if beats else "**failed**")
+    return _yes(beats)
+
+
 def _null(name: str, interval: dict) -> str:
     """A null's name and interval; a null pooled over draws (`rlinterp.intervals.envelope`) says how many."""
     draws = f" ({len(interval['draws'])} initialisations)" if "draws" in interval else ""
@@ -112,7 +126,7 @@ def _null(name: str, interval: dict) -> str:
 def findings_table(metrics: Path) -> str:
     """Every later analysis: its headline number beside the null or baseline it must beat, and whether it does."""
     read = lambda name: json.loads((metrics / name).read_text())  # noqa: E731
-    sample, behaviours, hx = read("sample.json"), read("behaviours.json"), read("analysis/agent_hx_real.json")
+    sample, behaviours = read("sample.json"), read("behaviours.json")
     saliency, dynamics = read("saliency.json"), read("dynamics.json")
     rows = []
     for kind in ("prior", "informed"):
@@ -125,13 +139,18 @@ def findings_table(metrics: Path) -> str:
         for null in ("untrained_agent", "gaussian"):
             rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",
                          format_interval(behaviours[measure]), _null(null, behaviours["nulls"][null][measure]),
-                         _yes(behaviours["beats_nulls"][null][measure])))
-    for measure, label in (("ica_mean_abs_excess_kurtosis", "real agent hx: ICs' mean absolute excess kurtosis"),
-                           ("silhouette", "real agent hx: cluster silhouette")):
-        for null in ("untrained_agent", "gaussian"):
-            ours, theirs = hx[measure], hx["nulls"][null][measure]
-            rows.append((f"{label} (95% CI over episodes)", format_interval(ours), _null(null, theirs),
-                         _yes(ours["ci95_low"] > theirs["ci95_high"])))
+                         _verdict(null, behaviours["beats_nulls"][null][measure])))
+    for path in sorted((metrics / "analysis").glob("*.json")):
+        analysis = json.loads(path.read_text())
+        for measure, label in (("ica_mean_abs_excess_kurtosis", "ICs' mean absolute excess kurtosis"),
+                               ("silhouette", "cluster silhouette")):
+            for null in ("untrained_agent", "gaussian", "shuffled_columns"):
+                if null not in analysis["nulls"]:
+                    continue
+                ours, theirs = analysis[measure], analysis["nulls"][null][measure]
+                rows.append((f"{ANALYSED.get(path.stem, path.stem)}: {label} (95% CI over episodes)",
+                             format_interval(ours), _null(null, theirs),
+                             _verdict(null, ours["ci95_low"] > theirs["ci95_high"])))
     check = saliency["randomisation"]
     rows.append(("saliency: rank correlation of value maps, trained vs re-initialised agent (95% CI)",
                  format_interval(check["value_rank_correlation"]), f"must stay below {check['threshold']:g}",
@@ -160,8 +179,35 @@ def findings_table(metrics: Path) -> str:
     return "\n".join(lines)
 
 
+def null_by_construction(metrics: Path) -> str:
+    """What the current agent and simulator make null by construction, said from the metrics, so each sentence goes
+    away when the agent or simulator that made it true changes."""
+    agent = json.loads((metrics / "agent.json").read_text())["train_levels"]
+    behaviours = json.loads((metrics / "behaviours.json").read_text())["behaviours"]
+    sentences = []
+    greedy_other = agent["greedy_actions_not_best_constant"]
+    if greedy_other < 0.10:
+        sentences.append(
+            f"The agent's most likely action is {agent['best_constant']['action_name']}, the best constant action, at "
+            f"{1 - greedy_other:.0%} of steps on its training levels (`metrics/agent.json`): whatever concerns actions "
+            f"(action saliency, action agreement, the edits' action changes) is null by construction, and a return "
+            f"effect can only come through sampled actions.")
+    tops = {b["top_action"] for b in behaviours}
+    if len(tops) == 1 and min(max(b["action_distribution"]) for b in behaviours) >= 0.99:
+        sentences.append(f"Every behaviour cluster's actions are {tops.pop()} "
+                         f"(`metrics/behaviours.json`): the clusters cannot be told apart by what the agent does.")
+    edits = [json.loads(path.read_text())["outcomes"] for path in sorted((metrics / "validation").glob("*.json"))]
+    constant = [name for name in (edits[0] if edits else {})
+                if all(len({outcomes[name]["effect"], *outcomes[name]["null_effects"]}) == 1 for outcomes in edits)]
+    if constant:
+        sentences.append(f"{', '.join(f'`{n}`' for n in constant)} {'takes' if len(constant) == 1 else 'take'} the "
+                         f"same value for every edit and every matched random edit (`metrics/validation/`): constant "
+                         f"by construction, so not a test.")
+    return " ".join(sentences) or "Nothing in these results is null by construction for the current agent."
+
+
 TABLES: dict[str, Callable[[Path], str]] = {"agent": agent_table, "prediction": prediction_table,
-                                            "findings": findings_table}
+                                            "findings": findings_table, "null_by_construction": null_by_construction}
 
 
 def render(readme: str, metrics: Path) -> str:

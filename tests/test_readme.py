@@ -60,3 +60,30 @@ def test_a_verdict_reads_the_direction_of_its_claim(tmp_path):
     assert verdict(-0.124, -0.116) == "no: the opposite, ICs look back less"
     assert verdict(-0.01, 0.02) == "no"
     assert verdict(0.01, 0.02) == "**yes**"
+
+
+def test_null_by_construction_sentences_follow_the_metrics(tmp_path):
+    """Each sentence saying a result is null by construction holds only while the metrics say so: an agent whose
+    greedy action differs from the constant, behaviours that act differently and edits that change simulated actions
+    leave none of them."""
+    import json
+
+    from rlinterp.readme import null_by_construction
+
+    metrics = tmp_path / "metrics"
+    shutil.copytree(ROOT / "metrics", metrics)
+    today = null_by_construction(metrics)
+    assert "null by construction" in today and "constant by construction" in today
+
+    def edit(name, change):
+        path = metrics / name
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+
+    edit("agent.json", lambda d: d["train_levels"].update(greedy_actions_not_best_constant=0.4))
+    edit("behaviours.json",
+         lambda d: d["behaviours"][0].update(top_action="LEFT", action_distribution=[1.0] + [0.0] * 14))
+    for path in (metrics / "validation").glob("*.json"):
+        edit(f"validation/{path.name}", lambda d: d["outcomes"]["sim_action_change"].update(effect=0.2))
+    assert null_by_construction(metrics) == "Nothing in these results is null by construction for the current agent."

@@ -155,8 +155,8 @@ def train_agent(env_config: EnvConfig, agent_config: AgentConfig, config: TrainA
         update += 1
         recent.extend(distributed.gather_objects([(e.ret, e.length, float(e.completed)) for e in episodes], shard))
         elapsed = time.perf_counter() - tic
-        stats.update(learning_rate=optimizer.param_groups[0]["lr"], entropy_coef=entropy_coef, steps_per_s=steps_per_update / elapsed,
-                     collect_fraction=collect_time / elapsed)
+        stats.update(learning_rate=optimizer.param_groups[0]["lr"], entropy_coef=entropy_coef,
+                     steps_per_s=steps_per_update / elapsed, collect_fraction=collect_time / elapsed)
         stats.update(_recent_means(recent))
         if log is not None:
             log(update * steps_per_update, stats)
