@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import functools
+import hashlib
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,7 +83,35 @@ def stage_paths(*names: str, positional: tuple[str, ...] = (), flags: tuple[str,
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, metavar="PATH")
     for name in flags:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if os.environ.get("RANK", "0") == "0":     # under torchrun every rank runs the stage: rank 0 holds the lock
+        _hold_stage_lock()
+    return args
+
+
+_STAGE_LOCK: list = []   # the open lock file, held until the process ends
+
+
+def _hold_stage_lock() -> None:
+    """Refuse to start while another process runs this stage script with the same arguments in the same folder:
+    both would write the same outputs, and each deletes the other's temporaries (see files.temporary_sibling),
+    which the first would then report as a damaged output. The lock lives in the system's temporary folder."""
+    key = hashlib.sha256("\0".join([os.getcwd(), *sys.argv]).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"rlinterp-stage-{key}.lock"
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise InputError(f"another run of {sys.argv[0]} with the same arguments is in progress here (pid {holder}); "
+                         f"wait for it to finish or stop it, then run again") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    _STAGE_LOCK.append(lock)
 
 
 @contextlib.contextmanager

@@ -25,8 +25,9 @@ def main() -> None:
     agent, _ = load_agent(paths.agent, device, expected=params.agent)
     agent_sha256 = file_sha256(paths.agent)
     sim, config = params.simulator, params.train_simulator
-    # A damaged or unfit store fails here, before the curves are replaced.
+    # A damaged or unfit store (or one too small to split) fails here, before the curves are replaced.
     store = check_training_store(RolloutStore(paths.store).verify(), agent_sha256, sim)
+    train_episodes, heldout = simulator_split(store, config)
     state = resumable_checkpoint(paths.checkpoint, training_config(sim, config), agent_sha256, device)
     if shard.main:
         print(f"train_simulator: {device} x {shard.world} process(es); " + (
@@ -40,7 +41,6 @@ def main() -> None:
     if not shard.main:
         return
 
-    train_episodes, heldout = simulator_split(store, config)
     length = sim.num_init_steps + sim.num_sim_steps - 1
     windows = heldout_windows(store, heldout, sim.num_init_steps, length, config.eval_windows,
                               config.heldout_seed)

@@ -214,3 +214,28 @@ def test_killed_anywhere_nothing_half_written_and_the_rerun_matches(reference):
     print(f"{len(table)} kill points; temporaries left that git does not ignore: {len(leftovers)}")
     assert len(table) >= 15 and leftovers == []
     assert f"at {len(CASES)} points" in (ROOT / "README.md").read_text(), "README's count of kill points"
+
+
+def test_a_second_run_of_a_stage_with_the_same_arguments_is_refused(tmp_path):
+    """Two runs of one stage at once would delete each other's temporaries and blame a damaged output: the second
+    is refused with one line naming the first; once the first ends, a run starts again."""
+    script = tmp_path / "stage.py"
+    script.write_text("import os, time\nfrom rlinterp.runtime import stage_main, stage_paths\n\n\n@stage_main\n"
+                      "def main():\n    stage_paths('output')\n    print('started', flush=True)\n"
+                      "    time.sleep(float(os.environ['SECONDS_TO_RUN']))\n\n\nmain()\n")
+
+    def run(seconds: str):
+        return subprocess.Popen([sys.executable, str(script), "--output", "out.json"], cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "SECONDS_TO_RUN": seconds})
+
+    first = run("30")
+    assert first.stdout.readline().strip() == "started"
+    second = run("30")
+    _, error = second.communicate(timeout=60)
+    assert second.returncode == 2 and error.count("\n") == 1, error
+    assert f"another run of {script} with the same arguments is in progress here (pid {first.pid})" in error
+    first.kill()
+    first.wait()
+    third = run("0")
+    assert third.communicate(timeout=60)[0].strip() == "started" and third.returncode == 0

@@ -106,7 +106,7 @@ def test_held_out_episodes_are_split_by_level(tmp_path, setup):
     played = np.array(levels)
     assert not set(played[train]) & set(played[heldout])             # no level on both sides
     assert len(set(played[heldout])) == 2                            # 40% of the 5 distinct levels
-    with pytest.raises(ValueError, match="play 1 level"):
+    with pytest.raises(InputError, match="play 1 level"):
         split_episodes(numbered_store(tmp_path / "one.zarr", agent.hidden_size, [5, 5], [4, 4]), 0.5, seed=0)
 
 

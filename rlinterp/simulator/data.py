@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rlinterp.config import TrainSimulatorConfig
+from rlinterp.errors import InputError
 from rlinterp.store import RolloutStore
 
 WINDOW_FIELDS = ["obs", "hx", "value", "action", "reward", "done"]
@@ -32,8 +33,8 @@ def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> t
     levels = store.episode_info()["level_seed"]
     distinct = np.unique(levels)
     if len(distinct) < 2:
-        raise ValueError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s); "
-                         f"expected at least 2 levels to hold one out")
+        raise InputError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s); "
+                         f"expected at least 2 levels to hold one out (record more episodes)")
     count = min(max(1, round(heldout_fraction * len(distinct))), len(distinct) - 1)
     heldout_levels = np.random.default_rng(seed).permutation(distinct)[:count]
     held = np.isin(levels, heldout_levels)
