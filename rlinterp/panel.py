@@ -7,7 +7,7 @@ Site layout:
   items/<id>.js      one item's time series (real episode `e<N>` or simulated sample `s<N>`), loaded on demand
   frames/<id>.png    the item's frames as 64x64 tiles, TILES_PER_ROW to a row
   saliency/<id>.png  a sample's saliency overlays, tiles aligned with its frames
-  videos/<name>/     the intervention GIFs (control | edited)
+  videos/<name>/     the intervention GIFs (control | edited) and its effects figure
 
 Data travel as JavaScript assignments, not JSON files, because browsers refuse fetch() on file:// pages. Every
 string reaches the page through textContent, never as HTML, so names from params or stores cannot inject markup.
@@ -33,6 +33,7 @@ from rlinterp.envs import ACTION_NAMES
 from rlinterp.plots import signed_unit_maps
 from rlinterp.saliency_store import SaliencyStore
 from rlinterp.store import RolloutStore, StoreError
+from rlinterp.verdicts import outcome_table
 
 SITE_FILES = Path(__file__).with_name("panel_site")
 TILES_PER_ROW = 16
@@ -133,6 +134,8 @@ def export_items(site: Site, out: Path, sources: PanelSources, config: PanelConf
     """Samples first, then real episodes: the first `config.real_episodes` and those informed samples encode.
 
     An informed sample encodes `context_steps` real frames from its `source_step`; its step 0 is the last of them.
+    A prior sample has no real counterpart; beside it the page shows the real episode of the exported informed sample
+    whose latent is nearest its own (`real_relation`), so a person can judge the simulation against real frames.
     """
     samples = open_store(site, "simulated samples", sources.samples)
     real = open_store(site, "real episodes", sources.real)
@@ -157,6 +160,8 @@ def export_items(site: Site, out: Path, sources: PanelSources, config: PanelConf
                             context_steps - 1, label=f"informed sample {index} (episode {real_index})")
             export_item(out, item["id"], episode, basis)
             site.items.append(item)
+        if "latent" in samples.fields:
+            pair_prior_with_nearest_informed(site.items, samples)
     if real is not None:
         info = real.episode_info()
         for index in sorted(real_episodes):
@@ -166,6 +171,20 @@ def export_items(site: Site, out: Path, sources: PanelSources, config: PanelConf
                                "label": f"episode {index} (level {int(info['level_seed'][index])})"})
             export_item(out, f"e{index}", episode, basis)
     return samples, real
+
+
+def pair_prior_with_nearest_informed(items: list[dict], samples: RolloutStore) -> None:
+    """Give each prior sample the real counterpart of the informed sample nearest it in latent space."""
+    informed = [item for item in items if item["kind"] == "sample" and item["real"] is not None]
+    prior = [item for item in items if item["kind"] == "sample" and item["real"] is None]
+    if not informed or not prior:
+        return
+    latents = samples.rows("latent", samples.episode_starts[[item["index"] for item in prior + informed]])
+    distances = np.linalg.norm(latents[:len(prior), None] - latents[None, len(prior):], axis=-1)
+    for item, nearest in zip(prior, distances.argmin(1)):
+        match = informed[nearest]
+        item.update(real=match["real"], real_offset=match["real_offset"],
+                    real_relation=f"nearest real episode by latent (that of informed sample {match['index']})")
 
 
 def export_embeddings(site: Site, sources: PanelSources, stores: dict[str, RolloutStore | None],
@@ -224,17 +243,13 @@ def export_behaviours(site: Site, sources: PanelSources, items: dict[str, dict],
         site.behaviours.append({**summary, "exemplars": members[:exemplars]})
 
 
-def flatten(data: Any, prefix: str = "") -> list[list]:
-    """Nested metrics -> [[path, value]] rows of numbers and strings, for a generic table."""
+def finite(data: Any) -> Any:
+    """`data` with every NaN or infinite number replaced by None (JSON, and so the page, has no NaN)."""
     if isinstance(data, dict):
-        return [row for key, value in data.items() for row in flatten(value, f"{prefix} / {key}" if prefix else key)]
-    if isinstance(data, float) and not np.isfinite(data):
-        return [[prefix, str(data)]]
-    if isinstance(data, (int, float, str, bool)) or data is None:
-        return [[prefix, data]]
-    if isinstance(data, list) and len(data) <= 16 and all(isinstance(v, (int, float)) for v in data):
-        return [[prefix, ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in data)]]
-    return []
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [finite(value) for value in data]
+    return None if isinstance(data, float) and not np.isfinite(data) else data
 
 
 def export_interventions(site: Site, out: Path, sources: PanelSources) -> None:
@@ -243,12 +258,15 @@ def export_interventions(site: Site, out: Path, sources: PanelSources) -> None:
         site.lack("interventions", f"no metrics in {sources.validation_metrics} (the validate stages make them)")
     for report in reports:
         name = report.stem
-        videos = sorted((sources.validation_videos / name).glob("*.gif"))
+        videos = sorted([*(sources.validation_videos / name).glob("*.gif"),
+                         *(sources.validation_videos / name).glob("effects*.png")])
         for video in videos:
             (out / "videos" / name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(video, out / "videos" / name / video.name)
-        site.interventions.append({"name": name, "rows": flatten(json.loads(report.read_text())),
-                                   "videos": [f"videos/{name}/{v.name}" for v in videos]})
+        text = report.read_text()
+        site.interventions.append({"name": name, "table": finite(outcome_table(json.loads(text))), "metrics": text,
+                                   "videos": [f"videos/{name}/{v.name}" for v in videos if v.suffix == ".gif"],
+                                   "figures": [f"videos/{name}/{v.name}" for v in videos if v.suffix == ".png"]})
 
 
 def export_panel(sources: PanelSources, out: Path, config: PanelConfig, context_steps: int) -> dict:

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rlinterp.verdicts import edit_verdict
+
 LEVELS = ("train_levels", "unseen_levels")
 
 
@@ -173,7 +175,7 @@ def findings_table(metrics: Path) -> str:
                          f"{o['effect']:+.2f} ({o['ci95_low']:+.2f} to {o['ci95_high']:+.2f})",
                          f"effect larger than {o['null_percentile']:.0%} of {edit['random_edits']} matched random "
                          f"edits'; Holm p {edit['holm_p_values'][outcome]:.2g}",
-                         _yes(outcome in edit["significant"] and o["null_percentile"] >= 0.95)))
+                         _yes(edit_verdict(edit, outcome))))
     lines = ["| analysis | measured | null or baseline | beats it |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)

@@ -27,10 +27,29 @@ HOSTILE = '<img src=x onerror="window.__injected = 1">'
 SCREENSHOTS = ROOT / "plots" / "panel"
 
 
+def side(control, edited, low, high, percentile, p=0.01):
+    return {"control": control, "edited": edited, "effect": edited - control, "ci95_low": low, "ci95_high": high,
+            "p_value": p, "null_effects": [0.1, -0.2], "null_percentile": percentile}
+
+
+# A validate stage's report, as its metrics file holds it; one outcome's name is hostile markup.
+VALIDATION_REPORT = {
+    "intervention": {"source": [0], "target": [None]},
+    "outcomes": {"real_return": side(6.5, 5.9, -1.1, -0.1, 0.9, p=float("nan")),
+                 "real_value": side(6.761569, 6.198654, -0.77866, -0.34716, 1.0),
+                 "real_length": side(73.05, 75.2, -1.18, 5.62, 0.7),
+                 "real_action_change": {"effect": 0.0133, "null_effects": [0.0, 0.1], "null_percentile": 0.25,
+                                        "p_value": 0.76},
+                 "sim_value": side(7.266, 5.711, -1.588, -1.519, 1.0),
+                 f"sim_{HOSTILE}": side(1.0, 2.0, 0.5, 1.5, 0.5)},
+    "holm_p_values": {"real_return": 0.24, "real_value": 0.0005, "real_action_change": 1.0, "sim_value": 0.0005},
+    "significant": ["real_value", "sim_value"]}
+
+
 def write_store(path: Path, lengths: list[int], rng: np.random.Generator, source_steps: list[int] | None = None):
     fields = real_rollout_fields(HIDDEN, ACTIONS)
     if source_steps is not None:
-        fields["source_step"] = FieldSpec((), np.int64)
+        fields.update(source_step=FieldSpec((), np.int64), latent=FieldSpec((4,), np.float32))
     with RolloutWriter(path, fields, {"prior_samples": sum(s < 0 for s in source_steps or [])}, 64, 256) as writer:
         for e, length in enumerate(lengths):
             blocks = rng.integers(0, 256, (length, 8, 8, 3), dtype=np.uint8)   # blocky, like game frames
@@ -43,6 +62,7 @@ def write_store(path: Path, lengths: list[int], rng: np.random.Generator, source
                      "done": np.arange(length) == length - 1, "level_seed": np.full(length, 100 + e)}
             if source_steps is not None:
                 steps["source_step"] = np.full(length, source_steps[e], dtype=np.int64)
+                steps["latent"] = np.repeat(rng.normal(size=(1, 4)).astype(np.float32), length, axis=0)
             writer.add_episode(steps, **{"return": float(steps["reward"].sum()), "level_seed": 100 + e,
                                          "completed": True})
 
@@ -82,9 +102,9 @@ def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tup
             for b in range(3)]}))
     if "validation" in parts:
         (root / "validation" / "collapse_ic0").mkdir(parents=True)
-        (root / "validation" / "collapse_ic0.json").write_text(json.dumps(
-            {"real": {"return": {"control": 6.5, "edited": 5.9, "p_value": float("nan")}}, HOSTILE: 1}))
+        (root / "validation" / "collapse_ic0.json").write_text(json.dumps(VALIDATION_REPORT))
         Image.new("RGB", (128, 64), "purple").save(root / "validation" / "collapse_ic0" / "episode_0.gif")
+        Image.new("RGB", (300, 200), "white").save(root / "validation" / "collapse_ic0" / "effects.png")
     return PanelSources(real=root / "rollouts.zarr", samples=root / "samples.zarr", hx_basis=root / "basis.npz",
                         embeddings={"agent hx, simulated samples": ("sample", root / "projections.npz")},
                         saliency=root / "saliency.zarr", behaviour_labels=root / "labels.npz",
@@ -113,7 +133,16 @@ def test_export_aligns_informed_samples_with_their_real_episodes(tmp_path):
     assert sorted(i for i in items if i.startswith("e")) == ["e0", "e1", "e3", "e4"]
     assert items["s4"]["real"] == "e3" and items["s4"]["real_offset"] == CONTEXT - 1
     assert items["s5"]["real"] == "e4" and items["s5"]["real_offset"] == 2 + CONTEXT - 1
-    assert items["s0"]["real"] is None and items["s0"]["label"].startswith("prior")
+    assert items["s0"]["label"].startswith("prior")
+    # a prior sample is shown beside the real episode of the informed sample nearest it in latent space
+    from rlinterp.store import RolloutStore
+    samples = RolloutStore(tmp_path / "inputs" / "samples.zarr")
+    latent = samples.rows("latent", samples.episode_starts)
+    for prior in range(4):
+        nearest = 4 + int(np.argmin(np.linalg.norm(latent[4:] - latent[prior], axis=1)))
+        assert (items[f"s{prior}"]["real"], items[f"s{prior}"]["real_offset"]) == (
+            items[f"s{nearest}"]["real"], items[f"s{nearest}"]["real_offset"])
+        assert items[f"s{prior}"]["real_relation"].endswith(f"informed sample {nearest})")
     assert manifest["missing"] == []
 
 
@@ -143,8 +172,12 @@ def test_export_joins_embedding_saliency_behaviours_and_interventions(tmp_path):
     assert {i["id"] for i in manifest["items"] if "saliency" in i} == {"s0", "s1"}
     assert [b["exemplars"] for b in manifest["behaviours"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
     (intervention,) = manifest["interventions"]
-    assert ["real / return / p_value", "nan"] in intervention["rows"]
-    assert (site / intervention["videos"][0]).is_file()
+    table = {row["measure"]: row for row in intervention["table"]}
+    assert [row["measure"] for row in intervention["table"]][:3] == ["return", "value", "action_change"]  # primary
+    assert table["value"]["real"]["verdict"] == "yes" and table["return"]["real"]["verdict"] == "no"
+    assert table["return"]["sim"] is None and table["length"]["primary"] is False
+    assert json.loads(intervention["metrics"]) == json.loads(json.dumps(VALIDATION_REPORT))   # the file, raw
+    assert (site / intervention["videos"][0]).is_file() and (site / intervention["figures"][0]).is_file()
 
 
 def test_export_lists_what_is_missing(tmp_path):
@@ -229,7 +262,7 @@ def test_page_links_embedding_player_and_keys(browser, tmp_path):
                                                       point["y"] - rect["top"] - rect["height"] / 2).click().perform()
     state = wait_for(browser, f"const s = PANEL.inspect(); return s.current === '{point['item']}' && s.loaded && s")
     assert state["step"] == point["step"]
-    assert browser.find_element("id", "frame-caption").text.startswith(f"simulated, step {point['step']}")
+    assert browser.find_element("id", "frame-caption").text.startswith(f"SIMULATED, step {point['step']}")
 
     # keys: right steps, down moves to the next item, space plays
     browser.execute_script("PANEL.select('s4', 0)")
@@ -237,13 +270,22 @@ def test_page_links_embedding_player_and_keys(browser, tmp_path):
     body = browser.find_element("tag name", "body")
     body.send_keys(Keys.ARROW_RIGHT)
     assert browser.execute_script("return PANEL.inspect().step") == 1
-    assert browser.find_element("id", "real-caption").text == "episode 3 (level 103), step 3"   # offset 2 + 1
+    assert browser.find_element("id", "real-caption").text == "real: episode 3 (level 103), step 3"   # offset 2 + 1
     body.send_keys(Keys.ARROW_DOWN)
     assert browser.execute_script("return PANEL.inspect().current") == "s5"
     body.send_keys(" ")
     wait_for(browser, "return PANEL.inspect().step >= 2")
     body.send_keys(" ")
     assert browser.execute_script("return PANEL.inspect().playing") is False
+
+    # a prior sample: both halves of the player hold frames, the real one named as the nearest by latent
+    browser.execute_script("PANEL.select('s0', 1)")
+    wait_for(browser, "return PANEL.inspect().loaded")
+    painted = "return document.getElementById(arguments[0]).getContext('2d').getImageData(0, 0, 256, 256).data" \
+              ".some((v, i) => i % 4 !== 3 && v > 0)"
+    assert wait_for(browser, painted.replace("arguments[0]", "'frame'"))
+    assert wait_for(browser, painted.replace("arguments[0]", "'real-frame'"))
+    assert browser.find_element("id", "real-caption").text.startswith("nearest real episode by latent")
 
     # hostile strings from stores or params are shown as text, never run as markup
     assert browser.execute_script("return window.__injected") is None
@@ -275,8 +317,9 @@ def test_page_fits_a_1400_pixel_window(browser, tmp_path):
         open_page(browser, site)
         widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], f"page {widths[0]} px wide in a {widths[1]} px window"
-        timeline = browser.find_element("id", "timeline")
-        assert timeline.size["width"] < int(timeline.get_attribute("width"))   # shrunk, not cut off
+        timeline = browser.find_element("id", "timeline")                     # inside its view, not cut off
+        view = browser.find_element("id", "player-view")
+        assert timeline.size["width"] <= view.size["width"]
     finally:
         browser.set_window_size(*WINDOW)
 
@@ -325,3 +368,54 @@ def test_page_shows_hostile_strings_as_text_and_loads_nothing_from_the_network(b
         assert console_errors(browser) == []
     finally:
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_charts_and_the_intervention_table_read_at_laptop_widths(browser, tmp_path, width):
+    """At 1,400 and 1,000 px: no chart label is cut off (each text box lies inside its area: the margin left of the
+    plot, or the canvas), chart text is drawn at 9 px or more, the page does not scroll sideways, and the
+    intervention table's cells are the metrics file's numbers. Screenshots go to plots/panel/ for the README."""
+    from rlinterp.verdicts import outcome_table
+
+    site, _ = export(tmp_path)
+    browser.set_window_size(width, 1000)
+    try:
+        open_page(browser, site)
+        browser.execute_script("PANEL.select('s4', 1)")
+        wait_for(browser, "return PANEL.inspect().loaded")
+        labels = browser.execute_script("return PANEL.inspect().labels")
+        assert {"timeline", "ic-traces"} <= set(labels)
+        assert any(box["text"] == "RIGHT+DOWN" for box in labels["timeline"])
+        for canvas, boxes in labels.items():
+            for box in boxes:
+                assert box["x"] >= 0 and box["x"] + box["width"] <= box["right"], (canvas, box)
+            scale = browser.execute_script(f"const c = document.getElementById('{canvas}'); "
+                                           "return c.clientWidth / c.width")
+            assert 12 * scale >= 9, f"{canvas}: text drawn at {12 * scale:.1f} px in a {width} px window"
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"page {widths[0]} px wide in a {widths[1]} px window"
+
+        expected = {f"{side}_{row['measure']}.{key}": value for row in outcome_table(VALIDATION_REPORT)
+                    for side in ("real", "sim") if row[side] for key, value in row[side].items()}
+        cells = browser.execute_script("return [...document.querySelectorAll('#interventions [data-key]')]"
+                                       ".map(cell => [cell.dataset.key, cell.textContent])")
+        checked = 0
+        for key, text in cells:
+            value = expected.get(key)
+            if key.endswith(".verdict"):
+                assert text == (value or ""), key
+            elif value is None or (isinstance(value, float) and np.isnan(value)):
+                assert text == "", key
+            elif key.endswith(".null_percentile"):
+                assert text == f"{round(100 * value)}%", key
+            else:
+                assert float(text) == pytest.approx(float(f"{value:.4g}")), (key, text, value)
+            checked += 1
+        assert checked == len(cells) and {k for k, v in expected.items() if v is not None} <= {k for k, _ in cells}
+        assert browser.find_element("css selector", "#interventions .yes").text == "yes"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / f"page_{width}.png"))
+        screenshot(browser, "intervention-view", f"interventions_{width}")
+        assert console_errors(browser) == []
+    finally:
+        browser.set_window_size(*WINDOW)

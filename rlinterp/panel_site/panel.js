@@ -5,7 +5,7 @@
 
 const PANEL = (() => {
   const state = { manifest: null, items: {}, order: [], visible: [], current: null, step: 0, playing: null,
-                  data: {}, waiting: {}, images: {}, embedding: 0, showSaliency: true };
+                  data: {}, waiting: {}, images: {}, embedding: 0, showSaliency: true, labels: {} };
   const $ = (id) => document.getElementById(id);
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
@@ -100,7 +100,8 @@ const PANEL = (() => {
     real.getContext("2d").clearRect(0, 0, real.width, real.height);
     drawTile(frame, "frames/" + item.id + ".png", state.step);
     const sal = item.saliency;
-    $("frame-caption").textContent = item.kind === "sample" ? "simulated, step " + state.step : "real, step " + state.step;
+    $("frame-caption").textContent = item.kind === "sample" ? "SIMULATED, step " + state.step : "real, step " + state.step;
+    frame.classList.toggle("simulated", item.kind === "sample");
     if (sal && state.showSaliency && state.step <= sal.timestep) {
       drawTile(frame, "saliency/" + item.id + ".png", state.step);
       $("frame-caption").textContent += " · saliency of the " + sal.target + " at step " + sal.timestep;
@@ -110,19 +111,31 @@ const PANEL = (() => {
       const realStep = item.real_offset + state.step;
       if (realItem && realStep < realItem.length) {
         drawTile(real, "frames/" + item.real + ".png", realStep);
-        $("real-caption").textContent = realItem.label + ", step " + realStep;
+        $("real-caption").textContent = (item.real_relation ? item.real_relation + ": " : "real: ") +
+          realItem.label + ", step " + realStep;
       } else {
         $("real-caption").textContent = "the real episode ended before this step";
       }
     } else {
-      $("real-caption").textContent = item.kind === "sample" ? "prior sample: no real counterpart" : "";
+      $("real-caption").textContent = item.kind === "sample" ? "no informed sample to pair this prior sample with" : "";
     }
   }
 
+  const FONT_PX = 12;
   function axes(ctx, w, h) {
     ctx.clearRect(0, 0, w, h);
-    ctx.font = "11px system-ui";
+    ctx.font = FONT_PX + "px system-ui, sans-serif";
     ctx.fillStyle = "#222";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
+    state.labels[ctx.canvas.id] = [];
+  }
+
+  // Text on a chart, recorded with its box so a test can check that none is cut off: `right` is where its area ends
+  // (the margin left of the plot, or the canvas's edge).
+  function label(ctx, text, x, y, right) {
+    ctx.fillText(text, x, y);
+    state.labels[ctx.canvas.id].push({ text, x, y, width: ctx.measureText(text).width, right: right ?? ctx.canvas.width });
   }
 
   function cursor(ctx, x, h) {
@@ -132,24 +145,40 @@ const PANEL = (() => {
 
   function drawTimeline(item, data) {
     const canvas = $("timeline"), ctx = canvas.getContext("2d");
-    const w = canvas.width, h = canvas.height, left = 90, T = item.length;
-    const x = (t) => left + (t + 0.5) * (w - left) / T, cell = (w - left) / T;
+    const w = canvas.width, h = canvas.height, T = item.length, actions = state.manifest.actions;
     axes(ctx, w, h);
-    const actions = state.manifest.actions, rowH = 11, top = 100;
-    // value line on top
-    const lo = Math.min(...data.value, 0), hi = Math.max(...data.value, 1e-6);
-    ctx.fillText("value", 4, 20);
+    const lo = Math.min(...data.value, 0), hi = Math.max(...data.value, lo + 1e-6);
+    const rewardMax = Math.max(...data.reward.map(Math.abs), 0);
+    const ticks = [hi.toFixed(1), lo.toFixed(1), rewardMax ? "±" + rewardMax.toFixed(0) : "none"];
+    // the left margin holds the longest label: action names, the row names with their scale
+    const left = 8 + Math.max(...actions.map((a) => ctx.measureText(a).width),
+                              ...ticks.map((t) => ctx.measureText("value " + t).width));
+    const x = (t) => left + (t + 0.5) * (w - left) / T, cell = (w - left) / T, margin = left - 4;
+    const valueTop = 8, valueBottom = 72, rewardY = 86, rowH = (h - 100) / actions.length, top = 100;
+    // value line, with its scale at the top and bottom of its band
+    label(ctx, "value " + ticks[0], 4, valueTop + 4, margin);
+    label(ctx, ticks[1], 4, valueBottom - 4, margin);
+    ctx.strokeStyle = "#ddd"; ctx.strokeRect(left, valueTop, w - left - 1, valueBottom - valueTop);
     ctx.strokeStyle = "#1e88e5"; ctx.beginPath();
-    data.value.forEach((v, t) => { const y = 70 - 60 * (v - lo) / (hi - lo); t ? ctx.lineTo(x(t), y) : ctx.moveTo(x(t), y); });
+    data.value.forEach((v, t) => {
+      const y = valueBottom - (valueBottom - valueTop) * (v - lo) / (hi - lo);
+      t ? ctx.lineTo(x(t), y) : ctx.moveTo(x(t), y);
+    });
     ctx.stroke();
-    ctx.fillText("reward", 4, 88);
-    data.reward.forEach((r, t) => { if (r !== 0) { ctx.fillStyle = r > 0 ? "#43a047" : "#e53935"; ctx.fillRect(x(t) - 2, 76, 4, 14); } });
+    // rewards as bars whose height is the reward over the largest one in this item
+    ctx.fillStyle = "#222"; label(ctx, "reward " + ticks[2], 4, rewardY, margin);
+    data.reward.forEach((r, t) => {
+      if (r !== 0) {
+        ctx.fillStyle = r > 0 ? "#43a047" : "#e53935";
+        const bar = 12 * Math.abs(r) / rewardMax;
+        ctx.fillRect(x(t) - 2, rewardY + 6 - bar, 4, bar);
+      }
+    });
     // action probabilities as a heat strip, chosen action outlined
     actions.forEach((name, a) => {
-      ctx.fillStyle = "#222"; ctx.fillText(name, 4, top + a * rowH + 8);
+      ctx.fillStyle = "#222"; label(ctx, name, 4, top + (a + 0.5) * rowH, margin);
       for (let t = 0; t < T; t++) {
-        const p = data.probs[t][a];
-        ctx.fillStyle = "rgba(94, 53, 177," + p.toFixed(3) + ")";
+        ctx.fillStyle = "rgba(94, 53, 177," + data.probs[t][a].toFixed(3) + ")";
         ctx.fillRect(left + t * cell, top + a * rowH, Math.max(cell, 1), rowH);
       }
     });
@@ -176,7 +205,7 @@ const PANEL = (() => {
     cursor(ctx, (state.step + 0.5) * cw, map.height);
     const traces = $("ic-traces"), tc = traces.getContext("2d");
     axes(tc, traces.width, traces.height);
-    if (!data.ics) { tc.fillText("no IC basis in this export", 10, 20); return; }
+    if (!data.ics) { label(tc, "no IC basis in this export", 10, 20); return; }
     const flat = data.ics.flat(), lo = Math.min(...flat), hi = Math.max(...flat, lo + 1e-6);
     const K = Math.min(data.ics[0].length, 8);
     for (let k = 0; k < K; k++) {
@@ -186,7 +215,7 @@ const PANEL = (() => {
         t ? tc.lineTo(px, py) : tc.moveTo(px, py);
       });
       tc.stroke();
-      tc.fillStyle = colour(k); tc.fillText("IC " + k, 4 + 40 * k, 12);
+      tc.fillStyle = colour(k); label(tc, "IC " + k, 4 + 44 * k, 10);
     }
     cursor(tc, (state.step + 0.5) * traces.width / T, traces.height);
   }
@@ -286,23 +315,64 @@ const PANEL = (() => {
     }));
   }
 
+  // a number as the tables print it (4 significant digits); "" for none
+  const shown = (v) => (v === null || v === undefined ? "" : String(+Number(v).toPrecision(4)));
+  const SIDE_COLUMNS = [["control", "control"], ["edited", "edited"], ["effect", "effect (95% CI)"],
+                        ["holm_p", "Holm p"], ["null_percentile", "above random edits"], ["verdict", "changed?"]];
+
+  // one number of an outcome, tagged with where it comes from in the metrics (side_measure.key)
+  function number(row, side, key) {
+    const value = row[side] ? row[side][key] : null;
+    const text = key === "verdict" ? (value || "") :
+      key === "null_percentile" ? (value === null || value === undefined ? "" : Math.round(100 * value) + "%") : shown(value);
+    const span = element("span", text, { "data-key": side + "_" + row.measure + "." + key });
+    if (key === "verdict" && value === "yes") span.classList.add("yes");
+    return span;
+  }
+
+  function interventionTable(iv) {
+    const table = element("table", null, { class: "verdicts" });
+    const head = element("thead"), top = element("tr"), sub = element("tr");
+    top.append(element("th", "outcome", { rowspan: "2" }));
+    for (const side of ["real environment", "simulated"]) {
+      top.append(element("th", side, { colspan: String(SIDE_COLUMNS.length), class: "side" }));
+    }
+    for (let i = 0; i < 2; i++) SIDE_COLUMNS.forEach(([, name], c) => sub.append(element("th", name, c ? {} : { class: "side" })));
+    head.append(top, sub);
+    const body = element("tbody");
+    iv.table.forEach((row) => {
+      const tr = element("tr", null, { class: row.primary ? "primary" : "secondary" });
+      tr.append(element("td", row.measure + (row.primary ? "" : " (secondary)")));
+      for (const side of ["real", "sim"]) {
+        SIDE_COLUMNS.forEach(([key], c) => {
+          const td = element("td", null, c ? {} : { class: "side" });
+          td.append(number(row, side, key));
+          if (key === "effect" && row[side] && row[side].ci95_low !== null && row[side].ci95_low !== undefined) {
+            td.append(" (", number(row, side, "ci95_low"), " to ", number(row, side, "ci95_high"), ")");
+          }
+          tr.append(td);
+        });
+      }
+      body.append(tr);
+    });
+    table.append(head, body);
+    return table;
+  }
+
   function buildInterventions(m) {
     const box = $("interventions");
     if (!m.interventions.length) { box.textContent = "no intervention results in this export"; return; }
     box.replaceChildren(...m.interventions.map((iv) => {
       const div = element("div", null, { class: "intervention" });
       div.append(element("h3", iv.name));
-      const videos = element("div", null, { class: "videos" });
-      iv.videos.forEach((src) => videos.append(element("img", null, { src, alt: src, title: src })));
-      const table = element("table");
-      iv.rows.forEach(([key, value]) => {
-        const tr = element("tr");
-        tr.append(element("td", key), element("td", typeof value === "number" ? +value.toPrecision(4) : value));
-        table.append(tr);
-      });
       const scroll = element("div", null, { class: "table" });
-      scroll.append(table);
-      div.append(videos, scroll);
+      scroll.append(interventionTable(iv));
+      const figures = element("div", null, { class: "figures" });
+      iv.figures.forEach((src) => figures.append(element("img", null, { src, alt: "effects of " + iv.name, title: src })));
+      iv.videos.forEach((src) => figures.append(element("img", null, { src, alt: src, title: src, class: "video" })));
+      const raw = element("details");
+      raw.append(element("summary", "metrics file (JSON)"), element("pre", iv.metrics));
+      div.append(scroll, figures, raw);
       return div;
     }));
   }
@@ -353,7 +423,7 @@ const PANEL = (() => {
   // what tests and curious users can ask the page
   function inspect() {
     return { current: state.current, step: state.step, playing: !!state.playing, items: state.order.length,
-             loaded: !!(state.current && state.data[state.current]) };
+             loaded: !!(state.current && state.data[state.current]), labels: state.labels };
   }
 
   function pointOnPage(i) {
