@@ -31,6 +31,7 @@ from rlinterp.config import PanelConfig
 from rlinterp.errors import InputError
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.plots import signed_unit_maps
+from rlinterp.readme import FINDINGS_HEADER, findings_rows, null_by_construction
 from rlinterp.saliency_store import SaliencyStore
 from rlinterp.store import RolloutStore, StoreError
 from rlinterp.verdicts import outcome_table
@@ -52,6 +53,7 @@ class PanelSources:
     behaviour_metrics: Path         # metrics JSON of the behaviours stage
     validation_metrics: Path        # folder of one JSON per intervention
     validation_videos: Path         # folder of one GIF folder per intervention
+    findings: Path                  # the metrics folder the README's findings table is rendered from
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Site:
     embeddings: list[dict] = field(default_factory=list)
     behaviours: list[dict] = field(default_factory=list)
     interventions: list[dict] = field(default_factory=list)
+    findings: dict = field(default_factory=dict)
 
     def lack(self, part: str, why: str) -> None:
         self.missing.append({"part": part, "why": why})
@@ -269,6 +272,15 @@ def export_interventions(site: Site, out: Path, sources: PanelSources) -> None:
                                    "figures": [f"videos/{name}/{v.name}" for v in videos if v.suffix == ".png"]})
 
 
+def export_findings(site: Site, metrics: Path) -> None:
+    """The README's findings table and its null-by-construction paragraph, from the same metrics and code."""
+    try:
+        site.findings = {"header": list(FINDINGS_HEADER), "rows": [list(row) for row in findings_rows(metrics)],
+                         "caveats": null_by_construction(metrics)}
+    except FileNotFoundError as err:
+        site.lack("findings", f"{err.filename} not found (the analysis stages make it)")
+
+
 def export_panel(sources: PanelSources, out: Path, config: PanelConfig, context_steps: int) -> dict:
     """Write the whole site into `out` (an empty folder); returns a summary for the stage's metrics.
 
@@ -286,10 +298,12 @@ def export_panel(sources: PanelSources, out: Path, config: PanelConfig, context_
     export_saliency(site, out, sources.saliency, items)
     export_behaviours(site, sources, items, config.exemplars)
     export_interventions(site, out, sources)
+    export_findings(site, sources.findings)
     manifest = {"actions": list(ACTION_NAMES), "tile": TILE, "tiles_per_row": TILES_PER_ROW,
                 "ic_count": int(basis.ica_unmixing.shape[0]) if basis is not None else 0,
                 "items": site.items, "missing": site.missing, "embeddings": site.embeddings,
-                "behaviours": site.behaviours, "interventions": site.interventions}
+                "behaviours": site.behaviours, "interventions": site.interventions,
+                "findings": site.findings}
     write_script(out / "manifest.js", "PANEL.setManifest", manifest)
     return {"items": len(site.items), "samples": sum(i["kind"] == "sample" for i in site.items),
             "episodes": sum(i["kind"] == "episode" for i in site.items),

@@ -125,7 +125,17 @@ def _null(name: str, interval: dict) -> str:
     return f"{name.replace('_', ' ')}{draws}: {format_interval(interval)}"
 
 
+FINDINGS_HEADER = ("analysis", "measured", "null or baseline", "beats it")
+
+
 def findings_table(metrics: Path) -> str:
+    """The findings as a Markdown table (the panel shows the same rows)."""
+    lines = ["| " + " | ".join(FINDINGS_HEADER) + " |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in findings_rows(metrics)]
+    return "\n".join(lines)
+
+
+def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
     """Every later analysis: its headline number beside the null or baseline it must beat, and whether it does."""
     read = lambda name: json.loads((metrics / name).read_text())  # noqa: E731
     sample, behaviours = read("sample.json"), read("behaviours.json")
@@ -176,9 +186,7 @@ def findings_table(metrics: Path) -> str:
                          f"effect larger than {o['null_percentile']:.0%} of {edit['random_edits']} matched random "
                          f"edits'; Holm p {edit['holm_p_values'][outcome]:.2g}",
                          _yes(edit_verdict(edit, outcome))))
-    lines = ["| analysis | measured | null or baseline | beats it |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return "\n".join(lines)
+    return rows
 
 
 def null_by_construction(metrics: Path) -> str:

@@ -68,7 +68,7 @@ def write_store(path: Path, lengths: list[int], rng: np.random.Generator, source
 
 
 def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tuple[str, ...] = (
-        "basis", "embedding", "saliency", "behaviours", "validation")) -> PanelSources:
+        "basis", "embedding", "saliency", "behaviours", "validation", "findings")) -> PanelSources:
     """Synthetic pipeline outputs: 5 real episodes, `samples` samples (the last two informed, from episodes 3
     and 4), and whichever optional parts are named."""
     rng = np.random.default_rng(0)
@@ -105,11 +105,14 @@ def build_inputs(root: Path, samples: int = 6, sample_steps: int = 8, parts: tup
         (root / "validation" / "collapse_ic0.json").write_text(json.dumps(VALIDATION_REPORT))
         Image.new("RGB", (128, 64), "purple").save(root / "validation" / "collapse_ic0" / "episode_0.gif")
         Image.new("RGB", (300, 200), "white").save(root / "validation" / "collapse_ic0" / "effects.png")
+    findings = root / "metrics"
+    if "findings" in parts:
+        shutil.copytree(ROOT / "metrics", findings)
     return PanelSources(real=root / "rollouts.zarr", samples=root / "samples.zarr", hx_basis=root / "basis.npz",
                         embeddings={"agent hx, simulated samples": ("sample", root / "projections.npz")},
                         saliency=root / "saliency.zarr", behaviour_labels=root / "labels.npz",
                         behaviour_metrics=root / "behaviours.json", validation_metrics=root / "validation",
-                        validation_videos=root / "validation")
+                        validation_videos=root / "validation", findings=findings)
 
 
 def read_script(path: Path) -> dict:
@@ -183,7 +186,7 @@ def test_export_joins_embedding_saliency_behaviours_and_interventions(tmp_path):
 def test_export_lists_what_is_missing(tmp_path):
     site, manifest = export(tmp_path, parts=("embedding",))
     missing = {m["part"] for m in manifest["missing"]}
-    assert missing == {"independent components", "saliency", "behaviours", "interventions"}
+    assert missing == {"independent components", "saliency", "behaviours", "interventions", "findings"}
     assert read_script(site / "items" / "s0.js")["ics"] is None
 
 
@@ -295,7 +298,8 @@ def test_page_links_embedding_player_and_keys(browser, tmp_path):
 
     browser.execute_script("PANEL.select('s1', 2)")
     wait_for(browser, "return PANEL.inspect().loaded")
-    for view in ("player-view", "state-view", "embedding-view", "behaviour-view", "intervention-view"):
+    for view in ("player-view", "state-view", "embedding-view", "behaviour-view", "intervention-view",
+                 "findings-view"):
         screenshot(browser, view, view)
     browser.save_screenshot(str(SCREENSHOTS / "page.png"))
 
@@ -304,7 +308,7 @@ def test_page_says_what_is_missing(browser, tmp_path):
     site, _ = export(tmp_path, parts=())
     open_page(browser, site)
     text = browser.find_element("id", "missing").text
-    for part in ("independent components", "embedding", "saliency", "behaviours", "interventions"):
+    for part in ("independent components", "embedding", "saliency", "behaviours", "interventions", "findings"):
         assert part in text
     assert console_errors(browser) == []
 
@@ -413,6 +417,11 @@ def test_charts_and_the_intervention_table_read_at_laptop_widths(browser, tmp_pa
             checked += 1
         assert checked == len(cells) and {k for k, v in expected.items() if v is not None} <= {k for k, _ in cells}
         assert browser.find_element("css selector", "#interventions .yes").text == "yes"
+        # the findings are the README's rows, rendered from the same metrics by the same code
+        from rlinterp.readme import findings_rows
+        shown = browser.execute_script("return [...document.querySelectorAll('#findings tr')].slice(1)"
+                                       ".map(tr => [...tr.cells].map(td => td.textContent))")
+        assert shown == [[cell.replace("**", "") for cell in row] for row in findings_rows(tmp_path / "inputs" / "metrics")]
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOTS / f"page_{width}.png"))
         screenshot(browser, "intervention-view", f"interventions_{width}")

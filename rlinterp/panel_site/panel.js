@@ -377,6 +377,27 @@ const PANEL = (() => {
     }));
   }
 
+  // text whose **bold** parts (the Markdown the README's table uses) become <strong>, every part as text
+  function marked(tag, text) {
+    const node = element(tag);
+    String(text).replace(/`/g, "").split("**").forEach((part, i) => node.append(i % 2 ? element("strong", part) : part));
+    return node;
+  }
+
+  function buildFindings(m) {
+    const f = m.findings;
+    if (!f.rows) { $("findings").textContent = "no findings in this export"; return; }
+    $("caveats").textContent = f.caveats.replace(/`/g, "");
+    const table = element("table"), head = element("tr");
+    f.header.forEach((name) => head.append(element("th", name)));
+    table.append(head, ...f.rows.map((row) => {
+      const tr = element("tr");
+      row.forEach((cell) => tr.append(marked("td", cell)));
+      return tr;
+    }));
+    $("findings").replaceChildren(table);
+  }
+
   function setManifest(m) {
     state.manifest = m;
     m.items.forEach((item) => { state.items[item.id] = item; });
@@ -393,6 +414,7 @@ const PANEL = (() => {
     buildList();
     buildBehaviours(m);
     buildInterventions(m);
+    buildFindings(m);
     bindEvents();
     if (state.order.length) select(state.order[0], 0);
   }
