@@ -23,6 +23,7 @@ from rlinterp.files import atomic_path
 
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)   # out of space, over the file-size limit, over quota
+NO_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)      # permission denied, not permitted, read-only file system
 
 
 class StageError(InputError):
@@ -150,6 +151,11 @@ def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except OSError as err:
+            if err.errno in NO_ACCESS:
+                print(f"error: no permission to write or read {err.filename or 'a file'} ({err.strerror}); give the "
+                      f"stage access to its input and output folders and re-run (outputs are moved into place only "
+                      f"when whole, so none was left half-written)", file=sys.stderr)
+                sys.exit(2)
             if err.errno not in DISK_FULL:
                 raise
             where = f" writing {err.filename}" if err.filename else ""

@@ -278,3 +278,14 @@ def test_truncated_npz_and_json_inputs_end_in_one_line(tmp_path):
         read_json(tmp_path / "baselines.json")
     with pytest.raises(InputError, match="missing.json: no such file"):
         read_json(tmp_path / "missing.json")
+
+
+def test_a_read_only_output_folder_ends_in_one_line(tmp_path):
+    """A stage that may not write its output (a read-only data folder, a read-only file system) says so in one line,
+    exit code 2, instead of a PermissionError traceback. (The tests run as root, whom chmod does not stop, so the
+    stage meets the error the file system would raise.)"""
+    code = ("import errno, sys\nfrom rlinterp.runtime import stage_main\n\n@stage_main\ndef main():\n"
+            "    raise PermissionError(errno.EACCES, 'Permission denied', 'data/rollouts.zarr/.tmp')\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: no permission to write or read data/rollouts.zarr/.tmp (Permission denied)")
