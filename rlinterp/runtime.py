@@ -119,26 +119,38 @@ def _hold_stage_lock() -> None:
 def training_curves(directory: str, resume_from: int | None, main: bool = True
                     ) -> Iterator[Callable[[int, dict[str, float]], None] | None]:
     """DVCLive curves in `directory` and a `log(step, stats)` for training loops that writes one point per statistic
-    at `step`; None, and nothing written, on any rank but a distributed run's 0. A run resumed from the checkpoint
-    of step `resume_from` continues the curves from there: points a killed run logged after its last checkpoint are
-    dropped, since the resumed run logs those steps again."""
+    at `step`; None, and nothing written, on any rank but a distributed run's 0. The curves are touched only at the
+    first point, so a run that fails before it (bad inputs, a diverging first update) leaves the previous curves as
+    they were. A run resumed from the checkpoint of step `resume_from` continues them from there: points a killed
+    run logged after its last checkpoint are dropped, since the resumed run logs those steps again."""
     if not main:
         yield None
         return
-    if resume_from is not None:
-        for curve in Path(directory).glob("plots/metrics/**/*.tsv"):
-            header, *rows = curve.read_text().splitlines(keepends=True)
-            kept = [row for row in rows if int(row.split("\t", 1)[0]) <= resume_from]
-            if len(kept) < len(rows):
-                with atomic_path(curve) as tmp:
-                    tmp.write_text(header + "".join(kept))
-    with Live(dir=directory, resume=resume_from is not None, save_dvc_exp=False, dvcyaml=None) as live:
-        def log(step: int, stats: dict[str, float]) -> None:
-            live.step = step
-            for name, value in stats.items():
-                live.log_metric(name, value, plot=True)
-            live.next_step()
+    live: list[Live] = []
+
+    def start() -> Live:
+        if resume_from is not None:
+            for curve in Path(directory).glob("plots/metrics/**/*.tsv"):
+                header, *rows = curve.read_text().splitlines(keepends=True)
+                kept = [row for row in rows if int(row.split("\t", 1)[0]) <= resume_from]
+                if len(kept) < len(rows):
+                    with atomic_path(curve) as tmp:
+                        tmp.write_text(header + "".join(kept))
+        live.append(Live(dir=directory, resume=resume_from is not None, save_dvc_exp=False, dvcyaml=None))
+        return live[0]
+
+    def log(step: int, stats: dict[str, float]) -> None:
+        curves = live[0] if live else start()
+        curves.step = step
+        for name, value in stats.items():
+            curves.log_metric(name, value, plot=True)
+        curves.next_step()
+
+    try:
         yield log
+    finally:
+        if live:
+            live[0].end()
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:

@@ -152,3 +152,18 @@ def test_resumed_curves_hold_each_step_once(tmp_path):
             log(step, {"loss": 2.0})
     rows = (tmp_path / "plots" / "metrics" / "loss.tsv").read_text().split()
     assert rows == ["step", "loss", "10", "1.0", "20", "1.0", "30", "2.0", "40", "2.0", "50", "2.0"]
+
+
+def test_a_run_that_fails_before_its_first_point_keeps_the_previous_curves(tmp_path):
+    from rlinterp.runtime import training_curves
+
+    with training_curves(str(tmp_path), resume_from=None) as log:
+        log(10, {"loss": 1.0})
+    before = (tmp_path / "plots" / "metrics" / "loss.tsv").read_text()
+    with pytest.raises(FloatingPointError):
+        with training_curves(str(tmp_path), resume_from=None):
+            raise FloatingPointError("the first update diverged")
+    assert (tmp_path / "plots" / "metrics" / "loss.tsv").read_text() == before
+    with training_curves(str(tmp_path), resume_from=None) as log:     # a run that logs replaces them
+        log(5, {"loss": 2.0})
+    assert (tmp_path / "plots" / "metrics" / "loss.tsv").read_text().split() == ["step", "loss", "5", "2.0"]
