@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -100,7 +101,7 @@ def check_output(path: Path) -> str:
 
 def stage_script(command: str) -> str | None:
     """A command line from its stage script on (`stages/...` and its arguments), whatever launched it."""
-    words = command.split()
+    words = shlex.split(command)      # dvc.lock keeps the command's quotes; the process's argv has none
     start = next((i for i, word in enumerate(words) if word.startswith("stages/")), None)
     return " ".join(words[start:]) if start is not None else None
 

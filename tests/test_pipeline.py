@@ -196,7 +196,7 @@ def test_tiny_repro_end_to_end(tiny_pipeline):
     # A variant re-runs exactly the stages downstream of the key it changes, and its metrics can be compared.
     variant = dvc(repo, "exp", "run", "-S", "behaviours.clusters=2", "-n", "two-behaviours")
     ran = sorted(line.split("'")[1] for line in variant.stdout.splitlines() if line.startswith("Running stage"))
-    assert ran == ["behaviours", "dynamics", "panel"], variant.stdout
+    assert ran == ["behaviours", "check_params", "dynamics", "panel"], variant.stdout
     assert "two-behaviours" in dvc(repo, "exp", "show", "--csv").stdout
     assert "behaviours.json" in dvc(repo, "metrics", "diff").stdout
 

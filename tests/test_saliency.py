@@ -206,8 +206,8 @@ def test_combine_mode_is_the_saliency_at_the_mean_latent_not_the_mean_of_maps(pa
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("frame_noise_scale", -0.1, "saliency.frame_noise_scale = -0.1: expected a number >= 0 <= 1"),
-    ("frame_noise_scale", 1.5, "saliency.frame_noise_scale = 1.5: expected a number >= 0 <= 1"),
+    ("frame_noise_scale", -0.1, "saliency.frame_noise_scale = -0.1: expected a number >= 0 and <= 1"),
+    ("frame_noise_scale", 1.5, "saliency.frame_noise_scale = 1.5: expected a number >= 0 and <= 1"),
     ("actions", "some", "saliency.actions = 'some': expected a string one of greedy, all"),
     ("blur_kernel", 4, "saliency.blur_kernel = 4: expected an odd size"),
 ])
