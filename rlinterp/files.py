@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +27,33 @@ def temporary_sibling(target: Path, tag: str, suffix: str = "") -> Path:
     for stale in target.parent.glob(f".{stem}.{tag}-*{suffix}"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     return target.with_name(f".{stem}.{tag}-{os.getpid()}{suffix}")
+
+
+# A writer's hidden temporary: `.NAME.TAG-PID` or `.STEM.TAG-PID.SUFFIX` (see temporary_sibling).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|incomplete|old)-(?P<pid>\d+)(?P<suffix>\.[^.]+)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's process
+        return True
+    return True
+
+
+def sweep_litter(path: str | Path) -> None:
+    """Delete the hidden temporaries beside `path` whose writer is gone. Every stage calls it for every path it
+    names, so what a killed run left goes with the next stage that names the path, even when DVC restores the
+    killed stage's outputs from its run cache instead of running it again (and so never calls temporary_sibling)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for sibling in path.parent.glob(f".{path.stem}.*-*"):
+        match = _TEMPORARY.match(sibling.name)
+        if match and match["name"] in (path.name, path.stem) and not _alive(int(match["pid"])):
+            shutil.rmtree(sibling) if sibling.is_dir() else sibling.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from dvclive import Live
 
 from rlinterp.config import ComputeConfig, ConfigError
 from rlinterp.errors import InputError
-from rlinterp.files import atomic_path
+from rlinterp.files import atomic_path, sweep_litter
 
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)   # out of space, over the file-size limit, over quota
@@ -87,6 +87,8 @@ def stage_paths(*names: str, positional: tuple[str, ...] = (), flags: tuple[str,
     args = parser.parse_args()
     if os.environ.get("RANK", "0") == "0":     # under torchrun every rank runs the stage: rank 0 holds the lock
         _hold_stage_lock()
+        for name in names:
+            sweep_litter(getattr(args, name))
     return args
 
 

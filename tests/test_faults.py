@@ -240,3 +240,20 @@ def test_a_second_run_of_a_stage_with_the_same_arguments_is_refused(tmp_path):
     first.wait()
     third = run("0")
     assert third.communicate(timeout=60)[0].strip() == "started" and third.returncode == 0
+
+
+def test_the_next_stage_naming_a_path_sweeps_what_a_killed_writer_left_beside_it(tmp_path):
+    """When DVC restores a killed stage's outputs from its run cache, the stage never runs again to clear its
+    temporaries; the next stage that names the path does, but only those whose writer is gone."""
+    data = tmp_path / "data"
+    (data / ".rollouts.zarr.incomplete-999999999").mkdir(parents=True)       # a killed writer's store
+    (data / ".record.tmp-999999999.json").write_text("{")                     # and its half-written metrics
+    live = data / f".rollouts.zarr.incomplete-{os.getpid()}"                    # a writer still running
+    live.mkdir()
+    (data / ".other.zarr.incomplete-999999999").mkdir()                        # another output's: not named
+    script = tmp_path / "stage.py"
+    script.write_text("from rlinterp.runtime import stage_main, stage_paths\n\n\n@stage_main\ndef main():\n"
+                      "    stage_paths('store', 'metrics')\n\n\nmain()\n")
+    subprocess.run([sys.executable, str(script), "--store", "data/rollouts.zarr", "--metrics", "data/record.json"],
+                   cwd=tmp_path, check=True)
+    assert sorted(p.name for p in data.iterdir()) == sorted([live.name, ".other.zarr.incomplete-999999999"])
