@@ -128,7 +128,7 @@ def training_curves(directory: str, resume_from: int | None, main: bool = True
     if not main:
         yield None
         return
-    live: list[Live] = []
+    live: Live | None = None
 
     def start() -> Live:
         if resume_from is not None:
@@ -138,21 +138,22 @@ def training_curves(directory: str, resume_from: int | None, main: bool = True
                 if len(kept) < len(rows):
                     with atomic_path(curve) as tmp:
                         tmp.write_text(header + "".join(kept))
-        live.append(Live(dir=directory, resume=resume_from is not None, save_dvc_exp=False, dvcyaml=None))
-        return live[0]
+        return Live(dir=directory, resume=resume_from is not None, save_dvc_exp=False, dvcyaml=None)
 
     def log(step: int, stats: dict[str, float]) -> None:
-        curves = live[0] if live else start()
-        curves.step = step
+        nonlocal live
+        if live is None:
+            live = start()
+        live.step = step
         for name, value in stats.items():
-            curves.log_metric(name, value, plot=True)
-        curves.next_step()
+            live.log_metric(name, value, plot=True)
+        live.next_step()
 
     try:
         yield log
     finally:
-        if live:
-            live[0].end()
+        if live is not None:
+            live.end()
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:

@@ -91,11 +91,10 @@ class RolloutWriter:
         self.group = zarr.open_group(self.tmp_path, mode="w")
         self.group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "complete": False})
         self.compressor = ZstdCodec(level=compression_level, checksum=True)   # a flipped bit fails the read
-        compressor = self.compressor
         self.arrays = {
             name: self.group.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype,
                                           chunks=(chunk_steps, *spec.shape), shards=(shard_steps, *spec.shape),
-                                          compressors=compressor, fill_value=0, config=EVERY_BLOCK)
+                                          compressors=self.compressor, fill_value=0, config=EVERY_BLOCK)
             for name, spec in self.fields.items()}
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_steps = 0
