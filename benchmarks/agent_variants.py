@@ -90,6 +90,20 @@ def read_curve(out: Path, name: str, column: str = "episode_return") -> tuple[li
     return [int(r["step"]) for r in rows], [float(r[column]) for r in rows]
 
 
+def csv_from_dvclive(directory: Path, out: Path) -> None:
+    """A train_agent run's DVCLive curves (one TSV per statistic) as one CSV in this script's format."""
+    columns = {}
+    for name in LOGGED:
+        path = directory / "plots" / "metrics" / f"{name}.tsv"
+        rows = [line.split("\t") for line in path.read_text().splitlines()[1:]] if path.is_file() else []
+        columns[name] = {int(step): value for step, value in rows}
+    steps = sorted(set().union(*map(set, columns.values())))
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "seconds", *LOGGED])
+        writer.writerows([step, "", *(columns[name].get(step, "") for name in LOGGED)] for step in steps)
+
+
 def reference_bins() -> dict[int, tuple[float, float, float]]:
     """bin start -> (mean, lowest run, highest run) of the reference's 200k-step bins."""
     with REFERENCE_BINS.open() as f:
@@ -187,7 +201,13 @@ def main() -> None:
                         "variant's training levels (256 episodes per action) and draw it beside the curve")
     parser.add_argument("--replot", action="store_true", help="train nothing: redraw OUT/curves.png from the "
                         "named variants' CSVs (several runs' CSVs can be gathered in one OUT)")
+    parser.add_argument("--from-dvclive", metavar="NAME=DIR", action="append", default=[],
+                        help="with --replot: first write OUT/NAME.csv from a train_agent stage's DVCLive curves in "
+                        "DIR (e.g. the long run's), so it is drawn beside the variants")
     args = parser.parse_args()
+    for item in args.from_dvclive:
+        name, _, directory = item.partition("=")
+        csv_from_dvclive(Path(directory), args.out / f"{name}.csv")
     variants = [parse_variant(v) for v in args.variants]
     base = read_params_file(args.params)
     configs = {name: with_overrides(yaml.safe_load(yaml.safe_dump(base)), overrides) for name, overrides in variants}
