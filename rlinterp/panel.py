@@ -261,15 +261,14 @@ def export_interventions(site: Site, out: Path, sources: PanelSources) -> None:
         site.lack("interventions", f"no metrics in {sources.validation_metrics} (the validate stages make them)")
     for report in reports:
         name = report.stem
-        videos = sorted([*(sources.validation_videos / name).glob("*.gif"),
-                         *(sources.validation_videos / name).glob("effects*.png")])
-        for video in videos:
+        shown = {kind: sorted((sources.validation_videos / name).glob(pattern))
+                 for kind, pattern in (("videos", "*.gif"), ("figures", "effects*.png"))}
+        for path in shown["videos"] + shown["figures"]:
             (out / "videos" / name).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(video, out / "videos" / name / video.name)
+            shutil.copy2(path, out / "videos" / name / path.name)
         text = report.read_text()
         site.interventions.append({"name": name, "table": finite(outcome_table(json.loads(text))), "metrics": text,
-                                   "videos": [f"videos/{name}/{v.name}" for v in videos if v.suffix == ".gif"],
-                                   "figures": [f"videos/{name}/{v.name}" for v in videos if v.suffix == ".png"]})
+                                   **{kind: [f"videos/{name}/{p.name}" for p in paths] for kind, paths in shown.items()}})
 
 
 def export_findings(site: Site, metrics: Path) -> None:
