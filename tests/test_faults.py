@@ -99,17 +99,21 @@ def check_output(path: Path) -> str:
     return "complete"
 
 
+def from_stage_script(argv: list[str]) -> str | None:
+    """A process's stage script and its arguments (`stages/...` on), whatever launched it; None for any other."""
+    start = next((i for i, word in enumerate(argv) if word.startswith("stages/")), None)
+    return " ".join(argv[start:]) if start is not None else None
+
+
 def stage_script(command: str) -> str | None:
-    """A command line from its stage script on (`stages/...` and its arguments), whatever launched it."""
-    words = shlex.split(command)      # dvc.lock keeps the command's quotes; the process's argv has none
-    start = next((i for i, word in enumerate(words) if word.startswith("stages/")), None)
-    return " ".join(words[start:]) if start is not None else None
+    """The stage script and arguments a dvc.lock command runs: dvc.lock keeps the command's quotes, argv has none."""
+    return from_stage_script(shlex.split(command))
 
 
 def renames(log: Path, command: str) -> list[str]:
     """The destinations a stage's command moved into place, in order, from the reference run's log."""
     rows = [line.split("\t") for line in log.read_text().splitlines()]
-    return [destination for cmd, destination in rows if stage_script(cmd) == stage_script(command)]
+    return [destination for script, destination in rows if script == stage_script(command)]
 
 
 def temporary_outputs(repo: Path) -> list[Path]:
@@ -123,12 +127,14 @@ def temporary_outputs(repo: Path) -> list[Path]:
 
 def running(command: str) -> bool:
     """Whether a process with this command line is running (the stage itself, not dvc)."""
+    wanted = stage_script(command)
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if stage_script(cmdline.read_bytes().replace(b"\0", b" ").decode()) == stage_script(command):
-                return True
+            argv = cmdline.read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
         except OSError:
             continue
+        if from_stage_script(argv) == wanted:   # argv as the kernel holds it: other processes' quotes are never parsed
+            return True
     return False
 
 
@@ -215,6 +221,19 @@ def test_killed_anywhere_nothing_half_written_and_the_rerun_matches(reference):
     print(f"{len(table)} kill points; temporaries left that git does not ignore: {len(leftovers)}")
     assert len(table) >= 15 and leftovers == []
     assert f"at {len(CASES)} points" in (ROOT / "README.md").read_text(), "README's count of kill points"
+
+
+def test_the_process_scan_finds_a_stage_beside_processes_whose_arguments_no_shell_could_parse(tmp_path):
+    """CI's machine runs processes with an unbalanced quote in their arguments; the scan must read them, not fail."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+    others = subprocess.Popen([*sleep, "it's", '"unclosed'])
+    stage = subprocess.Popen([*sleep, "stages/validate.py", "collapse ic0", "--out", str(tmp_path)])
+    try:
+        time.sleep(0.5)
+        assert running(f"python stages/validate.py 'collapse ic0' --out {tmp_path}")
+        assert not running(f"python stages/validate.py 'swap ic0' --out {tmp_path}")
+    finally:
+        others.kill(), stage.kill()
 
 
 def test_a_second_run_of_a_stage_with_the_same_arguments_is_refused(tmp_path):
