@@ -233,6 +233,8 @@ class SampleConfig:
     allowed_returns: tuple[float, ...] = param("the episode returns the game allows (CoinRun: 0 or 10), which a "
                                                "sample's return is checked against")
     return_tolerance: float = param("a sample's return counts as allowed within this of one of them", ge=0)
+    bootstrap_samples: int = param("resamples of the intervals on how often samples and real windows reward and "
+                                   "end", ge=100)
     videos: int = param("sample GIFs written to plots/sample/", ge=0)
 
 
@@ -265,6 +267,8 @@ class AnalysisConfig:
     embedding_samples: int = param("rows embedded in 2-D (t-SNE and UMAP are super-linear)", ge=10)
     example_episodes: int = param("episodes drawn as paths and as IC activations over time", ge=0)
     exemplars: int = param("frames shown per cluster", ge=0)
+    reset_steps: int = param("each episode's first steps (the reset transient) left out of the structure measures "
+                             "compared with the nulls (per-step analyses)", ge=0)
     untrained_agents: int = param("random initialisations of the untrained-agent null (agent hx analyses and "
                                   "behaviours; seeds seed, seed + 1, ...); its interval spans them all", ge=1)
 
@@ -330,8 +334,8 @@ class ValidateConfig:
     num_envs: int = param("parallel environments in the real-environment runs", ge=1)
     episodes_per_env: int = param("episodes per environment (same level seeds for control and edit)", ge=1)
     sim_samples: int = param("simulated rollouts from the first prior latents of data/samples.zarr", ge=1)
-    random_edits: int = param("matched random edits (same |delta hx| per step, random direction): the null each "
-                              "effect is read against", ge=1)
+    random_edits: int = param("matched random edits (the edit's own |delta hx| per step, random direction): the "
+                              "null each effect is tested against", ge=1)
     bootstrap_samples: int = param("bootstrap and permutation resamples (the smallest p-value is 1 / (this + 1))",
                                    ge=100)
     videos: int = param("side-by-side GIFs (control | edited) of real episodes and of simulated rollouts", ge=0)

@@ -34,7 +34,7 @@ from rlinterp.plots import signed_unit_maps
 from rlinterp.readme import FINDINGS_HEADER, findings_rows, null_by_construction
 from rlinterp.saliency_store import SaliencyStore
 from rlinterp.store import RolloutStore, StoreError
-from rlinterp.verdicts import outcome_table
+from rlinterp.verdicts import family_p_values, outcome_table
 
 SITE_FILES = Path(__file__).with_name("panel_site")
 TILES_PER_ROW = 16
@@ -256,18 +256,20 @@ def finite(data: Any) -> Any:
 
 
 def export_interventions(site: Site, out: Path, sources: PanelSources) -> None:
-    reports = sorted(sources.validation_metrics.glob("*.json")) if sources.validation_metrics.is_dir() else []
-    if not reports:
+    paths = sorted(sources.validation_metrics.glob("*.json")) if sources.validation_metrics.is_dir() else []
+    if not paths:
         site.lack("interventions", f"no metrics in {sources.validation_metrics} (the validate stages make them)")
-    for report in reports:
-        name = report.stem
+    texts = {path.stem: path.read_text() for path in paths}
+    reports = {name: json.loads(text) for name, text in texts.items()}
+    family = family_p_values(reports)   # corrected across every edit, as the README's findings are
+    for name, text in texts.items():
         shown = {kind: sorted((sources.validation_videos / name).glob(pattern))
                  for kind, pattern in (("videos", "*.gif"), ("figures", "effects*.png"))}
         for path in shown["videos"] + shown["figures"]:
             (out / "videos" / name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, out / "videos" / name / path.name)
-        text = report.read_text()
-        site.interventions.append({"name": name, "table": finite(outcome_table(json.loads(text))), "metrics": text,
+        site.interventions.append({"name": name, "table": finite(outcome_table(reports[name], family[name])),
+                                   "off_manifold": finite(reports[name]["off_manifold"]), "metrics": text,
                                    **{kind: [f"videos/{name}/{p.name}" for p in paths] for kind, paths in shown.items()}})
 
 

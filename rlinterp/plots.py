@@ -281,26 +281,37 @@ def consistency_curves(results: dict, path: str | Path) -> None:
 
 
 def validation_effects(outcomes: dict[str, dict], path: str | Path, title: str = "") -> None:
-    """One panel per outcome: the matched random edits' effects (grey dots) and the real edit's (red, with its 95%
-    CI where it is paired), so an effect reads against what an arbitrary edit of the same size does."""
+    """One panel per outcome tested against matched random edits: their effects (grey dots) and the real edit's
+    (red, with its 95% CI where it is paired), so an effect reads against what an arbitrary edit of the same size
+    does. The axis spans the edit's interval and the random edits' 5th-95th percentiles, so the interval stays
+    visible when a few of them run far off; those beyond are drawn at the edge as triangles and counted."""
     import numpy as np
-    names = list(outcomes)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.3 * len(names), 3.2), squeeze=False)
+    names = [name for name, outcome in outcomes.items() if "null_effects" in outcome]
+    fig, axes = plt.subplots(1, len(names), figsize=(2.3 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         outcome = outcomes[name]
-        nulls = np.asarray(outcome["null_effects"])
-        ax.scatter(np.random.default_rng(0).uniform(-0.15, 0.15, len(nulls)), nulls, s=10, color="0.6",
-                   label="matched random edits")
-        effect = outcome["effect"]
+        nulls, effect = np.asarray(outcome["null_effects"]), outcome["effect"]
+        interval = [outcome.get("ci95_low", effect), outcome.get("ci95_high", effect)]
+        low, high = min(*interval, *np.percentile(nulls, [5, 95])), max(*interval, *np.percentile(nulls, [5, 95]))
+        pad = 0.1 * (high - low) or 0.1 * max(abs(high), 1e-3)
+        low, high = low - pad, high + pad
+        x = np.random.default_rng(0).uniform(-0.15, 0.15, len(nulls))
+        inside = (nulls >= low) & (nulls <= high)
+        ax.scatter(x[inside], nulls[inside], s=10, color="0.6", label="matched random edits")
+        for beyond, edge, marker in ((nulls < low, low, "v"), (nulls > high, high, "^")):
+            if beyond.any():
+                ax.scatter(x[beyond], np.full(beyond.sum(), edge), s=14, marker=marker, color="0.4")
+                ax.annotate(f"{beyond.sum()} beyond", (0.18, edge), fontsize=6, va="center")
         if "ci95_low" in outcome:
-            ax.errorbar([0], [effect], yerr=[[effect - outcome["ci95_low"]], [outcome["ci95_high"] - effect]],
-                        fmt="o", color="tab:red", capsize=3, label="the edit (95% CI)")
+            ax.errorbar([0], [effect], yerr=[[effect - interval[0]], [interval[1] - effect]], fmt="o",
+                        color="tab:red", capsize=3, label="the edit (95% CI)")
         else:
             ax.plot([0], [effect], "o", color="tab:red", label="the edit")
         ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylim(low, high)
         ax.set_xticks([])
-        ax.set_title(f"{name.replace('_', ' ')}\np = {outcome['p_value']:.2g}, "
-                     f"pct {outcome['null_percentile']:.0%}", fontsize=8)
+        ax.set_title(f"{name.replace('_', ' ')} ({outcome.get('role', '')})\n"
+                     f"p vs random edits {outcome['null_p_value']:.2g} (uncorrected)", fontsize=7)
     axes[0][0].legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

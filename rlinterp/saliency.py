@@ -22,7 +22,7 @@ from scipy import stats
 from torch.nn import functional as F
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.analysis.decompose import Basis
+from rlinterp.analysis.decompose import Basis, data_like_directions
 from rlinterp.envs import ACTION_NAMES
 from rlinterp.errors import InputError
 from rlinterp.hooks import attached
@@ -130,15 +130,13 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, st
 
 def saliency_targets(basis: Basis, every_action: bool, random_directions: int, seed: int) -> dict[str, Target]:
     """The value, the greedy action, optionally every action's log-probability, every hx IC, and
-    `random_directions` random hx directions, each of the norm of its matching IC's unmixing row (cycling through
-    the ICs): the null an IC's saliency is read against."""
+    `random_directions` random hx directions drawn from the states' covariance (`data_like_directions`, as the
+    validation's matched random edits are), each read out with the norm of its matching IC's unmixing row (cycling
+    through the ICs): the null an IC's saliency is read against."""
     unmixing = basis.ica_unmixing
-    rng = np.random.default_rng(seed)
-    randoms = {}
-    for k in range(random_directions):
-        direction = rng.standard_normal(unmixing.shape[1])
-        randoms[f"random_direction_{k}"] = direction_target(
-            direction * np.linalg.norm(unmixing[k % len(unmixing)]) / np.linalg.norm(direction), basis.mean)
+    randoms = {f"random_direction_{k}": direction_target(
+        direction * np.linalg.norm(unmixing[k % len(unmixing)]), basis.mean)
+        for k, direction in enumerate(data_like_directions(basis, random_directions, seed))}
     actions = {f"action_{name}": action_target(a) for a, name in enumerate(ACTION_NAMES)} if every_action else {}
     return {"value": value_target, "action": greedy_action_target, **actions,
             **{f"ic_{k}": direction_target(row, basis.mean) for k, row in enumerate(unmixing)}, **randoms}

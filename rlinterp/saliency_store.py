@@ -16,10 +16,11 @@ import numpy as np
 import zarr
 
 from rlinterp.errors import InputError
-from rlinterp.intervals import mean_interval
+from rlinterp.intervals import mean_interval, percentile_interval
 
 MODES = ("with_env_grads", "without_env_grads")
 KINDS = ("frames", "agent_hx", "env_h", "latent")
+DIFFERENCE_RESAMPLES = 2000   # bootstrap resamples of the ICs' lookback against random directions
 
 
 def mode_name(env_grads: bool) -> str:
@@ -90,7 +91,8 @@ class SaliencyStore:
 
     def lookback_report(self) -> dict[str, dict]:
         """Per mode: each target's share of frame saliency before t (mean over samples, 95% t-interval), and the
-        ICs' mean share against the random hx directions' (paired by sample)."""
+        ICs' mean share against the random hx directions' (paired by sample, resampled over samples and directions:
+        `two_way_difference`)."""
         report: dict[str, dict] = {}
         for mode in MODES:
             shares = {target: self.share_before_t(mode, target) for target in self.targets}
@@ -98,8 +100,23 @@ class SaliencyStore:
             ics = [share for target, share in shares.items() if target.startswith("ic_")]
             randoms = [share for target, share in shares.items() if target.startswith("random_direction")]
             if ics and randoms:
-                report[mode]["ic_minus_random_direction"] = interval(np.mean(ics, 0) - np.mean(randoms, 0))
+                report[mode]["ic_minus_random_direction"] = two_way_difference(np.array(ics), np.array(randoms))
         return report
+
+
+def two_way_difference(ics: np.ndarray, randoms: np.ndarray, resamples: int = DIFFERENCE_RESAMPLES,
+                       seed: int = 0) -> dict[str, float]:
+    """The ICs' mean share (ics (C, S), per IC and sample) minus the random directions' (randoms (D, S)), with a 95%
+    bootstrap interval that resamples the samples and, independently, the random directions: another draw of
+    directions would move the null's mean too, which an interval over samples alone leaves out."""
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(ics.shape[1], size=(resamples, ics.shape[1]))
+    directions = rng.integers(len(randoms), size=(resamples, len(randoms)))
+    ic_means, random_means = ics.mean(0), randoms.mean(0)             # (S,) each sample's mean over ICs
+    per_direction = randoms[directions]                                 # (R, D, S)
+    resampled = np.array([ic_means[s].mean() - per_direction[r][:, s].mean() for r, s in enumerate(samples)])
+    return {**percentile_interval(float(ic_means.mean() - random_means.mean()), resampled),
+            "samples": ics.shape[1], "directions": len(randoms)}
 
 
 def interval(values: np.ndarray) -> dict[str, float]:

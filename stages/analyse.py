@@ -37,7 +37,9 @@ def main() -> None:
                                             for e in range(min(config.example_episodes, store.num_episodes))]
     untrained = untrained_hidden_state_draws(params.agent, store, config.seed,
                                              config.untrained_agents if args.untrained_null else 0)
-    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode)
+    measured = np.ones(len(rows), bool) if args.per_episode else timestep >= config.reset_steps
+    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode,
+                            measured=measured)
 
     with atomic_directory(args.out) as out:
         result.basis.save(out / "basis.npz")

@@ -41,7 +41,7 @@ def main() -> None:
                               PREDICTION_FIELDS)
     values, masks, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
                                                real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device))
-    headline, curves = summarise(values, masks)
+    headline, curves = summarise(values, masks, real.rows("level_seed", windows["start"].numpy()), config.seed)
     write_json(paths.metrics, {"windows": len(windows["mask"]), "num_steps": config.num_steps,
                                "split": describe_split(real, train_episodes, heldout), **headline})
     out = Path(paths.curves)

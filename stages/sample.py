@@ -1,12 +1,13 @@
 """Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs, and
-metrics/sample.json: whether their returns are ones the game allows."""
+metrics/sample.json: whether they reward and end as often as real windows of their length, and whether their returns
+are ones the game allows."""
 import numpy as np
 
 from rlinterp.config import config_hash, load_params
 from rlinterp.files import file_sha256, write_json
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import simulator_split
-from rlinterp.simulator.sample import game_realism, record_samples, sample_fields
+from rlinterp.simulator.sample import event_rates, game_realism, record_samples, sample_fields
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
@@ -37,7 +38,10 @@ def main() -> None:
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}
-    write_json(paths.metrics, {kind: game_realism(samples, rows, config.allowed_returns, config.return_tolerance)
+    compared = {"prior": heldout, "informed": informed}   # real episodes each kind is compared with
+    write_json(paths.metrics, {kind: {**game_realism(samples, rows, config.allowed_returns, config.return_tolerance),
+                                      **event_rates(samples, rows, real, compared[kind], kind == "informed",
+                                                    config.bootstrap_samples, config.seed)}
                                for kind, rows in kinds.items() if len(rows)})
     prior = list(range(min(config.prior_samples, (config.videos + 1) // 2)))
     shown = prior + list(range(config.prior_samples, samples.num_episodes))[:config.videos - len(prior)]

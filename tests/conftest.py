@@ -26,7 +26,7 @@ TINY = {
                         "checkpoint_every": 2},
     "sample": {"prior_samples": 4, "informed_samples": 1, "num_steps": 5, "batch_size": 4, "videos": 2},
     "prediction_quality": {"windows": 8, "num_steps": 5, "batch_size": 4, "videos": 1},
-    "analysis": {"fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
+    "analysis": {"reset_steps": 1, "fit_samples": 2000, "pca_components": 8, "ica_components": 4, "nmf_components": 4, "clusters": 4,
                  "embedding_methods": ["tsne"], "embedding_samples": 200, "example_episodes": 2, "exemplars": 2,
                  "untrained_agents": 2},
     "behaviours": {"lags": [1, 2], "env_components": 4, "clusters": 3, "videos": 1},

@@ -10,7 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from rlinterp.analysis.behaviour import cluster_behaviours, dynamics_features
 from rlinterp.analysis.cluster import cluster, embed
 from rlinterp.analysis.decompose import Basis, fit_basis, shuffled_columns
-from rlinterp.analysis.states import analyse_states, excess_kurtosis, kurtosis_interval, silhouette_interval
+from rlinterp.analysis.states import analyse_states, excess_kurtosis, kurtosis_intervals, silhouette_interval
 
 
 def mixture(n=6000, seed=0):
@@ -121,6 +121,26 @@ def test_an_untrained_null_of_several_draws_spans_every_draw(params):
     assert null["pca_components_for_95pct"] == [single["pca_components_for_95pct"], pooled["pca_components_for_95pct"]]
 
 
+def test_the_reset_transient_is_left_out_and_the_data_is_measured_as_its_nulls_are(params):
+    """Episodes of Gaussian states whose first step is a far-off reset state: with those steps measured, the ICs
+    look heavy-tailed and beat the Gaussian null; with them left out, the data sits with its null. Either way the
+    compared measures are the data's own measured the nulls' way, the silhouette in as many PCs as the nulls'."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 12)) @ rng.standard_normal((12, 12))
+    timestep = np.tile(np.arange(30), 100)
+    x[timestep == 0] = 40.0                                                            # one reset state per episode
+    config = dataclasses.replace(params.analysis, clusters=4, embedding_samples=100, embedding_methods=("tsne",))
+    groups = np.repeat(np.arange(100), 30)
+    kurtosis = "ica_mean_abs_excess_kurtosis"
+    with_reset = analyse_states(x, config, groups=groups).metrics
+    assert with_reset["like_for_like"][kurtosis]["ci95_low"] > with_reset["nulls"]["gaussian"][kurtosis]["ci95_high"]
+    left_out = analyse_states(x, config, groups=groups, measured=timestep >= 1).metrics
+    assert left_out["measured_rows"] == 2900
+    assert abs(left_out["like_for_like"][kurtosis]["mean"] - left_out["nulls"]["gaussian"][kurtosis]["mean"]) < 0.3
+    dims = {m["silhouette_dims"] for m in (left_out["like_for_like"], *left_out["nulls"].values())}
+    assert dims == {left_out["like_for_like"]["silhouette_dims"]}
+
+
 def test_stored_basis_reproduces_projections(tmp_path):
     _, x = mixture(2000)
     basis, _ = fit_basis(x, 8, 4, 3, seed=0, outlier_sigma=2.0)
@@ -173,14 +193,18 @@ def test_kurtosis_interval_covers_the_truth_and_widens_when_episodes_repeat_thei
     independent draws: an interval that resamples episodes must widen about sqrt(20)x; one over rows would not."""
     rng = np.random.default_rng(0)
     independent = rng.laplace(size=(4000, 3))
-    interval = kurtosis_interval(independent, np.arange(4000), seed=0)
+    intervals = kurtosis_intervals(independent, np.arange(4000), seed=0)
+    interval = intervals["ica_mean_abs_excess_kurtosis"]
     assert interval["ci95_low"] < 3 < interval["ci95_high"]
     assert interval["ci95_low"] > 2                                    # ... and tells it from a Gaussian's 0
     assert interval["mean"] == pytest.approx(np.abs(excess_kurtosis(independent)).mean())
+    median = intervals["ica_median_abs_excess_kurtosis"]
+    assert median["mean"] == pytest.approx(np.median(np.abs(excess_kurtosis(independent))))
+    assert median["ci95_low"] < 3 < median["ci95_high"]
     repeated = np.repeat(rng.laplace(size=(200, 3)), 20, axis=0)
     episodes = np.repeat(np.arange(200), 20)
-    wide = kurtosis_interval(repeated, episodes, seed=0)
-    as_rows = kurtosis_interval(repeated, np.arange(4000), seed=0)
+    wide = kurtosis_intervals(repeated, episodes, seed=0)["ica_mean_abs_excess_kurtosis"]
+    as_rows = kurtosis_intervals(repeated, np.arange(4000), seed=0)["ica_mean_abs_excess_kurtosis"]
     width = lambda i: i["ci95_high"] - i["ci95_low"]  # noqa: E731
     assert width(wide) > 2.5 * width(as_rows)
 

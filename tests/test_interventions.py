@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from rlinterp.agent.checkpoint import build_agent
-from rlinterp.analysis.decompose import fit_basis
+from rlinterp.analysis.decompose import data_like_directions, fit_basis
 from rlinterp.envs import NUM_ACTIONS
 from rlinterp.hooks import attached
 from rlinterp.interventions import intervene, Intervention
 from rlinterp.record import record_rollouts
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
-from rlinterp.validation import (PRIMARY, EpisodeOutcomes, MatchedRandomEdit, change_outcome, data_like_directions,
-                                 holm, primary_tests, real_outcomes)
+from rlinterp.validation import (PRIMARY, EditMonitor, EpisodeOutcomes, MatchedRandomEdit, change_outcome,
+                                 null_test, paired_outcome, readout_values, real_outcomes,
+                                 size_match)
+from rlinterp.verdicts import family_p_values, holm, outcome_table, verdict
 
 
 @pytest.fixture(scope="module")
@@ -127,36 +129,59 @@ def test_an_empty_edit_records_bit_identical_rollouts(real_runs):
         np.testing.assert_array_equal(control.episode_info()[name], values, err_msg=name)
 
 
-def test_matched_random_edits_move_hx_as_far_as_the_edit_in_their_own_direction(basis):
+def test_matched_random_edits_move_hx_by_the_given_sizes_towards_the_mean_in_their_own_direction(basis):
     edit = Intervention.from_spec(basis, "ica", [0], [None])
     hx = torch.randn(32, 8) * 2
-    size = (edit(hx) - hx).norm(dim=-1)
-    nulls = [MatchedRandomEdit(edit, u) for u in data_like_directions(basis, 3, seed=0)]
+    sizes = [torch.rand(32) * 3 for _ in range(2)]
+    nulls = [MatchedRandomEdit(u, edit.mean, sizes) for u in data_like_directions(basis, 3, seed=0)]
     for null in nulls:
-        move = null(hx) - hx
-        along = move @ null.direction
-        before = (hx - edit.mean) @ null.direction
-        assert torch.allclose(move.norm(dim=-1), along.abs(), atol=1e-5)               # along its own direction
-        assert torch.allclose(along.abs(), size, atol=1e-5)                             # exactly as far, every row
-        assert (torch.sign(along) == -torch.sign(before)).all()                        # towards the mean
-        assert ((before.abs() < size) & (torch.sign(before + along) != torch.sign(before))).any()  # even past it
-    report = nulls[0].size_report()
-    assert report["random_edit"] == pytest.approx(report["edit"]) and report["edit"] > 0
+        for size in (*sizes, torch.stack(sizes).mean(0)):                         # past the sequence: row means
+            move = null(hx) - hx
+            along = move @ null.direction
+            before = (hx - edit.mean) @ null.direction
+            assert torch.allclose(move.norm(dim=-1), along.abs(), atol=1e-5)           # along its own direction
+            assert torch.allclose(along.abs(), size, atol=1e-5)                         # exactly as far, every row
+            assert (torch.sign(along) == -torch.sign(before)).all()                    # towards the mean
     assert abs(float(nulls[0].direction @ nulls[1].direction)) < 0.999                 # each its own direction
 
 
-def test_the_size_report_measures_the_change_made_not_the_one_intended(basis):
+def test_random_edits_are_matched_to_the_edits_own_trajectory_not_to_their_own_states(basis):
+    """On its own states collapsing IC 0 moves hx little; on states far along IC 0 it would move them a lot. The
+    null must replay the former, whatever states it meets."""
     edit = Intervention.from_spec(basis, "ica", [0], [None])
-    stretched = MatchedRandomEdit(edit, 2 * data_like_directions(basis, 1, seed=0)[0])   # not a unit direction
-    stretched(torch.randn(32, 8))
-    report = stretched.size_report()
-    assert report["random_edit"] == pytest.approx(2 * report["edit"], rel=1e-5)
+    own = EditMonitor(edit, edit.mean)
+    quiet = edit.mean + 0.05 * torch.randn(200, 16, 8)                                # near the mean: small edits
+    for hx in quiet:
+        own(hx)
+    u = data_like_directions(basis, 1, seed=0)[0]
+    null = EditMonitor(MatchedRandomEdit(u, edit.mean, own.sizes), edit.mean)
+    loud = edit.mean + 3 * edit.directions[0] + 0.05 * torch.randn(200, 16, 8)        # far along IC 0
+    for hx in loud:
+        null(hx)
+    match = size_match(own, null)
+    assert match["random_edit"] == pytest.approx(match["edit"], rel=1e-5) and match["edit"] > 0
+    on_its_own_states = float(torch.stack([(edit(hx) - hx).norm(dim=-1) for hx in loud]).mean())
+    assert on_its_own_states > 10 * match["edit"]                                      # what the old null replayed
+
+
+def test_states_outside_the_unedited_ball_are_counted(basis):
+    edit = Intervention.from_spec(basis, "ica", [0], [None])
+    control = EditMonitor(None, edit.mean)
+    hx = edit.mean + torch.randn(64, 8)
+    assert control(hx) is hx                                                            # the control is the identity
+    radius = control.largest_norm()
+    push = EditMonitor(lambda h: h + torch.where(torch.arange(len(h))[:, None] < 16, 100.0, 0.0), edit.mean, radius)
+    push(hx)
+    assert push.off_manifold() == pytest.approx(0.25)
+    unedited = EditMonitor(None, edit.mean, radius)
+    unedited(hx)
+    assert unedited.off_manifold() == 0                                                # its own states lie inside
 
 
 def test_repeated_matched_random_edits_stay_bounded(basis):
     """Applied step after step, as in a rollout, the null edit cannot push the state away without end."""
     edit = Intervention.from_spec(basis, "ica", [0], [None])
-    null = MatchedRandomEdit(edit, data_like_directions(basis, 1, seed=1)[0])
+    null = MatchedRandomEdit(data_like_directions(basis, 1, seed=1)[0], edit.mean, [torch.full((16,), 2.0)])
     hx = torch.randn(16, 8)
     for _ in range(500):
         hx = torch.tanh(null(hx)) * 0.5 + null(hx) * 0.5                              # a leaky, GRU-like carry
@@ -184,11 +209,13 @@ def test_an_edit_without_downstream_effect_measures_zero_and_a_real_one_does_not
     outcome = {name: EpisodeOutcomes.from_store(store, NUM_ACTIONS) for name, store in
                (("unhooked", unhooked), ("control", control), ("edited", edited))}
     assert np.abs(basis.ica(np.asarray(edited["hx"][:]))[:, 0]).max() < 1e-4     # the agent acted on IC 0 = 0
-    same = real_outcomes(outcome["control"], outcome["unhooked"], [outcome["unhooked"]], samples=200, seed=0)
+    same = real_outcomes(outcome["control"], outcome["unhooked"], [outcome["unhooked"]], outcome["control"],
+                         samples=200, seed=0)
     for name in ("real_return", "real_value", "real_completed", "real_length"):
         assert same[name]["effect"] == 0 and same[name]["p_value"] == 1 and same[name]["null_effects"] == [0.0]
     assert same["real_action_change"]["effect"] == 0
-    changed = real_outcomes(outcome["control"], outcome["edited"], [outcome["unhooked"]], samples=200, seed=0)
+    changed = real_outcomes(outcome["control"], outcome["edited"], [outcome["unhooked"]], outcome["control"],
+                            samples=200, seed=0)
     assert changed["real_value"]["effect"] != 0                                   # the tiny agent's value reads IC 0
     runs = {name: o.by_level() for name, o in outcome.items()}
     assert changed["real_value"]["effect"] == pytest.approx((runs["edited"]["value"] - runs["control"]["value"]).mean())
@@ -218,20 +245,80 @@ def test_an_edit_the_agent_never_reads_changes_its_hx_but_no_outcome(tmp_path):
             record_rollouts(params.env, agent, runs[name], 3, 1, seed=5, progress=False)
         runs[name].hx = torch.cat(seen)
     assert (runs["edited"].hx - runs["control"].hx).abs().max() > 0.01             # the state did change
-    result = real_outcomes(runs["control"], runs["edited"], [runs["edited"]], samples=200, seed=0)
+    result = real_outcomes(runs["control"], runs["edited"], [runs["edited"]], runs["control"], samples=200, seed=0)
     assert all(result[name]["effect"] == 0 for name in ("real_return", "real_value", "real_completed", "real_length"))
     assert result["real_action_change"]["effect"] == 0
 
 
-def test_holm_adjusts_in_order_and_primary_tests_use_it():
-    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5})
-    assert adjusted == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
-    outcomes = {name: {"p_value": p} for name, p in zip(PRIMARY, (0.001, 0.02, 0.5, 0.0001, 0.04))}
-    tests = primary_tests(outcomes)
-    assert tests["significant"] == ["sim_value", "real_return"]                  # 0.0005 and 0.004; 0.02 * 3 > 0.05
+def test_an_edit_that_only_changes_what_the_value_head_reads_has_no_effect_beyond_the_readout(tmp_path):
+    """A memoryless GRU and a policy blind to IC 0: collapsing IC 0 changes the value the head reads in the edited
+    step and nothing after it. No primary outcome may move, and the whole value effect is the one-step readout."""
+    from rlinterp.config import params_from_dict
+    from tests.conftest import tiny_params_dict
+    params = params_from_dict(tiny_params_dict())
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval()
+    h = agent.hidden_size
+    with torch.no_grad():                       # h' = tanh(W_in x + b_in): the update gate shut, nothing of h read
+        agent.gru.weight_hh.zero_(), agent.gru.bias_hh.zero_(), agent.gru.bias_ih[h:2 * h].fill_(-1e4)
+
+    def record(name, edit):
+        fields = real_rollout_fields(h, NUM_ACTIONS)
+        with RolloutWriter(tmp_path / f"{name}.zarr", fields, {"stage": "test"}, 32, 128) as writer:
+            with intervene(agent, edit):
+                record_rollouts(params.env, agent, writer, 3, 1, seed=5, progress=False)
+        return RolloutStore(tmp_path / f"{name}.zarr")
+
+    probe = record("probe", EditMonitor(None, torch.zeros(h)))
+    basis, _ = fit_basis(np.asarray(probe["hx"][:]), 8, 4, 2, seed=0, outlier_sigma=0)
+    collapse = Intervention.from_spec(basis, "ica", [0], [None])
+    d = collapse.directions[0]
+    with torch.no_grad():                                     # the policy cannot see IC 0; the value reads it
+        agent.policy_head.weight -= torch.outer(agent.policy_head.weight @ d, d) / (d @ d)
+        agent.value_head.weight.copy_(5 * d[None] / d.norm())
+    control, edited = record("control", EditMonitor(None, collapse.mean)), record("edited", collapse)
+    assert np.abs(np.asarray(edited["hx"][:]) - np.asarray(control["hx"][:])).max() > 0.01   # the state changed
+    runs = {name: EpisodeOutcomes.from_store(store, NUM_ACTIONS) for name, store in
+            (("control", control), ("edited", edited))}
+    readout = EpisodeOutcomes.from_store(control, NUM_ACTIONS, readout_values(agent, control, collapse))
+    result = real_outcomes(runs["control"], runs["edited"], [runs["control"]] * 3, readout, samples=200, seed=0)
+    assert all(result[name]["effect"] == 0 for name in PRIMARY if name.startswith("real"))
+    assert "real_value" not in PRIMARY and abs(result["real_value"]["effect"]) > 1e-3     # the head reads IC 0
+    assert abs(result["real_value_beyond_readout"]["effect"]) < 1e-4
+    assert result["real_value_readout"]["effect"] == pytest.approx(result["real_value"]["effect"], abs=1e-4)
+
+
+def test_edits_are_corrected_together_on_the_larger_of_their_two_p_values_and_a_constant_is_no_test():
+    def report(ps, null_ps=None):
+        outcomes = {name: {"p_value": p, "null_p_value": q, "constant": name == "sim_action_change", "role": "primary"}
+                    for name, p, q in zip(PRIMARY, ps, null_ps or ps)}
+        return {"outcomes": outcomes, "primary": [name for name in PRIMARY if name != "sim_action_change"]}
+    reports = {"a": report((0.001, 0.01, 0.5, 1.0)), "b": report((0.004, 0.2, 0.5, 1.0))}
+    family = family_p_values(reports)                   # 6 tests: .001 .004 .01 .2 .5 .5
+    assert family["a"] == pytest.approx({"real_return": 0.006, "real_completed": 0.04, "real_action_change": 1.0})
+    assert family["b"] == pytest.approx({"real_return": 0.02, "real_completed": 0.6, "real_action_change": 1.0})
+    assert [verdict(reports["a"], name, family["a"]) for name in PRIMARY] == ["yes", "yes", "no", "constant"]
+    reports["a"] = report((0.001, 0.01, 0.5, 1.0), null_ps=(0.3, 0.01, 0.5, 1.0))   # ordinary among random edits
+    assert verdict(reports["a"], "real_return", family_p_values(reports)["a"]) == "no"
+    table = outcome_table(reports["a"], family_p_values(reports)["a"])
+    assert [row["measure"] for row in table] == ["return", "completed", "action_change"]
+
+
+def test_an_effect_is_tested_against_a_normal_fitted_to_the_random_edits_or_else_their_rank():
+    nulls = np.random.default_rng(0).normal(0, 1, 20)
+    far = null_test(6.0, nulls, two_sided=True)
+    assert far["null_test"] == "normal" and far["null_p_value"] < 1e-3               # below the rank's floor
+    assert far["null_monte_carlo_p"] == pytest.approx(1 / 21)
+    assert null_test(0.1, nulls, two_sided=True)["null_p_value"] > 0.5
+    assert null_test(-6.0, nulls, two_sided=True)["null_p_value"] < 1e-3
+    assert null_test(-6.0, nulls, two_sided=False)["null_p_value"] > 0.99             # one-sided: larger only
+    skewed = np.r_[np.zeros(17), 50.0, 60.0, 70.0]                                    # no normal fits this
+    rank = null_test(100.0, skewed, two_sided=True)
+    assert rank["null_test"] == "monte_carlo" and rank["null_p_value"] == pytest.approx(1 / 21)
+    assert paired_outcome(np.zeros(8), np.zeros(8), np.zeros(5), 100, 0)["constant"]
 
 
 def test_an_action_change_is_judged_against_the_random_edits():
     result = change_outcome(0.3, np.array([0.05, 0.1, 0.2, 0.35]))
-    assert result["null_percentile"] == 0.75 and result["p_value"] == pytest.approx(2 / 5)
-    assert change_outcome(0.5, np.full(19, 0.1))["p_value"] == pytest.approx(1 / 20)
+    assert result["null_percentile"] == 0.75 and result["null_monte_carlo_p"] == pytest.approx(2 / 5)
+    assert change_outcome(0.5, np.full(19, 0.1))["null_p_value"] == pytest.approx(1 / 20)    # no spread: the rank

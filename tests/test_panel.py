@@ -27,23 +27,33 @@ HOSTILE = '<img src=x onerror="window.__injected = 1">'
 SCREENSHOTS = ROOT / "plots" / "panel"
 
 
-def side(control, edited, low, high, percentile, p=0.01):
+def side(control, edited, low, high, percentile, p=0.01, null_p=0.5, role="secondary", median=None):
     return {"control": control, "edited": edited, "effect": edited - control, "ci95_low": low, "ci95_high": high,
-            "p_value": p, "null_effects": [0.1, -0.2], "null_percentile": percentile}
+            "median_effect": edited - control if median is None else median, "p_value": p,
+            "null_effects": [0.1, -0.2], "null_percentile": percentile, "null_p_value": null_p, "null_test": "normal",
+            "null_fit_p": 0.4, "null_monte_carlo_p": 1 / 3, "constant": False, "role": role}
+
+
+def change(effect, null_p, constant=False):
+    return {"effect": effect, "null_effects": [0.0, 0.1], "null_percentile": 0.25, "null_p_value": null_p,
+            "null_test": "monte_carlo", "null_fit_p": float("nan"), "null_monte_carlo_p": null_p,
+            "constant": constant, "role": "primary"}
 
 
 # A validate stage's report, as its metrics file holds it; one outcome's name is hostile markup.
 VALIDATION_REPORT = {
-    "intervention": {"source": [0], "target": [None]},
-    "outcomes": {"real_return": side(6.5, 5.9, -1.1, -0.1, 0.9, p=float("nan")),
+    "intervention": {"source": [0], "target": [None]}, "random_edits": 2,
+    "outcomes": {"real_return": side(6.5, 5.9, -1.1, -0.1, 0.9, role="primary", median=float("nan")),
+                 "real_completed": side(0.8, 0.4, -0.5, -0.3, 1.0, p=0.0001, null_p=0.0002, role="primary"),
                  "real_value": side(6.761569, 6.198654, -0.77866, -0.34716, 1.0),
                  "real_length": side(73.05, 75.2, -1.18, 5.62, 0.7),
-                 "real_action_change": {"effect": 0.0133, "null_effects": [0.0, 0.1], "null_percentile": 0.25,
-                                        "p_value": 0.76},
+                 "real_action_change": change(0.0133, 0.76),
                  "sim_value": side(7.266, 5.711, -1.588, -1.519, 1.0),
+                 "sim_action_change": change(0.0, 1.0, constant=True),
                  f"sim_{HOSTILE}": side(1.0, 2.0, 0.5, 1.5, 0.5)},
-    "holm_p_values": {"real_return": 0.24, "real_value": 0.0005, "real_action_change": 1.0, "sim_value": 0.0005},
-    "significant": ["real_value", "sim_value"]}
+    "primary": ["real_return", "real_completed", "real_action_change"], "constant": ["sim_action_change"],
+    "off_manifold": {where: {"radius": 3.2, "edited": 0.012, "random_edits": [0.0, 0.004],
+                             "edited_largest_distance": 4.1} for where in ("real", "sim")}}
 
 
 def write_store(path: Path, lengths: list[int], rng: np.random.Generator, source_steps: list[int] | None = None):
@@ -176,8 +186,9 @@ def test_export_joins_embedding_saliency_behaviours_and_interventions(tmp_path):
     assert [b["exemplars"] for b in manifest["behaviours"]] == [["s0", "s3"], ["s1", "s4"], ["s2", "s5"]]
     (intervention,) = manifest["interventions"]
     table = {row["measure"]: row for row in intervention["table"]}
-    assert [row["measure"] for row in intervention["table"]][:3] == ["return", "value", "action_change"]  # primary
-    assert table["value"]["real"]["verdict"] == "yes" and table["return"]["real"]["verdict"] == "no"
+    assert [row["measure"] for row in intervention["table"]][:3] == ["return", "completed", "action_change"]
+    assert table["completed"]["real"]["verdict"] == "yes" and table["return"]["real"]["verdict"] == "no"
+    assert table["action_change"]["sim"]["verdict"] == "constant" and table["value"]["real"]["verdict"] == "secondary"
     assert table["return"]["sim"] is None and table["length"]["primary"] is False
     assert json.loads(intervention["metrics"]) == json.loads(json.dumps(VALIDATION_REPORT))   # the file, raw
     assert (site / intervention["videos"][0]).is_file() and (site / intervention["figures"][0]).is_file()
@@ -379,7 +390,7 @@ def test_charts_and_the_intervention_table_read_at_laptop_widths(browser, tmp_pa
     """At 1,400 and 1,000 px: no chart label is cut off (each text box lies inside its area: the margin left of the
     plot, or the canvas), chart text is drawn at 9 px or more, the page does not scroll sideways, and the
     intervention table's cells are the metrics file's numbers. Screenshots go to plots/panel/ for the README."""
-    from rlinterp.verdicts import outcome_table
+    from rlinterp.verdicts import family_p_values, outcome_table
 
     site, _ = export(tmp_path)
     browser.set_window_size(width, 1000)
@@ -399,7 +410,8 @@ def test_charts_and_the_intervention_table_read_at_laptop_widths(browser, tmp_pa
         widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], f"page {widths[0]} px wide in a {widths[1]} px window"
 
-        expected = {f"{side}_{row['measure']}.{key}": value for row in outcome_table(VALIDATION_REPORT)
+        table = outcome_table(VALIDATION_REPORT, family_p_values({"x": VALIDATION_REPORT})["x"])
+        expected = {f"{side}_{row['measure']}.{key}": value for row in table
                     for side in ("real", "sim") if row[side] for key, value in row[side].items()}
         cells = browser.execute_script("return [...document.querySelectorAll('#interventions [data-key]')]"
                                        ".map(cell => [cell.dataset.key, cell.textContent])")

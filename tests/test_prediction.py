@@ -71,19 +71,35 @@ def test_paired_comparison_per_horizon_and_infinite_psnr_left_out():
     simulated[[3, 5]] = baseline[[3, 5]] + 0.5 * rng.normal(size=(2, w))
     mask = np.ones((k, w), bool)
     mask[:, :50] = np.arange(k)[:, None] < 2                        # a quarter of the windows end after 2 steps
-    verdict = compare(simulated, baseline, mask, higher_is_better=False)
+    levels = np.arange(w)                                           # every window its own level
+    verdict = compare(simulated, baseline, mask, higher_is_better=False, levels=levels)
     assert verdict["horizons_won"] == [1, 2, 3] and verdict["horizons_lost"] == [5]
     assert verdict["horizons_tied"] == [4, 6]
     assert verdict["advantage"]["windows"] == w and verdict["better"]
-    flipped = compare(simulated, baseline, mask, higher_is_better=True)
+    flipped = compare(simulated, baseline, mask, higher_is_better=True, levels=levels)
     assert flipped["horizons_won"] == [5] and flipped["advantage"]["mean"] == -verdict["advantage"]["mean"]
 
     psnr = {"simulator": torch.full((2, 3), 20.0), "simulator_closed_loop": torch.full((2, 3), 18.0),
             "copy_last": torch.tensor([[math.inf, 30.0, 30.0], [10.0, 10.0, 10.0]])}
-    headline, _ = summarise({"obs_psnr": psnr}, {"obs_psnr": torch.ones(2, 3, dtype=torch.bool)})
+    headline, _ = summarise({"obs_psnr": psnr}, {"obs_psnr": torch.ones(2, 3, dtype=torch.bool)}, np.arange(3))
     result = headline["obs_psnr"]
     assert result["excluded_steps"] == 1 and result["mean"]["copy_last"] == pytest.approx(18.0)   # not 100 dB
     assert result["simulator_vs_copy_last"]["horizons_lost"] == [1]
+
+
+def test_windows_of_one_level_are_not_independent_draws():
+    """Eight levels, 25 windows each, the advantage set by the level: an interval over levels is several times wider
+    than one that takes each window for its own level, and only the former keeps 0 inside."""
+    rng = np.random.default_rng(1)
+    levels = np.repeat(np.arange(8), 25)
+    offsets = np.array([1.2, -0.9, 0.8, 0.9, -0.4, 1.1, -0.6, 0.5])                  # mean 0.325, sd 0.8
+    simulated = np.tile(offsets[levels] + 0.05 * rng.normal(size=200), (3, 1))
+    mask = np.ones((3, 200), bool)
+    by_level = compare(simulated, np.zeros((3, 200)), mask, True, levels)["advantage"]
+    by_window = compare(simulated, np.zeros((3, 200)), mask, True, np.arange(200))["advantage"]
+    width = lambda i: i["ci95_high"] - i["ci95_low"]  # noqa: E731
+    assert by_level["levels"] == 8 and width(by_level) > 3 * width(by_window)
+    assert by_level["ci95_low"] < 0 < by_level["ci95_high"] and by_window["ci95_low"] > 0
 
 
 def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
@@ -149,3 +165,28 @@ def test_reward_targets_are_two_hot_and_the_expected_reward_stays_in_the_games_r
     expected = logits.softmax(-1) @ simulator.reward_support          # regression could say -3.5 per sample
     assert expected.min() >= 0 and expected.max() <= 10
     assert set(simulator.likeliest_reward(logits).tolist()) == {0.0, 10.0}
+
+
+def test_real_windows_reward_and_end_as_counted_by_hand_and_a_simulator_that_never_rewards_fails(tmp_path):
+    from rlinterp.simulator.sample import real_window_events, share_comparison
+    from rlinterp.store import real_rollout_fields
+    lengths, rewarded = [10, 30, 5] * 10, [True, False, True] * 10     # the coin at the last step, or a timeout
+    with RolloutWriter(tmp_path / "real.zarr", real_rollout_fields(4, 15), {"stage": "test"}, 8, 16) as writer:
+        for e, (length, coin) in enumerate(zip(lengths, rewarded)):
+            reward = np.zeros(length, np.float32)
+            reward[-1] = 10.0 * coin
+            writer.add_episode({"obs": np.zeros((length, 64, 64, 3), np.uint8), "hx": np.zeros((length, 4), np.float32),
+                                "logits": np.zeros((length, 15), np.float32), "value": np.zeros(length, np.float32),
+                                "action": np.zeros(length, np.int32), "reward": reward,
+                                "done": np.arange(length) == length - 1, "level_seed": np.full(length, e)},
+                               **{"return": float(reward.sum()), "level_seed": e, "completed": coin})
+    real = RolloutStore(tmp_path / "real.zarr")
+    first, groups = real_window_events(real, np.arange(3), 8, from_start=True)
+    assert first["reward"].tolist() == [False, False, True] and first["end"].tolist() == [False, False, True]
+    anywhere, groups = real_window_events(real, np.arange(3), 8, from_start=False)
+    assert anywhere["reward"].sum() == 8 + 0 + 5 and anywhere["end"].sum() == 8 + 8 + 5 and len(groups) == 45
+    anywhere, groups = real_window_events(real, np.arange(30), 8, from_start=False)     # enough episodes to resample
+    never = share_comparison(np.zeros(200, bool), anywhere["reward"], groups, 500, seed=0)
+    assert not never["matches"] and never["difference"]["ci95_high"] < 0
+    alike = np.random.default_rng(0).random(200) < anywhere["reward"].mean()
+    assert share_comparison(alike, anywhere["reward"], groups, 500, seed=0)["matches"]

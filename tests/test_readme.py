@@ -85,5 +85,5 @@ def test_null_by_construction_sentences_follow_the_metrics(tmp_path):
     edit("behaviours.json",
          lambda d: d["behaviours"][0].update(top_action="LEFT", action_distribution=[1.0] + [0.0] * 14))
     for path in (metrics / "validation").glob("*.json"):
-        edit(f"validation/{path.name}", lambda d: d["outcomes"]["sim_action_change"].update(effect=0.2))
+        edit(f"validation/{path.name}", lambda d: d.update(constant=[]))
     assert null_by_construction(metrics) == "Nothing in these results is null by construction for the current agent."

@@ -264,3 +264,19 @@ def test_signed_unit_maps_share_one_scale_over_the_steps_and_upsample_by_repetit
     assert unit.shape == (2, 4, 4) and unit.min() == -1 and unit.max() == 0.5
     np.testing.assert_array_equal(unit[0, :2, 2:], -0.25)                      # -1 / 4, as a 2 x 2 block
     np.testing.assert_array_equal(signed_unit_maps(np.zeros((1, 2, 2)), 4), np.zeros((1, 4, 4)))
+
+
+def test_the_ics_lookback_against_random_directions_resamples_the_directions_too():
+    """Eight random directions that differ from one another far more than samples do: an interval over samples
+    alone would be ~20x too narrow for what another draw of directions gives."""
+    from rlinterp.intervals import mean_interval
+    from rlinterp.saliency_store import two_way_difference
+    rng = np.random.default_rng(0)
+    ics = rng.normal(0.5, 0.01, (4, 64))
+    randoms = 0.4 + rng.normal(0, 0.2, (8, 1)) + rng.normal(0, 0.01, (8, 64))
+    both = two_way_difference(ics, randoms)
+    samples_only = mean_interval(ics.mean(0) - randoms.mean(0))
+    width = lambda i: i["ci95_high"] - i["ci95_low"]  # noqa: E731
+    assert both["mean"] == pytest.approx(samples_only["mean"]) and both["directions"] == 8
+    assert width(both) > 5 * width(samples_only)
+    assert both["ci95_low"] <= both["mean"] <= both["ci95_high"]

@@ -123,3 +123,13 @@ def shuffled_columns(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each column permuted independently: the same marginals with every dependence between dimensions destroyed
     (the baseline a structureless state would give)."""
     return np.stack([rng.permutation(column) for column in x.T], axis=1)
+
+
+def data_like_directions(basis: Basis, count: int, seed: int) -> np.ndarray:
+    """(count, hidden) random unit directions drawn from the states' own covariance (random mixtures of the PCs,
+    each weighted by its standard deviation): directions along which states vary as much as along the edited ones,
+    unlike uniformly random directions, along which real states barely vary."""
+    rng = np.random.default_rng(seed)
+    loadings = rng.standard_normal((count, len(basis.pca_variance))) * np.sqrt(basis.pca_variance)
+    directions = (loadings @ basis.pca_components) * basis.scale
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)

@@ -2,7 +2,10 @@
 
 `analyse_states` fits the decompositions on a subsample, projects every row, clusters, embeds a subsample in 2-D,
 and measures the same structure (`structure`: PCs for 95% of the variance, the first PC's share, the ICs' excess
-kurtosis, the clusters' silhouette) on nulls, each analysed afresh. The kurtosis and the silhouette carry a 95%
+kurtosis (mean and median over ICs), the clusters' silhouette) on nulls, each analysed afresh. What is compared with
+the nulls is `like_for_like`: the data measured exactly as the nulls are (no outlier exclusion, the same rows, the
+silhouette in the same number of PCs), on the rows `measured` leaves in (the stage leaves out each episode's first
+steps, the reset transient, where one IC's extremes sit). The kurtosis and the silhouette carry a 95%
 bootstrap interval over the episodes the rows come from (rows of a Gaussian or shuffled null are independent):
 what another draw of episodes would give, with the fitted basis and clusters held fixed, so not the fits' own
 variability (on the recorded hx, refits move the silhouette by about one interval's width, the kurtosis by far less:
@@ -84,8 +87,9 @@ def excess_kurtosis(s: np.ndarray) -> np.ndarray:
     return (s ** 4).mean(0) - 3.0
 
 
-def kurtosis_interval(sources: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, float]:
-    """The ICs' mean absolute excess kurtosis (sources (N, C)) with its bootstrap interval over `groups` (N,)."""
+def kurtosis_intervals(sources: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+    """The ICs' absolute excess kurtosis (sources (N, C)), its mean and its median over ICs (one heavy IC can carry
+    the mean), each with its bootstrap interval over `groups` (N,)."""
     index, weights = group_bootstrap_weights(groups, BOOTSTRAP_RESAMPLES, seed)
     s = (sources - sources.mean(0)) / sources.std(0).clip(1e-12)
     # raw moments 1-4 summed per group, so a resample's moments are its group counts times these sums
@@ -94,8 +98,10 @@ def kurtosis_interval(sources: np.ndarray, groups: np.ndarray, seed: int) -> dic
     m = np.einsum("rg,pgc->prc", weights, sums) / (weights @ sums[0][:, :1])[None]  # (5, R, C) raw moments
     var = m[2] - m[1] ** 2
     central4 = m[4] - 4 * m[1] * m[3] + 6 * m[1] ** 2 * m[2] - 3 * m[1] ** 4
-    resampled = np.abs(central4 / var.clip(1e-12) ** 2 - 3).mean(-1)
-    return percentile_interval(np.abs(excess_kurtosis(sources)).mean(), resampled)
+    resampled = np.abs(central4 / var.clip(1e-12) ** 2 - 3)                          # (R, C)
+    per_ic = np.abs(excess_kurtosis(sources))
+    return {"ica_mean_abs_excess_kurtosis": percentile_interval(per_ic.mean(), resampled.mean(-1)),
+            "ica_median_abs_excess_kurtosis": percentile_interval(np.median(per_ic), np.median(resampled, -1))}
 
 
 def silhouette_interval(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, float]:
@@ -110,18 +116,20 @@ def silhouette_interval(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, s
     return percentile_interval(per_row.mean(), resampled)
 
 
-def structure(x: np.ndarray, groups: np.ndarray, config: AnalysisConfig, seed: int) -> tuple[dict, Basis]:
+def structure(x: np.ndarray, groups: np.ndarray, config: AnalysisConfig, seed: int,
+              dims: int | None = None) -> tuple[dict, Basis]:
     """The structure measures of states x (N, D) from `groups` (N,) (episodes), each computed on a subsample of
-    `config.fit_samples` rows, and the basis fitted to measure them."""
+    `config.fit_samples` rows with every row kept in the fit, the silhouette in the leading `dims` PCs (default:
+    as many as hold 95% of x's variance, at least 2); and the basis fitted to measure them."""
     rng = np.random.default_rng(seed)
     rows = subsample(len(x), config.fit_samples, rng)
     basis, _ = fit_basis(x[rows], config.pca_components, config.ica_components, 0, seed, config.ica_max_iter,
                          config.ica_tol, outlier_sigma=0)
     n95 = components_for(basis.pca_variance_ratio)
-    features = basis.pca(x[rows])[:, :max(n95, 2)]
+    features = basis.pca(x[rows])[:, :dims or max(n95, 2)]
     labels = cluster(features, config.clusters, config.cluster_method, seed, np.arange(len(rows)))
     return {"pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
-            "ica_mean_abs_excess_kurtosis": kurtosis_interval(basis.ica(x[rows]), groups[rows], seed),
+            **kurtosis_intervals(basis.ica(x[rows]), groups[rows], seed), "silhouette_dims": features.shape[1],
             "silhouette": silhouette_interval(features, labels, groups[rows], seed)}, basis
 
 
@@ -140,14 +148,16 @@ def gaussian_like(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray | None = None,
-                   untrained: list[np.ndarray] | None = None, groups: np.ndarray | None = None) -> StateAnalysis:
+                   untrained: list[np.ndarray] | None = None, groups: np.ndarray | None = None,
+                   measured: np.ndarray | None = None) -> StateAnalysis:
     """Analyse x (N, D). Rows in `must_embed` (e.g. whole example episodes, drawn as paths) join the embedding;
     `untrained` [(N, D), ...] are the same kind of states from untrained agents (one per initialisation) on the
     same steps, analysed as one more null; `groups` (N,) the episode of each row (default: every row its own),
-    which the intervals resample."""
+    which the intervals resample; `measured` (N,) bool, the rows the structure comparisons read (default all)."""
     rng = np.random.default_rng(config.seed)
     x = np.asarray(x, dtype=np.float64)
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
+    measured = np.ones(len(x), bool) if measured is None else np.asarray(measured, bool)
     fit_rows = subsample(len(x), config.fit_samples, rng)
     basis, inliers = fit_basis(x[fit_rows], config.pca_components, config.ica_components, config.nmf_components,
                                config.seed, config.ica_max_iter, config.ica_tol, config.nmf_max_iter,
@@ -156,14 +166,17 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
     n95 = components_for(basis.pca_variance_ratio)
     features = pca[:, :max(n95, 2)]
     labels = cluster(features, config.clusters, config.cluster_method, config.seed, fit_rows)
-    nulls = {"shuffled_columns": (shuffled_columns(x[fit_rows], rng), np.arange(len(fit_rows))),
-             "gaussian": (gaussian_like(x[fit_rows], rng), np.arange(len(fit_rows)))}
-    measured = {name: structure(states, null_groups, config, config.seed)
-                for name, (states, null_groups) in nulls.items()}
-    null_structure = {name: measures for name, (measures, _) in measured.items()}
+    like_for_like, _ = structure(x[measured], groups[measured], config, config.seed)
+    dims = like_for_like["silhouette_dims"]
+    compared = x[measured][subsample(int(measured.sum()), config.fit_samples, rng)]
+    nulls = {"shuffled_columns": shuffled_columns(compared, rng), "gaussian": gaussian_like(compared, rng)}
+    measured_nulls = {name: structure(states, np.arange(len(states)), config, config.seed, dims)
+                      for name, states in nulls.items()}
+    null_structure = {name: measures for name, (measures, _) in measured_nulls.items()}
     if untrained:
         null_structure["untrained_agent"] = pooled_structure(
-            [structure(np.asarray(states, dtype=np.float64), groups, config, config.seed)[0] for states in untrained])
+            [structure(np.asarray(states, dtype=np.float64)[measured], groups[measured], config, config.seed,
+                       dims)[0] for states in untrained])
     extra = np.unique(np.concatenate([subsample(len(x), config.embedding_samples, rng),
                                       must_embed if must_embed is not None else np.zeros(0, np.int64)]))
     embeddings = {method: embed(features[extra], method, config.seed) for method in config.embedding_methods}
@@ -172,12 +185,13 @@ def analyse_states(x: np.ndarray, config: AnalysisConfig, must_embed: np.ndarray
         "rows": len(x), "dims": x.shape[1], "fit_rows": len(fit_rows), "inlier_fraction": float(inliers.mean()),
         "pca_components_for_95pct": n95, "pca_first_ratio": float(basis.pca_variance_ratio[0]),
         "ica_components": int(ica.shape[1]),
-        "ica_mean_abs_excess_kurtosis": kurtosis_interval(ica[fit_rows], groups[fit_rows], config.seed),
+        **kurtosis_intervals(ica[fit_rows], groups[fit_rows], config.seed),
         "ica_variance_ratio": [float(v) for v in basis.ica_variance_ratio],
         "clusters": int(len(sizes)), "cluster_method": config.cluster_method,
         "cluster_sizes": [int(s) for s in sizes],
         "silhouette": silhouette_interval(features, labels, groups, config.seed),
+        "measured_rows": int(measured.sum()), "like_for_like": like_for_like,
         "nulls": null_structure,
     }
     return StateAnalysis(basis, pca, ica, labels, extra, embeddings,
-                         measured["shuffled_columns"][1].pca_variance_ratio, metrics)
+                         measured_nulls["shuffled_columns"][1].pca_variance_ratio, metrics)

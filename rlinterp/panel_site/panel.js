@@ -318,7 +318,9 @@ const PANEL = (() => {
   // a number as the tables print it (4 significant digits); "" for none
   const shown = (v) => (v === null || v === undefined ? "" : String(+Number(v).toPrecision(4)));
   const SIDE_COLUMNS = [["control", "control"], ["edited", "edited"], ["effect", "effect (95% CI)"],
-                        ["holm_p", "Holm p"], ["null_percentile", "above random edits"], ["verdict", "changed?"]];
+                        ["median_effect", "median"], ["null_p_value", "p vs random edits"],
+                        ["null_percentile", "above random edits"], ["holm_p", "Holm p (all edits)"],
+                        ["verdict", "changed?"]];
 
   // one number of an outcome, tagged with where it comes from in the metrics (side_measure.key)
   function number(row, side, key) {
@@ -365,6 +367,13 @@ const PANEL = (() => {
     box.replaceChildren(...m.interventions.map((iv) => {
       const div = element("div", null, { class: "intervention" });
       div.append(element("h3", iv.name));
+      const outside = ["real", "sim"].filter((where) => iv.off_manifold[where]).map((where) => {
+        const o = iv.off_manifold[where], nulls = o.random_edits;
+        const mean = nulls.length ? nulls.reduce((a, b) => a + b, 0) / nulls.length : 0;
+        return (where === "real" ? "real " : "simulated ") + (100 * o.edited).toFixed(1) + "% of the edit's steps " +
+          "(matched random edits " + (100 * mean).toFixed(1) + "%)";
+      });
+      div.append(element("p", "states outside the unedited states' ball: " + outside.join("; "), { class: "note" }));
       const scroll = element("div", null, { class: "table" });
       scroll.append(interventionTable(iv));
       const figures = element("div", null, { class: "figures" });

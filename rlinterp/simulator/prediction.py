@@ -7,8 +7,12 @@ are made). Each measure is reported for both and for trivial predictors on the s
     copy_last  the last real context frame / the agent's last real hx, policy and value / no reward, no done
     mean_frame the mean training frame (frame measures only)
 Comparisons are paired by window: per horizon k over the windows still running at k, and overall over each
-window's mean, with 95% t-intervals. PSNR is +inf where a predictor copies the real frame exactly (copy_last, at
-k = 1 when the frame did not change); such steps are left out for every predictor and counted.
+window's mean. Intervals bootstrap the levels the windows come from (windows of one level share its layout, and one
+level can supply many windows). A horizon counts as won or lost only where a simultaneous band over every horizon
+(the bootstrap's largest standardised deviation) excludes 0, at a level Bonferroni-corrected across every
+comparison `summarise` reports; `better` reads the overall interval at the same corrected level. PSNR is +inf where
+a predictor copies the real frame exactly (copy_last, at k = 1 when the frame did not change); such steps are left
+out for every predictor and counted.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.intervals import mean_interval
+from rlinterp.intervals import group_bootstrap_weights, percentile_interval
 from rlinterp.simulator import quality
 from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import window_from_batch
@@ -80,34 +84,57 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
     return joined, {m: torch.cat(v, dim=1) for m, v in masks.items()}, example
 
 
-def paired_interval(advantage: np.ndarray) -> dict[str, float]:
-    """Mean of paired differences with its 95% t-interval, and how many windows they come from."""
-    return {**mean_interval(advantage), "windows": len(advantage)}
+BOOTSTRAP_RESAMPLES = 2000   # resamples of the levels behind every interval and band
 
 
-def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, higher_is_better: bool) -> dict:
-    """Paired comparison of (K, W) values where `valid`: the simulator's advantage (positive = better) overall,
-    over each window's mean, and the horizons k (1-based) where its 95% interval lies above 0 (won), below (lost)."""
+def level_means(values: np.ndarray, valid: np.ndarray, index: np.ndarray, weights: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Means over the valid windows of (K, W) `values`, per row k: on the data (K,), and for each bootstrap
+    resample of levels (R, K) (`weights` (R, G) counts of each level, `index` (W,) each window's level)."""
+    groups = weights.shape[1]
+    sums = np.stack([np.bincount(index, np.where(valid[k], values[k], 0.0), minlength=groups)
+                     for k in range(len(values))])
+    counts = np.stack([np.bincount(index, valid[k].astype(np.float64), minlength=groups) for k in range(len(values))])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums.sum(1) / counts.sum(1), (weights @ sums.T) / (weights @ counts.T)
+
+
+def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, higher_is_better: bool,
+            levels: np.ndarray, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Paired comparison of (K, W) values where `valid`, windows drawn from `levels` (W,): the simulator's
+    advantage (positive = better) over each window's mean with its 95% interval, and the horizons k (1-based)
+    where a simultaneous band at level `alpha` lies above 0 (won) or below (lost)."""
     advantage = (simulated - baseline) * (1 if higher_is_better else -1)
+    index, weights = group_bootstrap_weights(levels, BOOTSTRAP_RESAMPLES, seed)
     counts = valid.sum(0)
     windows = counts > 0
-    per_window = (np.where(valid, advantage, 0).sum(0)[windows] / counts[windows])
+    per_window = np.where(valid, advantage, 0).sum(0)[windows] / counts[windows]
+    point, resampled = level_means(per_window[None], np.ones((1, windows.sum()), bool), index[windows], weights)
+    overall = {**percentile_interval(point[0], resampled[:, 0]), "windows": int(windows.sum()),
+               "levels": len(np.unique(levels[windows]))}
+    corrected = np.nanpercentile(resampled[:, 0], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    per_step, resampled = level_means(advantage, valid, index, weights)
+    spread = np.nanstd(resampled, axis=0)
+    tested = valid.sum(1) >= 2
+    varies = tested & (spread > 0)                  # where every resample agrees, the band has no width
+    largest = np.nanmax(np.abs(resampled[:, varies] - per_step[varies]) / spread[varies], axis=1) if varies.any() \
+        else np.zeros(1)
+    half = np.nanpercentile(largest, 100 * (1 - alpha)) * spread
     horizons = {"won": [], "lost": [], "tied": []}
-    for k in range(len(advantage)):
-        interval = paired_interval(advantage[k][valid[k]])
-        if interval["windows"] < 2:
-            continue
-        verdict = "won" if interval["ci95_low"] > 0 else "lost" if interval["ci95_high"] < 0 else "tied"
-        horizons[verdict].append(k + 1)
-    overall = paired_interval(per_window)
-    return {"advantage": overall, "better": bool(overall["ci95_low"] > 0),
+    for k in np.flatnonzero(tested):
+        verdict = "won" if per_step[k] - half[k] > 0 else "lost" if per_step[k] + half[k] < 0 else "tied"
+        horizons[verdict].append(int(k) + 1)
+    return {"advantage": overall, "better": bool(corrected[0] > 0), "alpha": alpha,
             **{f"horizons_{verdict}": ks for verdict, ks in horizons.items()}}
 
 
-def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch.Tensor],
+              levels: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
     """(headline, curves). headline, per measure: each predictor's mean over all valid steps and windows, how many
-    steps were left out (infinite PSNR), and each simulator mode against each trivial baseline (`compare`);
-    curves: per step k the median and IQR over windows."""
+    steps were left out (infinite PSNR), and each simulator mode against each trivial baseline (`compare`, its
+    level Bonferroni-corrected across all of them); curves: per step k the median and IQR over windows.
+    `levels` (W,): the level of each window."""
+    comparisons = sum(baseline in by for by in values.values() for _ in SIMULATORS for baseline in BASELINES)
     headline, curves = {}, {}
     for measure, by in values.items():
         arrays = {p: v.double().numpy() for p, v in by.items()}
@@ -117,7 +144,8 @@ def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch
         headline[measure] = {
             "higher_is_better": higher, "excluded_steps": int((mask & ~valid).sum()),
             "mean": {p: float(v[valid].mean()) for p, v in arrays.items()},
-            **{f"{mode}_vs_{baseline}": compare(arrays[mode], arrays[baseline], valid, higher)
+            **{f"{mode}_vs_{baseline}": compare(arrays[mode], arrays[baseline], valid, higher, levels,
+                                                0.05 / comparisons, seed)
                for mode in SIMULATORS for baseline in BASELINES if baseline in arrays}}
         curves[measure] = {p: quality.median_iqr(v, torch.from_numpy(valid)) for p, v in by.items()}
     return headline, curves

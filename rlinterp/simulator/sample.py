@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.intervals import group_bootstrap_weights, percentile_interval
 from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import Window, window_from_batch
 from rlinterp.simulator.model import Simulator
@@ -138,3 +139,51 @@ def game_realism(store: RolloutStore, episodes: np.ndarray, allowed: tuple[float
     return {"samples": len(episodes), "return_near_allowed": float((distance <= tolerance).mean()),
             "predicted_end": float(info["completed"][episodes].mean()), "return_min": float(returns.min()),
             "return_max": float(returns.max()), "allowed_returns": list(allowed), "tolerance": tolerance}
+
+
+def real_window_events(real: RolloutStore, episodes: np.ndarray, steps: int,
+                       from_start: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Whether real windows of `steps` steps hold a reward and an episode end: the first window of each of
+    `episodes` (what an informed sample simulates), or windows starting at every step of them (what a prior
+    sample's random start stands for); with each window's episode, the unit a bootstrap resamples."""
+    rewarded = np.asarray(real["reward"][:]) > 0
+    events: dict[str, list[np.ndarray]] = {"reward": [], "end": []}
+    groups = []
+    for e in episodes:
+        start, length = real.episode_starts[e], real.episode_ends[e] - real.episode_starts[e]
+        count = np.concatenate([[0], np.cumsum(rewarded[start:start + length])])
+        starts = np.zeros(1, dtype=np.int64) if from_start else np.arange(length)
+        events["reward"].append(count[np.minimum(starts + steps, length)] > count[starts])
+        events["end"].append(starts + steps >= length)
+        groups.append(np.full(len(starts), e))
+    return {name: np.concatenate(v) for name, v in events.items()}, np.concatenate(groups)
+
+
+def share_comparison(simulated: np.ndarray, real: np.ndarray, real_groups: np.ndarray, resamples: int,
+                     seed: int) -> dict:
+    """The share of samples with an event beside the share of real windows with it, each with a 95% bootstrap
+    interval (samples resampled; real windows resampled by episode), and their difference's: the samples match
+    the game where that interval holds 0."""
+    simulated, real = simulated.astype(np.float64), real.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    sim_boot = simulated[rng.integers(len(simulated), size=(resamples, len(simulated)))].mean(1)
+    index, weights = group_bootstrap_weights(real_groups, resamples, seed + 1)
+    real_boot = (weights @ np.bincount(index, weights=real)) / (weights @ np.bincount(index))
+    difference = percentile_interval(simulated.mean() - real.mean(), sim_boot - real_boot)
+    return {"simulated": percentile_interval(simulated.mean(), sim_boot),
+            "real": percentile_interval(real.mean(), real_boot), "difference": difference,
+            "matches": bool(difference["ci95_low"] <= 0 <= difference["ci95_high"])}
+
+
+def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, episodes: np.ndarray, informed: bool,
+                resamples: int, seed: int) -> dict:
+    """Do samples reward and end as often as the game does in as many steps? For each event, `share_comparison`
+    of the samples `rows` against real windows of their length from `episodes`: each informed sample's own
+    episode's first window, or, for prior samples, windows starting anywhere in the held-out episodes."""
+    steps = int(samples.episode_ends[rows[0]] - samples.episode_starts[rows[0]]) if len(rows) else 0
+    reward = np.asarray(samples["reward"][:]) > 0
+    simulated = {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),
+                 "end": samples.episode_info()["completed"][rows].astype(bool)}
+    real_events, groups = real_window_events(real, episodes, steps, from_start=informed)
+    return {"window_steps": steps, **{name: share_comparison(simulated[name], real_events[name], groups, resamples,
+                                                             seed) for name in simulated}}
