@@ -65,8 +65,11 @@ def current() -> Shard:
 
 
 def finish() -> None:
-    """Leave the process group (after training: what follows runs on rank 0 alone)."""
+    """Leave the process group (after training: what follows runs on rank 0 alone). Every rank first waits for
+    the others: a rank that tears gloo down while another's last collective is still in flight can abort it
+    ("terminate called without an active exception", seen once in CI)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

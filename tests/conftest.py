@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "compute": {"num_threads": 1, "precision": "fp32"},
+    # plain frames: the tiny runs check plumbing, and their noise bands (e.g. one vs two processes) were set on them
+    "env": {"use_backgrounds": False, "restrict_themes": True},
     "agent": {"channels": [4, 8], "blocks_per_stage": 1, "fc_size": 32, "hidden_size": 16, "input_pool": 4,
               "input_downsample": "average", "heads_input": "hx", "init": "pytorch"},
     "train_agent": {"total_steps": 512, "num_envs": 8, "num_steps": 32, "bptt_steps": 16, "epochs": 1, "minibatches": 2,

@@ -64,16 +64,14 @@ def test_a_verdict_reads_the_direction_of_its_claim(tmp_path):
 
 def test_null_by_construction_sentences_follow_the_metrics(tmp_path):
     """Each sentence saying a result is null by construction holds only while the metrics say so: an agent whose
-    greedy action differs from the constant, behaviours that act differently and edits that change simulated actions
-    leave none of them."""
+    greedy action is the constant one, behaviours that all act alike and edits whose simulated actions never move
+    bring each sentence; the opposite metrics leave none of them."""
     import json
 
     from rlinterp.readme import null_by_construction
 
     metrics = tmp_path / "metrics"
     shutil.copytree(ROOT / "metrics", metrics)
-    today = null_by_construction(metrics)
-    assert "null by construction" in today and "constant by construction" in today
 
     def edit(name, change):
         path = metrics / name
@@ -81,9 +79,15 @@ def test_null_by_construction_sentences_follow_the_metrics(tmp_path):
         change(data)
         path.write_text(json.dumps(data))
 
-    edit("agent.json", lambda d: d["train_levels"].update(greedy_actions_not_best_constant=0.4))
-    edit("behaviours.json",
-         lambda d: d["behaviours"][0].update(top_action="LEFT", action_distribution=[1.0] + [0.0] * 14))
-    for path in (metrics / "validation").glob("*.json"):
-        edit(f"validation/{path.name}", lambda d: d.update(constant=[]))
-    assert null_by_construction(metrics) == "Nothing in these results is null by construction for the current agent."
+    def set_all(null: bool) -> str:
+        edit("agent.json", lambda d: d["train_levels"].update(greedy_actions_not_best_constant=0.0 if null else 0.4))
+        edit("behaviours.json", lambda d: [b.update(top_action="RIGHT+UP" if null else ("LEFT", "RIGHT")[i % 2],
+                                                    action_distribution=[1.0] + [0.0] * 14)
+                                           for i, b in enumerate(d["behaviours"])])
+        for path in (metrics / "validation").glob("*.json"):
+            edit(f"validation/{path.name}", lambda d: d.update(constant=["sim_action_change"] if null else []))
+        return null_by_construction(metrics)
+
+    null = set_all(True)
+    assert "null by construction" in null and "cannot be told apart" in null and "constant by construction" in null
+    assert set_all(False) == "Nothing in these results is null by construction for the current agent."
