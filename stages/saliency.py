@@ -12,9 +12,8 @@ from rlinterp.analysis.decompose import Basis
 from rlinterp.config import load_params
 from rlinterp.files import atomic_directory, write_json
 from rlinterp.runtime import setup_torch, stage_main, stage_paths
-from rlinterp.agent.acting import untrained_agent
-from rlinterp.saliency import (blur, combined_start, explain_samples, parse_ids, randomisation_check, replay,
-                               saliency_targets)
+from rlinterp.saliency import (RANDOMISATION_TARGETS, blur, combined_start, explain_samples, parse_ids,
+                               randomisation_check, replay, saliency_targets)
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.simulator.sample import frames_to_obs, sample_starts
 from rlinterp.store import RolloutStore
@@ -42,8 +41,10 @@ def main() -> None:
     maps_per_second = 2 * len(starts) * len(targets) * len(config.timesteps) / (time.perf_counter() - start)
     report = {"samples": len(starts), "targets": len(targets), "timesteps": list(config.timesteps),
               "maps_per_second": maps_per_second, **store.lookback_report(),
-              "randomisation": randomisation_check(simulator, agent, untrained_agent(params.agent, config.seed, device),
-                                                   starts, config.num_steps, config.timesteps[0], **smoothgrad)}
+              "randomisation": randomisation_check(simulator, agent,
+                                                   {name: targets[name] for name in RANDOMISATION_TARGETS}, starts,
+                                                   config.num_steps, list(config.timesteps), config.seed,
+                                                   **smoothgrad)}
     with atomic_directory(paths.store) as out:
         store.first(config.stored_samples).save(out)
     write_json(paths.metrics, report)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from rlinterp import plots
-from rlinterp.agent.acting import untrained_agent
 from rlinterp.agent.checkpoint import build_agent
 from rlinterp.hooks import HookPoint
 from rlinterp.config import ConfigError, params_from_dict
 from rlinterp.errors import InputError
 from rlinterp.saliency import (action_target, blur, combined_start, direction_target, greedy_action_target,
-                               parse_ids, randomisation_check, saliency, smoothgrad_latents, value_target)
+                               cascade, parse_ids, randomisation_check, randomised, saliency, smoothgrad_latents,
+                               value_target)
 from rlinterp.plots import signed_unit_maps
 from rlinterp.saliency_store import KINDS, MODES, SaliencyStore
 from rlinterp.simulator import model as sim_model
@@ -139,15 +139,29 @@ def tiny_models(params):
     return agent, simulator
 
 
-def test_the_randomisation_check_fails_for_the_same_agent_and_tells_another_apart(params):
+def test_the_cascade_reinitialises_the_top_groups_only(params):
+    agent, _ = tiny_models(params)
+    groups = [name for name, _ in cascade(agent)]
+    assert groups == ["heads", "gru", "fc", "conv_stage_1", "conv_stage_0"]         # output first
+    two = randomised(agent, 2, seed=3)
+    changed = {name for name, p in two.named_parameters() if not torch.equal(p, dict(agent.named_parameters())[name])}
+    assert changed == {name for name, _ in agent.named_parameters() if name.split(".")[0] in ("policy_head",
+                                                                                               "value_head", "gru")}
+    assert all(torch.equal(p, q) for p, q in zip(randomised(agent, 0, 3).parameters(), agent.parameters()))
+
+
+def test_the_randomisation_check_fails_for_an_agent_that_learnt_nothing(params):
+    """An untrained agent's maps are no more its own than a re-initialised copy's: its correlation with the copies
+    is no lower than theirs with each other, so the check must not pass; the report covers every cascade step."""
     agent, simulator = tiny_models(params)
-    starts = [SampleStart(z) for z in simulator.prior_latent(3, generator=torch.Generator().manual_seed(2))]
+    starts = [SampleStart(z) for z in simulator.prior_latent(4, generator=torch.Generator().manual_seed(2))]
     steps, t = params.simulator.num_sim_steps, params.simulator.num_sim_steps - 1
-    itself = randomisation_check(simulator, agent, agent, starts, steps, t, noise_samples=1, noise_scale=0.0)
-    assert itself["value_rank_correlation"]["mean"] == pytest.approx(1.0) and not itself["passes"]
-    other = randomisation_check(simulator, agent, untrained_agent(params.agent, seed=7), starts, steps, t,
-                                noise_samples=1, noise_scale=0.0)
-    assert other["value_rank_correlation"]["mean"] < 0.9 and other["value_rank_correlation"]["samples"] == 3
+    report = randomisation_check(simulator, agent, {"value": value_target}, starts, steps, [t], seed=5,
+                                 noise_samples=1, noise_scale=0.0)
+    value = report["targets"]["value"]
+    assert len(value["trained_vs_randomised"]) == len(report["layers"]) == 5 and value["difference"]["samples"] == 4
+    assert not value["passes"] and not report["passes"]
+    assert -1 <= value["randomised_vs_randomised"]["mean"] <= 1
 
 
 def test_frame_noise_changes_the_maps_and_zero_frame_noise_is_the_plain_result(params):
