@@ -174,7 +174,7 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
     check = saliency["randomisation"]
     for name, target in check["targets"].items():
         rows.append((f"saliency: rank correlation of {name.replace('_', ' ')} maps, trained vs fully re-initialised "
-                     f"agent (95% CI; the cascade over {len(check['layers'])} layer groups in `metrics/saliency.json`)",
+                     f"agent (95% CI; the cascade over {len(check['layers'])} layer groups in metrics/saliency.json)",
                      format_interval(target["trained_vs_randomised"][-1]),
                      f"two fully re-initialised agents: {format_interval(target['randomised_vs_randomised'])}",
                      _yes(target["passes"])))
