@@ -168,6 +168,10 @@ class SimulatorConfig:
     bottleneck: str = param("vae: Gaussian latent with a KL to N(0, I); sphere: unit vector with a uniformity "
                             "loss (the original's final code)", choices=("vae", "sphere"))
     bottleneck_size: int = param("size of the latent the encoder emits (original 128)", ge=1)
+    prior: str = param("where prior samples' latents come from. fitted: a Gaussian fitted after training to the "
+                       "latents of training windows (ex-post density estimation), so samples start where the "
+                       "encoder puts real windows; bottleneck: the bottleneck's own prior (N(0, I); uniform on the "
+                       "sphere), which the encoder need not fill", choices=("fitted", "bottleneck"))
     encoder_channels: tuple[int, ...] = param("channels of the context encoder's down blocks, each halving the "
                                               "resolution (original 64, 64, 64, 128)", ge=1)
     encoder_gru_size: int = param("GRU over the context frames' embeddings (original 512)", ge=1)
@@ -200,6 +204,8 @@ class TrainSimulatorConfig:
     max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
     heldout_fraction: float = param("fraction of episodes held out for the metrics", gt=0, le=0.5)
     eval_windows: int = param("held-out windows the final metrics are computed on", ge=1)
+    prior_fit_windows: int = param("training windows whose latents the fitted prior (simulator.prior) is fitted "
+                                   "on", ge=2)
     kl_weight: float = param("weight of the balanced prior/posterior KL (original 12)", ge=0)
     kl_balance: float = param("share of the KL gradient that trains the prior (original 0.8)", ge=0, le=1)
     image_weight: float = param("weight of the image loss, 0.5 x sum of squared pixel errors", ge=0)
@@ -230,6 +236,8 @@ class SampleConfig:
     num_steps: int = param("simulated steps per sample", ge=1)
     batch_size: int = param("samples simulated together", ge=1)
     modal: bool = param("most likely categorical states instead of sampled ones (the original's generation mode)")
+    events: str = param("sampled: rewards and ends drawn from the heads' distributions; likeliest: the original's "
+                        "most likely reward and done_prob > 0.5", choices=("sampled", "likeliest"))
     allowed_returns: tuple[float, ...] = param("the episode returns the game allows (CoinRun: 0 or 10), which a "
                                                "sample's return is checked against")
     return_tolerance: float = param("a sample's return counts as allowed within this of one of them", ge=0)

@@ -81,7 +81,7 @@ def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path
     rows = -(-len(measures) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     colours = {"simulator": "tab:blue", "simulator_closed_loop": "tab:cyan", "copy_last": "tab:orange",
-               "mean_frame": "tab:gray"}
+               "mean_frame": "tab:gray", "base_rate": "tab:green"}
     for ax, measure in zip(axes.flat, measures):
         for predictor, stats in curves[measure].items():
             steps = range(1, len(stats["median"]) + 1)

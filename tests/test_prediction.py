@@ -87,6 +87,29 @@ def test_paired_comparison_per_horizon_and_infinite_psnr_left_out():
     assert result["simulator_vs_copy_last"]["horizons_lost"] == [1]
 
 
+def test_event_scores_reward_knowing_when_and_punish_crying_wolf():
+    """One end per window at a random step. A simulator that puts its probability on the end's step beats the base
+    rate on both scores; one that says 0.9 everywhere is "sure" at every end yet loses the Brier score; "never"
+    (copy_last) loses at the event by construction, so only the Brier score compares it."""
+    k, w = 24, 200
+    rng = np.random.default_rng(0)
+    real = torch.zeros(k, w)
+    real[torch.from_numpy(rng.integers(k, size=w)), torch.arange(w)] = 1.0
+    base = 1 / k
+    informed = torch.where(real > 0, 0.6, 0.02)
+    wolf = torch.full((k, w), 0.9)
+    brier = {"simulator": (informed - real) ** 2, "simulator_closed_loop": (wolf - real) ** 2,
+             "copy_last": real.clone(), "base_rate": (base - real) ** 2}
+    at_event = {"simulator": informed, "simulator_closed_loop": wolf, "base_rate": torch.full((k, w), base)}
+    masks = {"done_brier": torch.ones(k, w, dtype=torch.bool), "done_prob_at_event": real.bool()}
+    headline, _ = summarise({"done_brier": brier, "done_prob_at_event": at_event}, masks, np.arange(w) % 20)
+    assert headline["done_brier"]["simulator_vs_base_rate"]["better"]
+    assert headline["done_prob_at_event"]["simulator_vs_base_rate"]["better"]
+    assert headline["done_prob_at_event"]["simulator_closed_loop_vs_base_rate"]["better"]      # sure at every end...
+    assert headline["done_brier"]["simulator_closed_loop_vs_base_rate"]["advantage"]["ci95_high"] < 0   # ...and wrong
+    assert "simulator_vs_copy_last" not in headline["done_prob_at_event"]
+
+
 def test_windows_of_one_level_are_not_independent_draws():
     """Eight levels, 25 windows each, the advantage set by the level: an interval over levels is several times wider
     than one that takes each window for its own level, and only the former keeps 0 inside."""
@@ -102,7 +125,8 @@ def test_windows_of_one_level_are_not_independent_draws():
     assert by_level["ci95_low"] < 0 < by_level["ci95_high"] and by_window["ci95_low"] > 0
 
 
-def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
+@pytest.mark.parametrize("events", ["sampled", "likeliest"])
+def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params, events):
     torch.manual_seed(0)
     agent = build_agent(params.agent).eval().requires_grad_(False)
     simulator = build_simulator(params.simulator, agent).eval()
@@ -112,7 +136,7 @@ def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params):
     steps = 6
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
         record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([], dtype=int),
-                       real=None, steps=steps, batch_size=2, seed=0, modal=True, progress=False)
+                       real=None, steps=steps, batch_size=2, seed=0, modal=True, events=events, progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     for index in range(2):
         sample = samples.episode(index)
@@ -130,7 +154,7 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
     steps, c = 5, params.simulator.num_init_steps
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
         record_samples(simulator, agent, writer, prior_samples=3, informed_episodes=episodes, real=real, steps=steps,
-                       batch_size=2, seed=0, modal=True, progress=False)
+                       batch_size=2, seed=0, modal=True, events="sampled", progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     assert samples.num_episodes == 5 and (samples.episode_ends == np.arange(1, 6) * steps).all()
     info = samples.episode_info()
@@ -151,6 +175,22 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
     prior = samples.episode(0)
     assert np.linalg.norm(prior["latent"][0]) == pytest.approx(1.0, abs=1e-5)      # sphere prior
     assert (prior["source_step"] == -1).all() and prior["obs"].shape == (steps, 64, 64, 3)
+
+
+def test_drawn_events_keep_the_heads_probabilities_and_a_reward_comes_with_an_end(params):
+    from rlinterp.simulator.sample import draw_events
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent)              # reward support [0, 10]
+    draws = 200_000
+    p_reward, p_end = torch.tensor([0.02, 0.3]), torch.tensor([0.03, 0.6])
+    reward_logits = torch.stack([(1 - p_reward).log(), p_reward.log()], -1).expand(draws, 2, 2)
+    done_logit = torch.logit(p_end).expand(draws, 2)
+    reward, done = draw_events(simulator, reward_logits, done_logit, "sampled", torch.Generator().manual_seed(0))
+    np.testing.assert_allclose((reward == 10).float().mean(0), p_reward, atol=0.005)
+    np.testing.assert_allclose(done.float().mean(0), p_end, atol=0.005)
+    assert done[reward == 10].all()                  # the coin ends the episode: no reward without an end
+    reward, done = draw_events(simulator, reward_logits, done_logit, "likeliest", torch.Generator())
+    assert (reward == 0).all() and done[:, 1].all() and not done[:, 0].any()   # only an event with even odds
 
 
 def test_reward_targets_are_two_hot_and_the_expected_reward_stays_in_the_games_range(params):

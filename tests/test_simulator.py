@@ -259,6 +259,27 @@ def test_uniformity_prefers_spread_latents():
     assert uniformity_loss(spread) < uniformity_loss(clumped) - 1
 
 
+def test_the_fitted_prior_draws_latents_where_the_encoder_puts_windows(setup):
+    """Encoded latents on a small patch of the sphere, as the trained encoder's are: the bottleneck's own prior
+    draws land anywhere on the sphere, the fitted prior's next to the latents, with their mean."""
+    _, _, simulator = setup                                                  # sphere bottleneck
+    size = simulator.config.bottleneck_size
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(size, 2, generator=generator))[0]
+    centre = torch.nn.functional.normalize(torch.randn(size, generator=generator), dim=0)
+    latents = torch.nn.functional.normalize(centre + 0.3 * torch.randn(4000, 2, generator=generator) @ basis.T, dim=-1)
+
+    def nearest_cosine(draws):
+        return float((draws @ latents.T).max(1).values.mean())
+
+    uniform = simulator.prior_latent(500, generator)
+    simulator.fit_prior(latents)
+    fitted = simulator.prior_latent(500, generator)
+    torch.testing.assert_close(fitted.norm(dim=-1), torch.ones(500))
+    assert nearest_cosine(fitted) > 0.99 > nearest_cosine(uniform) + 0.1
+    torch.testing.assert_close(fitted.mean(0), latents.mean(0), atol=0.03, rtol=0)
+
+
 def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, setup):
     _, agent, _ = setup
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])
@@ -280,7 +301,8 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
     _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
     assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3
     loaded, meta = load_simulator(path, agent, "numbered", expected=sim_config)
-    assert meta["batch"] == 3
+    assert meta["batch"] == 3 and sim_config.prior == "fitted"
+    assert not torch.equal(loaded.prior_scale, torch.eye(sim_config.bottleneck_size))     # the fit is saved
     with pytest.raises(CheckpointError, match="trained with agent sha256 numbered"):
         load_simulator(path, agent, "another-agent")
     with pytest.raises(CheckpointError, match="recorded with agent sha256 numbered"):
@@ -362,7 +384,7 @@ def test_a_stored_sample_replays_from_its_own_start(tmp_path, setup):
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, chunk_steps=8,
                        shard_steps=16) as writer:
         record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([1, 2]), real=real,
-                       steps=5, batch_size=2, seed=0, modal=True, progress=False)
+                       steps=5, batch_size=2, seed=0, modal=True, events="sampled", progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     starts = sample_starts(simulator, samples, real, [0, 1, 2, 3], "cpu")
     assert [start.agent_hx is None for start in starts] == [True, True, False, False]

@@ -6,6 +6,11 @@ can be compared with real step k) and closed loop (`simulator_closed_loop`, the 
 are made). Each measure is reported for both and for trivial predictors on the same windows:
     copy_last  the last real context frame / the agent's last real hx, policy and value / no reward, no done
     mean_frame the mean training frame (frame measures only)
+    base_rate  the training episodes' share of steps with a reward / an end, at every step (event measures only)
+Rewards and ends are rare (about one step in 80 in CoinRun), so they are scored as events with proper scores, never
+by absolute error, which predicting "never" wins: the Brier score of the predicted probability over every
+transition, and the probability predicted at the steps where the real event happened (which a predictor can only
+raise above the base rate by knowing when it comes, as the Brier score checks it does not cry wolf elsewhere).
 Comparisons are paired by window: per horizon k over the windows still running at k, and overall over each
 window's mean. Intervals bootstrap the levels the windows come from (windows of one level share its layout, and one
 level can supply many windows). A horizon counts as won or lost only where a simultaneous band over every horizon
@@ -26,19 +31,44 @@ from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.model import Simulator
 
-HIGHER_IS_BETTER = {"obs_psnr", "obs_ssim", "hx_cosine", "action_agreement"}
+HIGHER_IS_BETTER = {"obs_psnr", "obs_ssim", "hx_cosine", "action_agreement", "reward_prob_at_event",
+                    "done_prob_at_event"}
 SIMULATORS = ("simulator", "simulator_closed_loop")   # open loop (recorded actions), closed loop (the agent acts)
-BASELINES = ("copy_last", "mean_frame")
+BASELINES = ("copy_last", "mean_frame", "base_rate")
 PREDICTION_FIELDS = ["obs", "hx", "logits", "value", "action", "reward", "done"]
+EVENTS = ("reward", "done")
+
+
+def event_base_rates(reward: np.ndarray, done: np.ndarray) -> dict[str, float]:
+    """Per-step rates of a nonzero reward and of an end over real steps (each step is a transition)."""
+    return {"reward": float((reward != 0).mean()), "done": float(done.mean())}
+
+
+def event_probs(simulator: Simulator, rollout) -> dict[str, torch.Tensor]:
+    """The simulator's probability (K, B) of a nonzero reward and of an end at each step."""
+    nonzero = (simulator.reward_support != 0).to(rollout.reward_logits.dtype)
+    return {"reward": rollout.reward_logits.softmax(-1) @ nonzero, "done": torch.sigmoid(rollout.done_logit)}
+
+
+def measure_mask(measure: str, window, happened: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (K, B) steps a measure is defined on: an event's Brier score, the episode's transitions; the
+    probability at an event, the transitions where it happened; every other measure, the episode's frames."""
+    for event in EVENTS:
+        if measure == f"{event}_brier":
+            return window.label_mask
+        if measure == f"{event}_prob_at_event":
+            return window.label_mask * happened[event]
+    return window.mask
 
 
 @torch.no_grad()
 def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
-                       mean_frame: torch.Tensor) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor],
-                                                          dict]:
+                       mean_frame: torch.Tensor, base_rates: dict[str, float]
+                       ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor], dict]:
     """measure -> predictor -> (K, W) values over all W windows; measure -> the (K, W) mask of the steps it is
-    defined on (reward and done: transitions of the episode; the rest: its frames); and the first batch's frames
-    (real, simulated) for videos."""
+    defined on (events' Brier scores: transitions of the episode; at the event: the transitions with the real
+    event; the rest: its frames); and the first batch's frames (real, simulated) for videos. `base_rates`:
+    `event_base_rates` of the training episodes."""
     c = simulator.config.num_init_steps
     values: dict[str, dict[str, list[torch.Tensor]]] = {}
     masks: dict[str, list[torch.Tensor]] = {}
@@ -63,21 +93,26 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
             add("obs_psnr", name, quality.psnr(predicted, window.frames))
             add("obs_ssim", name, quality.ssim(predicted, window.frames))
         last_hx = window.hx_prev.expand_as(window.hx)
-        for name, hx, logits, value, reward, done in (
-                *((name, r.agent_hx, r.agent_logits, r.agent_value, r.reward, torch.sigmoid(r.done_logit))
-                  for name, r in (("simulator", rollout), ("simulator_closed_loop", closed))),
-                ("copy_last", last_hx, last_logits, last_value, torch.zeros_like(window.reward),
-                 torch.zeros_like(window.done))):
+        for name, hx, logits, value in (*((name, r.agent_hx, r.agent_logits, r.agent_value)
+                                          for name, r in (("simulator", rollout), ("simulator_closed_loop", closed))),
+                                        ("copy_last", last_hx, last_logits, last_value)):
             add("hx_mse", name, quality.mse(hx, window.hx))
             add("hx_cosine", name, quality.cosine(hx, window.hx))
             add("action_agreement", name, quality.action_agreement(logits, real_logits))
             add("policy_kl", name, quality.policy_kl(logits, real_logits))
             add("value_abs_error", name, (value - real_value).abs())
-            add("reward_abs_error", name, (reward - window.reward).abs())
-            add("done_abs_error", name, (done - window.done).abs())
+        happened = {"reward": (window.reward != 0).float(), "done": window.done}
+        predicted = {"simulator": event_probs(simulator, rollout),
+                     "simulator_closed_loop": event_probs(simulator, closed),
+                     "copy_last": {e: torch.zeros_like(real) for e, real in happened.items()},   # no reward, no end
+                     "base_rate": {e: torch.full_like(real, base_rates[e]) for e, real in happened.items()}}
+        for name, probs in predicted.items():
+            for event, real in happened.items():
+                add(f"{event}_brier", name, (probs[event] - real).pow(2))
+                if name != "copy_last":               # its probability at an event is 0 by construction
+                    add(f"{event}_prob_at_event", name, probs[event])
         for measure in values:
-            label = measure in ("reward_abs_error", "done_abs_error")
-            masks.setdefault(measure, []).append((window.label_mask if label else window.mask).bool().cpu())
+            masks.setdefault(measure, []).append(measure_mask(measure, window, happened).bool().cpu())
         if not example:
             example = {"real": window.frames.cpu(), "simulated": rollout.frames.cpu(), "mask": window.mask.cpu()}
     joined = {m: {p: torch.cat(v, dim=1) for p, v in by.items()} for m, by in values.items()}

@@ -7,8 +7,11 @@ decoded frames and its action drives the simulator. Two ways to start:
 Besides the real-rollout fields, a simulated store holds per step `env_h` (deterministic state), `env_z` (the
 class of each categorical latent), `latent` (the sample's latent, repeated), `done_prob`, and `source_step`
 (first global step of the real window an informed sample encodes, in the real store; -1 for prior samples).
-`done` is the simulator's prediction (done_prob > 0.5) and `reward` the likeliest of its reward support (a reward the
-game gives); `completed` marks samples where it predicted an end.
+`reward` and `done` come from the reward and done heads: drawn from their distributions (`events: sampled`, one
+uniform per step driving both, see `draw_events`), or the original's reading, the likeliest reward and
+done_prob > 0.5 (`events: likeliest`), which never produces an event the heads give less than even odds -- in CoinRun
+every event, so such samples never end. Either way a reward is one the game gives; `completed` marks samples where
+an end was drawn.
 As in training, nothing after the first predicted end counts: later steps' rewards and dones are zeroed (frames and
 states go on, so every sample has `num_steps` steps), so a sample's return is the reward up to its predicted end.
 """
@@ -44,20 +47,39 @@ def frames_to_obs(frames: torch.Tensor, simulator: Simulator) -> np.ndarray:
     return obs.reshape(*lead, *obs.shape[1:]).cpu().numpy()
 
 
+EVENTS = ("sampled", "likeliest")
+
+
+def draw_events(simulator: Simulator, reward_logits: torch.Tensor, done_logit: torch.Tensor, events: str,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each step's reward (a support value) and end (bool) from the heads' outputs (K, B, R) and (K, B).
+
+    sampled: one uniform u per step drives both by inverting each head's distribution (reward: its CDF over the
+    rising support; end: u > 1 - p_end). Each event keeps its head's probability exactly, and the two are
+    coupled as tightly as those allow (the highest rewards fall where an end does): in CoinRun the coin ends the
+    episode, which independent draws would break. likeliest: the most likely reward, and an end where p_end > 0.5."""
+    done_prob = torch.sigmoid(done_logit)
+    if events == "likeliest":
+        return simulator.likeliest_reward(reward_logits), done_prob > 0.5
+    uniform = torch.rand(done_prob.shape, generator=generator, device=done_prob.device)
+    cdf = reward_logits.softmax(-1).cumsum(-1)
+    index = (cdf <= uniform.unsqueeze(-1)).sum(-1).clamp_max(cdf.shape[-1] - 1)
+    return simulator.reward_support[index], uniform > 1 - done_prob
+
+
 @torch.no_grad()
 def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, generator: torch.Generator,
-                   modal: bool, latent: torch.Tensor, agent_hx: torch.Tensor | None = None,
+                   modal: bool, events: str, latent: torch.Tensor, agent_hx: torch.Tensor | None = None,
                    action_prev: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Closed-loop rollouts from `latent` (B, bottleneck): every sample field as (B, steps, ...)."""
     out = simulator.rollout(latent, agent, steps, agent_hx=agent_hx, action_prev=action_prev, modal=modal,
                             generator=generator)
     c = simulator.config
-    done_prob = torch.sigmoid(out.done_logit)
-    done = done_prob > 0.5
-    running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end predicted before this step
+    reward, done = draw_events(simulator, out.reward_logits, out.done_logit, events, generator)
+    running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end drawn before this step
     fields = {"obs": frames_to_obs(out.frames, simulator), "hx": out.agent_hx, "logits": out.agent_logits,
-              "value": out.agent_value, "action": out.agent_action.int(), "reward": simulator.likeliest_reward(out.reward_logits) * running,
-              "done": done & running, "done_prob": done_prob, "env_h": out.env_h,
+              "value": out.agent_value, "action": out.agent_action.int(), "reward": reward * running,
+              "done": done & running, "done_prob": torch.sigmoid(out.done_logit), "env_h": out.env_h,
               "env_z": out.env_z.view(steps, -1, c.stoch_groups, c.stoch_classes).argmax(-1).short(),
               "latent": latent.expand(steps, -1, -1)}
     return {k: np.swapaxes(v if isinstance(v, np.ndarray) else v.cpu().numpy(), 0, 1) for k, v in fields.items()}
@@ -107,14 +129,14 @@ def sample_starts(simulator: Simulator, samples: RolloutStore, real: RolloutStor
 
 def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutWriter, *, prior_samples: int,
                    informed_episodes: np.ndarray, real: RolloutStore, steps: int, batch_size: int, seed: int,
-                   modal: bool, device: str | torch.device = "cpu", progress: bool = True) -> None:
+                   modal: bool, events: str, device: str | torch.device = "cpu", progress: bool = True) -> None:
     """Write `prior_samples` prior samples, then one informed sample per episode of `informed_episodes`."""
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=prior_samples + len(informed_episodes), desc="sample", unit="sample", disable=not progress)
     for start in range(0, prior_samples, batch_size):
         count = min(batch_size, prior_samples - start)
         latent = simulator.prior_latent(count, generator, device)
-        batch = simulate_batch(simulator, agent, steps, generator, modal, latent)
+        batch = simulate_batch(simulator, agent, steps, generator, modal, events, latent)
         write_samples(writer, batch, np.full(count, -1), np.full(count, -1))
         bar.update(count)
     for start in range(0, len(informed_episodes), batch_size):
@@ -122,7 +144,8 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
         first = real.episode_starts[episodes]
         window = informed_window(simulator, real, first, device)
         latent = simulator.encode(window.context, sample=False).value
-        batch = simulate_batch(simulator, agent, steps, generator, modal, latent, window.hx_prev, window.action_prev)
+        batch = simulate_batch(simulator, agent, steps, generator, modal, events, latent, window.hx_prev,
+                               window.action_prev)
         seeds = real.rows("level_seed", first)
         write_samples(writer, batch, seeds, first)
         bar.update(len(episodes))

@@ -19,6 +19,7 @@ from rlinterp import distributed
 from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
+from rlinterp.envs import OBS_SHAPE
 from rlinterp.errors import InputError
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import window_from_batch, window_loss
@@ -71,6 +72,24 @@ def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, 
     obs = torch.from_numpy(store.rows("obs", steps))
     hx = torch.from_numpy(store.rows("hx", steps))
     return {"hx": hx, "frames": simulator.frames_from_obs(obs)}
+
+
+@torch.no_grad()
+def fit_prior(simulator: Simulator, store: RolloutStore, episodes: np.ndarray, config: TrainSimulatorConfig,
+              device: torch.device, batch_size: int = 256) -> None:
+    """Fit the simulator's prior (`Simulator.fit_prior`) to the latents of `config.prior_fit_windows` training
+    windows, drawn (and, for a vae, sampled from their posteriors) with `config.seed`."""
+    context = simulator.config.num_init_steps
+    starts = data.valid_starts(store, episodes, context)
+    rng = np.random.default_rng(config.seed)
+    starts = np.sort(rng.choice(starts, size=min(config.prior_fit_windows, len(starts)), replace=False))
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    latents = []
+    for chunk in np.array_split(starts, -(-len(starts) // batch_size)):
+        steps = (chunk[:, None] + np.arange(context)).ravel()
+        obs = torch.from_numpy(store.rows("obs", steps).reshape(len(chunk), context, *OBS_SHAPE)).to(device)
+        latents.append(simulator.encode(simulator.frames_from_obs(obs), generator=generator).value)
+    simulator.fit_prior(torch.cat(latents))
 
 
 def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path,
@@ -136,11 +155,15 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
             if log is not None:
                 log(batch_index * config.batch_size, means)
             bar.set_postfix(loss=f"{means['loss']:.1f}", image=f"{means['image']:.1f}")
-        if shard.main and (batch_index % config.checkpoint_every == 0 or batch_index == num_batches):
+        if shard.main and batch_index % config.checkpoint_every == 0 and batch_index < num_batches:
             checkpoint()
         bar.update(1)
     bar.close()
     simulator.eval()
+    if sim_config.prior == "fitted":      # every rank fits the same prior: the windows and noise are seeded
+        fit_prior(simulator, store, train_episodes, config, device)
+    if shard.main:
+        checkpoint()
     return simulator, {"batches": batch_index, "windows": batch_index * config.batch_size,
                        "resumed_from_windows": resumed_from * config.batch_size,
                        "simulated_steps": batch_index * config.batch_size * sim_config.num_sim_steps}
