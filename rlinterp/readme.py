@@ -152,6 +152,13 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
             rows.append((f"{kind} samples that {happens} within {s['window_steps']} steps (95% CI)",
                          format_interval(e["simulated"], ".1%"), f"real: {format_interval(e['real'], '.1%')}, "
                          f"{windows}", "matches: " + ("yes" if e["matches"] else "**no**")))
+    quality = read("prediction_quality.json")
+    for event, happens in (("reward", "reward"), ("done", "end")):
+        e = quality["window_events"]["simulator"][event]
+        rows.append((f"held-out windows that {happens} within {quality['num_steps']} steps, as the simulator expects "
+                     "open loop (95% CI over levels)", format_interval(e["simulated"], ".1%"),
+                     f"real: {format_interval(e['real'], '.1%')}, the same windows",
+                     "matches: " + ("yes" if e["matches"] else "**no**")))
     for measure in ("silhouette", "within_sample_agreement"):
         for null in ("untrained_agent", "gaussian"):
             rows.append((f"behaviours: {measure.replace('_', ' ')}, mean over samples (95% CI)",

@@ -10,7 +10,8 @@ from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_path, write_json
 from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, simulator_split
-from rlinterp.simulator.prediction import PREDICTION_FIELDS, event_base_rates, prediction_quality, summarise
+from rlinterp.simulator.prediction import (PREDICTION_FIELDS, event_base_rates, prediction_quality, summarise,
+                                           window_event_shares)
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.simulator.train import real_steps
@@ -41,13 +42,14 @@ def main() -> None:
                               PREDICTION_FIELDS)
     train_rows = np.concatenate([np.arange(real.episode_starts[e], real.episode_ends[e]) for e in train_episodes])
     base_rates = event_base_rates(real.rows("reward", train_rows), real.rows("done", train_rows))
-    values, masks, example = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
+    values, masks, example, events = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
                                                real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device),
                                                base_rates)
-    headline, curves = summarise(values, masks, real.rows("level_seed", windows["start"].numpy()), config.seed)
+    levels = real.rows("level_seed", windows["start"].numpy())
+    headline, curves = summarise(values, masks, levels, config.seed)
     write_json(paths.metrics, {"windows": len(windows["mask"]), "num_steps": config.num_steps,
                                "split": describe_split(real, train_episodes, heldout), "event_base_rates": base_rates,
-                               **headline})
+                               "window_events": window_event_shares(events, levels, config.seed), **headline})
     out = Path(paths.curves)
     out.mkdir(parents=True, exist_ok=True)
     for measure, stats in curves.items():

@@ -110,6 +110,19 @@ def test_event_scores_reward_knowing_when_and_punish_crying_wolf():
     assert "simulator_vs_copy_last" not in headline["done_prob_at_event"]
 
 
+def test_window_event_shares_match_a_calibrated_simulator_and_fail_one_that_never_ends():
+    from rlinterp.simulator.prediction import window_event_shares
+    rng = np.random.default_rng(0)
+    windows = 300
+    real = torch.from_numpy((rng.random(windows) < 0.3).astype(np.float32))
+    events = {"real": {"done": real}, "simulator": {"done": torch.full((windows,), 0.3)},
+              "simulator_closed_loop": {"done": torch.zeros(windows)}}
+    shares = window_event_shares(events, np.arange(windows) % 30)
+    assert shares["simulator"]["done"]["matches"]
+    never = shares["simulator_closed_loop"]["done"]
+    assert not never["matches"] and never["difference"]["ci95_high"] < 0 and never["simulated"]["mean"] == 0
+
+
 def test_windows_of_one_level_are_not_independent_draws():
     """Eight levels, 25 windows each, the advantage set by the level: an interval over levels is several times wider
     than one that takes each window for its own level, and only the former keeps 0 inside."""

@@ -64,15 +64,19 @@ def measure_mask(measure: str, window, happened: dict[str, torch.Tensor]) -> tor
 @torch.no_grad()
 def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: list[dict[str, torch.Tensor]],
                        mean_frame: torch.Tensor, base_rates: dict[str, float]
-                       ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor], dict]:
+                       ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor], dict,
+                                  dict[str, dict[str, torch.Tensor]]]:
     """measure -> predictor -> (K, W) values over all W windows; measure -> the (K, W) mask of the steps it is
     defined on (events' Brier scores: transitions of the episode; at the event: the transitions with the real
-    event; the rest: its frames); and the first batch's frames (real, simulated) for videos. `base_rates`:
-    `event_base_rates` of the training episodes."""
+    event; the rest: its frames); the first batch's frames (real, simulated) for videos; and, per simulator mode
+    and for `real`, event -> (W,) the chance that each window holds it (for the simulator 1 - prod(1 - p_k) over
+    the window's transitions: the share its drawn events would have, without the draws' noise).
+    `base_rates`: `event_base_rates` of the training episodes."""
     c = simulator.config.num_init_steps
     values: dict[str, dict[str, list[torch.Tensor]]] = {}
     masks: dict[str, list[torch.Tensor]] = {}
     example = {}
+    in_window: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def add(measure: str, predictor: str, value: torch.Tensor) -> None:
         values.setdefault(measure, {}).setdefault(predictor, []).append(value.float().cpu())
@@ -111,12 +115,40 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
                 add(f"{event}_brier", name, (probs[event] - real).pow(2))
                 if name != "copy_last":               # its probability at an event is 0 by construction
                     add(f"{event}_prob_at_event", name, probs[event])
+        for event, real in happened.items():
+            transitions = window.label_mask
+            in_window.setdefault("real", {}).setdefault(event, []).append((real * transitions).amax(0).cpu())
+            for name in SIMULATORS:
+                chance = 1 - (1 - predicted[name][event] * transitions).prod(0)
+                in_window.setdefault(name, {}).setdefault(event, []).append(chance.cpu())
         for measure in values:
             masks.setdefault(measure, []).append(measure_mask(measure, window, happened).bool().cpu())
         if not example:
             example = {"real": window.frames.cpu(), "simulated": rollout.frames.cpu(), "mask": window.mask.cpu()}
     joined = {m: {p: torch.cat(v, dim=1) for p, v in by.items()} for m, by in values.items()}
-    return joined, {m: torch.cat(v, dim=1) for m, v in masks.items()}, example
+    events = {name: {e: torch.cat(v) for e, v in by.items()} for name, by in in_window.items()}
+    return joined, {m: torch.cat(v, dim=1) for m, v in masks.items()}, example, events
+
+
+def window_event_shares(events: dict[str, dict[str, torch.Tensor]], levels: np.ndarray, seed: int = 0) -> dict:
+    """Per simulator mode and event: the share of windows the simulator expects to hold the event beside the real
+    share on the same windows, and their paired difference, each with a 95% interval bootstrapped over levels;
+    the simulator rewards and ends at the real rate where the difference's interval holds 0."""
+    index, weights = group_bootstrap_weights(levels, BOOTSTRAP_RESAMPLES, seed)
+    windows = weights @ np.bincount(index)
+
+    def share(x: np.ndarray) -> dict[str, float]:
+        return percentile_interval(x.mean(), (weights @ np.bincount(index, weights=x)) / windows)
+
+    report = {}
+    for mode in SIMULATORS:
+        report[mode] = {}
+        for event, chance in events[mode].items():
+            simulated, real = chance.double().numpy(), events["real"][event].double().numpy()
+            difference = share(simulated - real)
+            report[mode][event] = {"simulated": share(simulated), "real": share(real), "difference": difference,
+                                   "matches": bool(difference["ci95_low"] <= 0 <= difference["ci95_high"])}
+    return report
 
 
 BOOTSTRAP_RESAMPLES = 2000   # resamples of the levels behind every interval and band
