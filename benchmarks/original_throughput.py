@@ -47,8 +47,10 @@ Smoke test (seconds): OMP_NUM_THREADS=1 python benchmarks/original_throughput.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import math
 import sys
 import time
@@ -85,7 +87,8 @@ def import_original(root: Path) -> types.SimpleNamespace:
         sys.modules["common.logger"] = stub
     spec = importlib.util.spec_from_file_location("original_train", root / "train.py")
     train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)                   # its __main__ block does not run
+    with contextlib.redirect_stderr(io.StringIO()):  # gym 0.26's 'unmaintained' banner, as rlinterp.envs does
+        spec.loader.exec_module(train)               # its __main__ block does not run
     from agents.ppo import PPO
     # CategoricalPolicy indexes hx with a list of 0-d tensors; torch warns that it will read such lists
     # differently one day. Its meaning today is the one the original ran with.

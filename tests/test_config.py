@@ -12,6 +12,14 @@ def test_project_params_load():
     assert isinstance(params.agent.channels, tuple)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "results").glob("*/params.yaml")),
+                         ids=lambda p: p.parent.name)
+def test_the_params_of_committed_benchmark_runs_still_load(path):
+    """A run under benchmarks/results resumes (or is reproduced) from its own params.yaml: a param added to the
+    project must be added there too, or its README's resume command fails."""
+    load_params(path)
+
+
 def test_every_params_key_has_a_comment():
     for number, line in enumerate((ROOT / "params.yaml").read_text().splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
