@@ -51,6 +51,18 @@ class Variant:
             raise SystemExit(f"--variants: {name!r} is not <fp32|bf16>[_channels_last|_compiled|_1_thread]")
         return cls(precision, rest == "channels_last", rest == "compiled", 1 if rest == "1_thread" else None)
 
+    @property
+    def name(self) -> str:
+        """The name `parse` reads."""
+        return self.precision + ("_channels_last" if self.channels_last else "") + \
+            ("_compiled" if self.compiled else "") + ("_1_thread" if self.threads == 1 else "")
+
+
+def original_network(agent):
+    """`agent` (an AgentConfig) with the original's network: IMPALA 16/32/32 at 64x64, fc 64, GRU 64."""
+    return dataclasses.replace(agent, channels=(16, 32, 32), blocks_per_stage=2, fc_size=64, hidden_size=64,
+                               input_pool=1, input_downsample="average")
+
 
 def build(params, variant: Variant):
     """The agent and optimiser a variant trains."""
@@ -126,11 +138,6 @@ def measure(params, variants: list[Variant], updates: int) -> dict[tuple[Variant
     return {key: steps / s for key, s in seconds.items()}
 
 
-def variant_name(v: Variant) -> str:
-    return v.precision + ("_channels_last" if v.channels_last else "") + ("_compiled" if v.compiled else "") + \
-        ("_1_thread" if v.threads == 1 else "")
-
-
 def report(name: str, params, variants: list[Variant], updates: int) -> None:
     a, t = params.agent, params.train_agent
     print(f"{name}: input pool {a.input_pool}, channels {list(a.channels)} x{a.blocks_per_stage} blocks, "
@@ -141,7 +148,7 @@ def report(name: str, params, variants: list[Variant], updates: int) -> None:
     print(f"  {'variant':22s} {'training':>9s} {'bound':>9s} {'/ bound':>8s} {'/ fp32':>7s}   (env steps/s)")
     for v in variants:
         train, bound = rates[(v, "training")], rates.get((Variant(v.precision), "bound"))
-        print(f"  {variant_name(v):22s} {train:9.0f} {bound or float('nan'):9.0f} "
+        print(f"  {v.name:22s} {train:9.0f} {bound or float('nan'):9.0f} "
               f"{train / bound if bound else float('nan'):8.2f} {train / plain if plain else float('nan'):7.2f}")
 
 
@@ -168,9 +175,7 @@ def main() -> None:
     networks = {
         "profile": ("CPU profile (params.yaml)", params.agent),
         "profile_64px": ("CPU profile at 64x64 input", dataclasses.replace(params.agent, input_pool=1)),
-        "original": ("original widths (16/32/32 at 64x64, fc 64, GRU 64)", dataclasses.replace(
-            params.agent, channels=(16, 32, 32), blocks_per_stage=2, fc_size=64, hidden_size=64, input_pool=1,
-            input_downsample="average"))}
+        "original": ("original widths (16/32/32 at 64x64, fc 64, GRU 64)", original_network(params.agent))}
     for key in args.networks.split(","):
         name, agent = networks[key]
         simulator = dataclasses.replace(params.simulator, image_pool=agent.input_pool)   # only to pass validation
