@@ -168,7 +168,8 @@ class Simulator(nn.Module):
                      ) -> torch.Tensor:
         """Latents drawn from the prior: the bottleneck's own (N(0, I) for vae, uniform on the unit sphere for
         sphere) or the Gaussian `fit_prior` fitted (projected onto the sphere for sphere)."""
-        noise = torch.randn(batch, self.config.bottleneck_size, generator=generator, device=device)
+        noise = torch.randn(batch, self.config.bottleneck_size, generator=generator, device=device,
+                            dtype=self.prior_mean.dtype)
         latent = self.prior_mean + noise @ self.prior_scale.T
         return F.normalize(latent, dim=-1) if self.config.bottleneck == "sphere" else latent
 
