@@ -36,19 +36,19 @@ def main() -> None:
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)
     config = dataclasses.replace(params.train_simulator, total_windows=args.windows)
-    train, heldout = simulator_split(store, config)
+    split = simulator_split(store, config)
     rows = []
     for bottleneck in ("sphere", "vae"):
         sim_config = dataclasses.replace(params.simulator, bottleneck=bottleneck)
         with tempfile.TemporaryDirectory() as tmp:
             simulator, _ = train_simulator(sim_config, config, args.store, agent, sha, Path(tmp) / "sim.pt")
         length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
-        windows = heldout_windows(store, heldout, sim_config.num_init_steps, length, config.eval_windows,
-                                  config.heldout_seed)
-        reference = real_steps(store, train, simulator)
+        windows = heldout_windows(store, split.validation, sim_config.num_init_steps, length, config.eval_windows,
+                                  config.split_seed)
+        reference = real_steps(store, split.train, simulator)
         report = evaluate_simulator(simulator, agent, batches_of(windows, config.batch_size), config,
                                     reference["frames"].mean(0))
-        realism = prior_realism(simulator, agent, reference, real_steps(store, heldout, simulator, 1024),
+        realism = prior_realism(simulator, agent, reference, real_steps(store, split.validation, simulator, 1024),
                                 samples=64, steps=sim_config.num_sim_steps, seed=config.seed)
         rows.append((bottleneck, report["obs_mse_ratio_to_copy_last_frame"], realism["prior_hx_nn_ratio"],
                      realism["prior_frames_nn_ratio"]))

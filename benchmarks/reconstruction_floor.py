@@ -54,9 +54,9 @@ def main() -> None:
     simulator = load_simulator(args.simulator, agent, file_sha256(args.agent), expected=params.simulator)[0].eval()
     sim, config = params.simulator, params.train_simulator
     store = RolloutStore(args.store)
-    _, heldout = simulator_split(store, config)
-    windows = heldout_windows(store, heldout, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
-                              config.eval_windows, config.heldout_seed)
+    validation = simulator_split(store, config).validation
+    windows = heldout_windows(store, validation, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
+                              config.eval_windows, config.split_seed)
     errors: dict[str, list[torch.Tensor]] = {}
     masks = []
     for batch in batches_of(windows, 64):

@@ -2,8 +2,8 @@
 
 The verdicts that read the simulator (prediction quality against hold-last, behaviours against the untrained agent,
 saliency's model-randomisation check) come from one trained simulator. This retrains it with other values of
-`train_simulator.seed` (weight init, window order, sampled states; the held-out split has its own
-`train_simulator.heldout_seed` and stays put), re-runs the stages that give those verdicts as DVC experiments in
+`train_simulator.seed` (weight init, window order, sampled states; the level split has its own
+`train_simulator.split_seed` and stays put), re-runs the stages that give those verdicts as DVC experiments in
 temporary copies (`dvc exp run --temp`: the workspace is not touched), and prints each verdict per seed beside the
 committed run's. About 30 minutes per seed on 2 cores (train_simulator ~15).
 

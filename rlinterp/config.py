@@ -196,14 +196,18 @@ class SimulatorConfig:
 @dataclass(frozen=True)
 class TrainSimulatorConfig:
     seed: int = param("seed of the training draw: torch (weight init), window order, sampled states", ge=0)
-    heldout_seed: int = param("seed of the held-out split (by level) and of the held-out windows the metrics use, "
-                              "apart from `seed` so another training draw is measured on the same data", ge=0)
+    split_seed: int = param("seed of the split by level into training, validation and test levels, and of the "
+                            "validation windows the metrics use; apart from `seed` so another training draw is "
+                            "measured on the same data", ge=0)
     total_windows: int = param("training windows (batches x batch_size) to train for", ge=1)
     batch_size: int = param("windows per batch (original 2)", ge=1)
     learning_rate: float = param("Adam learning rate (original 5e-4; above 1 every run diverges)", gt=0, le=1)
     max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
-    heldout_fraction: float = param("fraction of episodes held out for the metrics", gt=0, le=0.5)
-    eval_windows: int = param("held-out windows the final metrics are computed on", ge=1)
+    test_fraction: float = param("fraction of the levels whose episodes are test data: prediction_quality and "
+                                 "sample report on them, and nothing is chosen on them", gt=0, le=0.5)
+    validation_fraction: float = param("fraction of the levels whose episodes are validation data: "
+                                       "metrics/simulator.json and design comparisons read them", gt=0, le=0.5)
+    eval_windows: int = param("validation windows metrics/simulator.json is computed on", ge=1)
     prior_fit_windows: int = param("training windows whose latents the fitted prior (simulator.prior) is fitted "
                                    "on", ge=2)
     kl_weight: float = param("weight of the balanced prior/posterior KL (original 12)", ge=0)
@@ -232,7 +236,7 @@ class TrainSimulatorConfig:
 class SampleConfig:
     seed: int = param("seed of prior latents and stochastic states", ge=0)
     prior_samples: int = param("samples from random latents drawn from the bottleneck's prior", ge=0)
-    informed_samples: int = param("samples encoding the start of held-out real episodes (at most one each)", ge=0)
+    informed_samples: int = param("samples encoding the start of test-level real episodes (at most one each)", ge=0)
     num_steps: int = param("simulated steps per sample", ge=1)
     batch_size: int = param("samples simulated together", ge=1)
     modal: bool = param("most likely categorical states instead of sampled ones (the original's generation mode)")
@@ -249,6 +253,8 @@ class SampleConfig:
 @dataclass(frozen=True)
 class PredictionQualityConfig:
     seed: int = param("seed of the held-out window choice", ge=0)
+    levels: str = param("test: the reported numbers; validation: a design comparison (dvc exp run -S), which "
+                        "leaves the test levels unread", choices=("test", "validation"))
     windows: int = param("held-out windows to measure on", ge=1)
     num_steps: int = param("simulated steps per window (may exceed simulator.num_sim_steps to see drift)", ge=1)
     batch_size: int = param("windows simulated together", ge=1)

@@ -75,18 +75,19 @@ def open_loop_strip(real, simulated, path: str | Path, title: str = "") -> None:
 
 
 def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: str | Path) -> None:
-    """One panel per measure: median over windows against the simulated step, IQR shaded, per predictor."""
+    """One panel per measure: each predictor's mean over windows against the simulated step, its 95% interval
+    (bootstrapped over levels) shaded."""
     measures = list(curves)
     cols = 4
     rows = -(-len(measures) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    colours = {"simulator": "tab:blue", "simulator_closed_loop": "tab:cyan", "copy_last": "tab:orange",
-               "mean_frame": "tab:gray", "base_rate": "tab:green"}
+    colours = {"simulator": "tab:blue", "simulator_closed_loop": "tab:cyan", "simulator_teacher_forced": "tab:purple",
+               "copy_last": "tab:orange", "mean_frame": "tab:gray", "base_rate": "tab:green"}
     for ax, measure in zip(axes.flat, measures):
         for predictor, stats in curves[measure].items():
-            steps = range(1, len(stats["median"]) + 1)
-            ax.plot(steps, stats["median"], label=predictor, color=colours.get(predictor))
-            ax.fill_between(steps, stats["q25"], stats["q75"], alpha=0.2, color=colours.get(predictor))
+            steps = range(1, len(stats["mean"]) + 1)
+            ax.plot(steps, stats["mean"], label=predictor, color=colours.get(predictor))
+            ax.fill_between(steps, stats["ci95_low"], stats["ci95_high"], alpha=0.2, color=colours.get(predictor))
         ax.set_title(measure.replace("_", " "), fontsize=9)
         ax.set_xlabel("simulated step k", fontsize=8)
     for ax in list(axes.flat)[len(measures):]:

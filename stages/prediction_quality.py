@@ -1,5 +1,6 @@
-"""Stage prediction_quality: the simulator against held-out real rollouts, step by step, beside trivial
-predictors; a curve file per measure for `dvc plots diff`, headline metrics, and open-loop videos."""
+"""Stage prediction_quality: the simulator against held-out real rollouts (the test levels; the validation levels
+when comparing designs), step by step, beside trivial predictors; a curve file per measure for `dvc plots diff`,
+headline metrics, and open-loop videos."""
 import csv
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from rlinterp.video import write_gif
 
 
 def write_curve(path: Path, stats: dict[str, dict[str, list[float]]]) -> None:
-    """k, then median/q25/q75 per predictor (the median columns are named after the predictor)."""
+    """k, then per predictor its mean over windows (the column named after the predictor) and 95% interval."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["k"] + [f"{p}{s}" for p in stats for s in ("", "_q25", "_q75")])
-        for k in range(len(next(iter(stats.values()))["median"])):
-            writer.writerow([k + 1] + [f"{stats[p][s][k]:.6g}" for p in stats for s in ("median", "q25", "q75")])
+        writer.writerow(["k"] + [f"{p}{s}" for p in stats for s in ("", "_ci95_low", "_ci95_high")])
+        for k in range(len(next(iter(stats.values()))["mean"])):
+            writer.writerow([k + 1] + [f"{stats[p][s][k]:.6g}" for p in stats for s in ("mean", "ci95_low",
+                                                                                           "ci95_high")])
 
 
 @stage_main
@@ -36,19 +38,20 @@ def main() -> None:
     config, sim = params.prediction_quality, params.simulator
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
     real = RolloutStore(paths.real)
-    train_episodes, heldout = simulator_split(real, params.train_simulator)
+    split = simulator_split(real, params.train_simulator)
     length = sim.num_init_steps + config.num_steps - 1
-    windows = heldout_windows(real, heldout, sim.num_init_steps, length, config.windows, config.seed,
-                              PREDICTION_FIELDS)
-    train_rows = np.concatenate([np.arange(real.episode_starts[e], real.episode_ends[e]) for e in train_episodes])
+    windows = heldout_windows(real, split.of(config.levels), sim.num_init_steps, length, config.windows,
+                              config.seed, PREDICTION_FIELDS)
+    train_rows = np.concatenate([np.arange(real.episode_starts[e], real.episode_ends[e]) for e in split.train])
     base_rates = event_base_rates(real.rows("reward", train_rows), real.rows("done", train_rows))
     values, masks, example, events = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
-                                               real_steps(real, train_episodes, simulator)["frames"].mean(0).to(device),
+                                               real_steps(real, split.train, simulator)["frames"].mean(0).to(device),
                                                base_rates)
     levels = real.rows("level_seed", windows["start"].numpy())
     headline, curves = summarise(values, masks, levels, config.seed)
-    write_json(paths.metrics, {"windows": len(windows["mask"]), "num_steps": config.num_steps,
-                               "split": describe_split(real, train_episodes, heldout), "event_base_rates": base_rates,
+    write_json(paths.metrics, {"levels": config.levels, "windows": len(windows["mask"]),
+                               "num_steps": config.num_steps, "split": describe_split(real, split),
+                               "event_base_rates": base_rates,
                                "window_events": window_event_shares(events, levels, config.seed), **headline})
     out = Path(paths.curves)
     out.mkdir(parents=True, exist_ok=True)

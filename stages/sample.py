@@ -21,11 +21,11 @@ def main() -> None:
     config = params.sample
     agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator, device)
     real = RolloutStore(paths.real)
-    _, heldout = simulator_split(real, params.train_simulator)
-    long_enough = heldout[real.episode_ends[heldout] - real.episode_starts[heldout] >= simulator.config.num_init_steps]
+    test = simulator_split(real, params.train_simulator).test
+    long_enough = test[real.episode_ends[test] - real.episode_starts[test] >= simulator.config.num_init_steps]
     if config.informed_samples > len(long_enough):
         raise StageError(f"sample.informed_samples = {config.informed_samples}: expected at most the "
-                         f"{len(long_enough)} held-out episodes of {paths.real} (one sample per episode)")
+                         f"{len(long_enough)} test-level episodes of {paths.real} (one sample per episode)")
     informed = np.random.default_rng(config.seed).choice(long_enough, config.informed_samples, replace=False)
     attrs = {"stage": "sample", "params_hash": config_hash(params.agent, params.simulator, config),
              "agent_sha256": file_sha256(paths.agent), "simulator_sha256": file_sha256(paths.simulator),
@@ -38,7 +38,7 @@ def main() -> None:
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}
-    compared = {"prior": heldout, "informed": informed}   # real episodes each kind is compared with
+    compared = {"prior": test, "informed": informed}   # real episodes each kind is compared with
     write_json(paths.metrics, {kind: {**game_realism(samples, rows, config.allowed_returns, config.return_tolerance),
                                       **event_rates(samples, rows, real, compared[kind], kind == "informed",
                                                     config.bootstrap_samples, config.seed)}

@@ -6,6 +6,7 @@ import torch
 
 from rlinterp.agent.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.train import train_agent
+from rlinterp.files import code_sha256
 
 
 @pytest.fixture
@@ -167,3 +168,17 @@ def test_a_run_that_fails_before_its_first_point_keeps_the_previous_curves(tmp_p
     with training_curves(str(tmp_path), resume_from=None) as log:     # a run that logs replaces them
         log(5, {"loss": 2.0})
     assert (tmp_path / "plots" / "metrics" / "loss.tsv").read_text().split() == ["step", "loss", "5", "2.0"]
+
+
+def test_the_code_hash_a_checkpoint_records_ignores_documentation_only(tmp_path):
+    """A docstring or comment edit keeps a long run resumable; a code edit does not."""
+    source = '"""Module doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # comment\n'
+    edits = {"documented": source.replace("Doc.", "Other words, longer.").replace("# comment", "# another"),
+             "coded": source.replace("x + 1", "x + 2")}
+    paths = {}
+    for name, text in {"original": source, **edits}.items():
+        paths[name] = tmp_path / f"{name}.py"
+        paths[name].write_text(text)
+    original = code_sha256([paths["original"]])
+    assert code_sha256([paths["documented"]]) == original
+    assert code_sha256([paths["coded"]]) != original

@@ -103,17 +103,21 @@ def test_tiny_repro_end_to_end(tiny_pipeline):
     simulator_metrics = json.loads((repo / "metrics/simulator.json").read_text())
     split = simulator_metrics["split"]
     levels = RolloutStore(repo / "data/rollouts.zarr").episode_info()["level_seed"]
-    assert split["train_episodes"] + split["heldout_episodes"] == len(levels)
-    assert not set(split["heldout_level_seeds"]) & set(levels[~np.isin(levels, split["heldout_level_seeds"])])
+    assert split["train_episodes"] + split["validation_episodes"] + split["test_episodes"] == len(levels)
+    for name in ("validation", "test"):      # every episode of a held-out level is held out with it
+        held = np.isin(levels, split[f"{name}_level_seeds"])
+        assert held.sum() == split[f"{name}_episodes"] > 0
 
     quality = json.loads((repo / "metrics/prediction_quality.json").read_text())
     assert quality["windows"] == 8 and quality["num_steps"] == 5
-    assert set(quality["obs_mse"]["mean"]) == {"simulator", "simulator_closed_loop", "copy_last", "mean_frame"}
+    assert set(quality["obs_mse"]["mean"]) == {"simulator", "simulator_closed_loop", "simulator_teacher_forced",
+                                               "copy_last", "mean_frame"}
     assert 0 <= quality["action_agreement"]["mean"]["simulator"] <= 1
     verdict = quality["hx_mse"]["simulator_vs_copy_last"]
     assert set(verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"]) <= {1, 2, 3, 4, 5}
     curve = (repo / "plots/prediction_quality/obs_mse.csv").read_text().splitlines()
-    assert curve[0].startswith("k,simulator,simulator_q25,simulator_q75,simulator_closed_loop") and len(curve) == 6
+    assert curve[0].startswith("k,simulator,simulator_ci95_low,simulator_ci95_high,simulator_closed_loop")
+    assert len(curve) == 6
     for name, source, field in (("agent_hx_real", store, "hx"), ("agent_hx_sim", samples, "hx"),
                                 ("env_h", samples, "env_h"), ("latent", samples, "latent")):
         analysed = json.loads((repo / f"metrics/analysis/{name}.json").read_text())
@@ -377,7 +381,8 @@ def test_two_processes_per_node_train_what_one_trains(tiny_pipeline, tmp_path):
         assert one.keys() == two.keys(), name
         for key, value in one.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                assert two[key] == pytest.approx(value, rel=0.1, abs=0.01), f"{name}{key}"
+                # abs: terms near 0 on 8 windows of one level (the validation loss's uniformity) move by ~0.01
+                assert two[key] == pytest.approx(value, rel=0.1, abs=0.02), f"{name}{key}"
             else:
                 assert two[key] == value, f"{name}{key}"
     metrics = {name: json.loads((repo / "metrics" / f"{name}.json").read_text()) for name in ("train_agent", "simulator")}

@@ -11,7 +11,7 @@ from rlinterp.agent.checkpoint import build_agent
 from rlinterp.simulator import quality
 from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import window_from_batch
-from rlinterp.simulator.prediction import compare, summarise
+from rlinterp.simulator.prediction import compare, step_means, summarise
 from rlinterp.simulator.sample import record_samples, sample_fields
 from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
@@ -54,12 +54,21 @@ def test_known_perturbations_give_known_values():
     assert float(quality.policy_kl(uniform, certain)) == pytest.approx(math.log(15), abs=1e-4)
 
 
-def test_median_and_iqr_over_masked_windows():
-    values = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
-    mask = torch.tensor([[1, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
-    stats = quality.median_iqr(values, mask)
-    assert stats["median"][0] == 2.5 and stats["q25"][0] == 1.75 and stats["q75"][0] == 3.25
-    assert math.isnan(stats["median"][1])
+def test_curves_are_means_over_the_compared_windows_with_intervals_over_levels():
+    """Rare events: a median would read 0 at every step; the mean carries the rate, over the valid windows only."""
+    rng = np.random.default_rng(0)
+    k, w = 3, 400
+    levels = np.arange(w) % 40
+    values = (rng.random((k, w)) < 0.05).astype(float)
+    valid = np.ones((k, w), bool)
+    valid[1, :200] = False
+    values[1, :200] = 100.0                                     # not compared: must not move the mean
+    valid[2] = False
+    curve = step_means(values, valid, levels)
+    assert curve["mean"][0] == pytest.approx(values[0].mean())
+    assert curve["mean"][1] == pytest.approx(values[1, 200:].mean())
+    assert 0 < curve["ci95_low"][0] < curve["mean"][0] < curve["ci95_high"][0]
+    assert math.isnan(curve["mean"][2]) and math.isnan(curve["ci95_low"][2])
 
 
 def test_paired_comparison_per_horizon_and_infinite_psnr_left_out():

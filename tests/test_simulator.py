@@ -83,8 +83,9 @@ def test_window_alignment_follows_the_store_conventions(tmp_path, setup):
 def test_streamed_windows_stay_in_their_training_episodes(tmp_path, setup):
     params, agent, simulator = setup
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [12, 3, 40, 25, 9, 31])
-    train, heldout = split_episodes(store, 0.3, seed=1)
-    assert len(heldout) == 2 and not set(train) & set(heldout)
+    split = split_episodes(store, 0.3, 0.2, seed=1)
+    train, heldout = split.train, np.concatenate([split.validation, split.test])
+    assert len(split.test) == 2 and len(split.validation) == 1 and not set(train) & set(heldout)
     c, length = 3, 6
     stream = iter(WindowStream(str(store.path), train, c, length, batch_size=4, seed=0, block_steps=16))
     allowed = set(valid_starts(store, train, c))
@@ -97,31 +98,35 @@ def test_streamed_windows_stay_in_their_training_episodes(tmp_path, setup):
             np.testing.assert_array_equal(batch[name].numpy(), reference[name])
 
 
-def test_held_out_episodes_are_split_by_level(tmp_path, setup):
+def test_episodes_are_split_by_level_into_training_validation_and_test(tmp_path, setup):
     params, agent, simulator = setup
-    levels = [7, 3, 7, 9, 3, 11, 7, 5, 9, 5]                       # repeated levels, as recording many episodes gives
+    levels = [7, 3, 7, 9, 3, 11, 7, 5, 9, 5, 13, 2]                # repeated levels, as recording many episodes gives
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [5] * len(levels), levels)
-    train, heldout = split_episodes(store, 0.4, seed=0)
-    assert sorted([*train, *heldout]) == list(range(len(levels))) and len(train) and len(heldout)
+    split = split_episodes(store, 0.3, 0.3, seed=0)
+    assert sorted([*split.train, *split.validation, *split.test]) == list(range(len(levels)))
     played = np.array(levels)
-    assert not set(played[train]) & set(played[heldout])             # no level on both sides
-    assert len(set(played[heldout])) == 2                            # 40% of the 5 distinct levels
-    with pytest.raises(InputError, match="play 1 level"):
-        split_episodes(numbered_store(tmp_path / "one.zarr", agent.hidden_size, [5, 5], [4, 4]), 0.5, seed=0)
+    sets = [set(played[split.of(name)]) for name in ("train", "validation", "test")]
+    assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])   # no level shared
+    assert len(sets[1]) == len(sets[2]) == 2                          # 30% of the 7 distinct levels each
+    for validation_fraction in (0.15, 0.45):                          # choosing on more or fewer validation levels
+        np.testing.assert_array_equal(split_episodes(store, 0.3, validation_fraction, seed=0).test, split.test)
+    with pytest.raises(InputError, match="play 2 level"):             # test + validation + training need 3
+        split_episodes(numbered_store(tmp_path / "two.zarr", agent.hidden_size, [5, 5], [4, 6]), 0.5, 0.5, seed=0)
 
 
-def test_the_simulators_split_follows_heldout_seed_not_the_training_seed(tmp_path, setup):
-    """Another training draw (`seed`) is measured on the same held-out levels; `heldout_seed` moves them."""
+def test_the_simulators_split_follows_split_seed_not_the_training_seed(tmp_path, setup):
+    """Another training draw (`seed`) is measured on the same levels; `split_seed` moves them."""
     params, agent, simulator = setup
     levels = list(range(20))
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [5] * len(levels), levels)
-    config = dataclasses.replace(params.train_simulator, heldout_fraction=0.3, seed=0, heldout_seed=0)
+    config = dataclasses.replace(params.train_simulator, test_fraction=0.3, validation_fraction=0.2, seed=0,
+                                 split_seed=0)
     split = simulator_split(store, config)
     for other_draw in (1, 2):
         again = simulator_split(store, dataclasses.replace(config, seed=other_draw))
-        assert all(np.array_equal(a, b) for a, b in zip(split, again))
-    moved = simulator_split(store, dataclasses.replace(config, heldout_seed=1))
-    assert not np.array_equal(split[1], moved[1])
+        assert all(np.array_equal(split.of(name), again.of(name)) for name in ("train", "validation", "test"))
+    moved = simulator_split(store, dataclasses.replace(config, split_seed=1))
+    assert not np.array_equal(split.test, moved.test)
 
 
 def test_window_batches_cover_every_training_window_and_mix_distant_blocks(tmp_path, setup):
@@ -162,6 +167,63 @@ def test_open_loop_follows_the_recorded_actions_and_closed_loop_the_agents(setup
     expected = rollout.agent_action if closed else window.action
     assert torch.equal(torch.stack(fed), expected)
     assert not torch.equal(rollout.agent_action, window.action)      # the two drivers differ here, so it can fail
+
+
+@pytest.mark.parametrize("mode", ["teacher_forced", "open_loop"])
+def test_batching_over_time_agrees_with_stepping(setup, mode):
+    """Where every action is recorded the decoder and the agent's CNN run once over all steps: the rollout, its
+    gradients and every hook's calls are the stepped loop's."""
+    params, agent, simulator = setup
+    k = 5
+    window = random_window(params, agent, batch=3, k=k)
+    drive = ({"frames": window.frames, "imagine_from": k} if mode == "teacher_forced" else
+             {"imagine_from": 0, "action_steps": k, "modal": True})
+    runs = []
+    for batched in (True, False):
+        calls: list[tuple[str, int, float]] = []
+
+        def log(name):
+            return lambda step, x: calls.append((name, step, float(x.detach().sum())))
+        latent = simulator.encode(window.context).value
+        with attached(simulator, env_h=log("env_h"), frame=log("frame"), action=log("action")), \
+                attached(agent, features=log("features"), hx=log("hx"), value=log("value")):
+            out = simulator.rollout(latent, agent, k, actions=window.action, agent_hx=window.hx_prev,
+                                    action_prev=window.action_prev, generator=torch.Generator().manual_seed(0),
+                                    batched=batched, **drive)
+        loss = (out.frames.square().sum() + out.agent_value.sum() + out.agent_hx.sum() + out.reward.sum()
+                + out.done_logit.sum() + out.agent_features.sum())
+        grads = torch.autograd.grad(loss, [q for q in simulator.parameters()], allow_unused=True)
+        runs.append((out, grads, sorted(calls)))
+    (batched, batched_grads, batched_calls), (stepped, stepped_grads, stepped_calls) = runs
+    for name in ("frames", "reward_logits", "done_logit", "env_h", "env_z", "agent_features", "agent_hx",
+                 "agent_logits", "agent_value", "agent_action", "prior_logits"):
+        torch.testing.assert_close(getattr(batched, name), getattr(stepped, name), rtol=1e-5, atol=1e-5)
+    for a, b in zip(batched_grads, stepped_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert [c[:2] for c in batched_calls] == [c[:2] for c in stepped_calls]      # each point once per step
+    assert len({c[0] for c in batched_calls}) == 6 and len(batched_calls) == 6 * k
+    np.testing.assert_allclose([c[2] for c in batched_calls], [c[2] for c in stepped_calls], rtol=1e-4, atol=1e-4)
+
+
+def test_training_with_a_bf16_agent_encoder_agrees_with_fp32(setup):
+    """train_simulator runs the agent's CNN under bf16 autocast where the CPU has bf16 units: the objective and its
+    gradient must be the fp32 ones up to bf16's rounding."""
+    params, agent, simulator = setup
+    window = random_window(params, agent, batch=4, k=5)
+    config = dataclasses.replace(params.train_simulator, open_loop_weight=1.0, features_weight=1.0)
+    results = []
+    for dtype in (None, torch.bfloat16):
+        agent.set_precision(dtype)
+        torch.manual_seed(0)
+        loss, _ = window_loss(simulator, agent, window, config, sample=False)
+        grads = torch.autograd.grad(loss, list(simulator.parameters()), allow_unused=True)
+        results.append((float(loss.detach()), torch.cat([g.flatten() for g in grads if g is not None])))
+    agent.set_precision(None)
+    (loss32, grad32), (loss16, grad16) = results
+    assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=0.02)       # rounded, not another objective
+    assert float(torch.nn.functional.cosine_similarity(grad16, grad32, dim=0)) > 0.99
 
 
 def test_the_open_loop_term_trains_what_prediction_quality_measures(setup):

@@ -85,6 +85,12 @@ class AgentOutput:
     logits: torch.Tensor    # unnormalised action log-probabilities
     value: torch.Tensor     # state-value estimate
 
+    @staticmethod
+    def stack(steps: list[AgentOutput]) -> AgentOutput:
+        """Steps' outputs stacked along a new leading time axis."""
+        return AgentOutput(*(torch.stack([getattr(step, name) for step in steps])
+                             for name in ("features", "hx", "logits", "value")))
+
 
 class RecurrentAgent(nn.Module):
     """IMPALA-CNN + GRU actor-critic. The hidden state is zeroed at every episode start."""
@@ -174,6 +180,18 @@ class RecurrentAgent(nn.Module):
     def step_pixels(self, pixels: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         """One step on float frames (B, 3, 64, 64) in [0, 1], never resetting: the simulator's agent step."""
         return self._recur(self.encode_pixels(pixels), hx)
+
+    def sequence_pixels(self, pixels: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
+        """`step_pixels` over a sequence, pixels (T, B, 3, 64, 64), the state before step 0 (B, hidden): the
+        encoder runs on all T*B frames at once, the GRU and heads step in time (every hook fires once per step, as
+        in T calls of `step_pixels`). The simulator's agent pass wherever the actions are recorded."""
+        steps, batch = pixels.shape[:2]
+        features = self.encode_pixels(pixels.flatten(0, 1)).view(steps, batch, -1)
+        outputs = []
+        for t in range(steps):
+            outputs.append(self._recur(features[t], hx))
+            hx = outputs[-1].hx
+        return AgentOutput.stack(outputs)
 
     def _recur(self, features: torch.Tensor, hx: torch.Tensor) -> AgentOutput:
         features = self.hook_features(features)

@@ -1,8 +1,6 @@
 """The PPO training loop: resumable from its checkpoint, logging one row of statistics per update."""
 from __future__ import annotations
 
-import ast
-import hashlib
 import sys
 import time
 from collections import deque
@@ -20,27 +18,14 @@ from rlinterp.agent import model, ppo
 from rlinterp.agent.checkpoint import build_agent, load_checkpoint, save_checkpoint
 from rlinterp.agent.ppo import RolloutCollector, ppo_update
 from rlinterp.config import AgentConfig, EnvConfig, TrainAgentConfig, to_dict
+from rlinterp.files import code_sha256
 from rlinterp.envs import VecProcgen
-
-
-def _code_without_docs(source: str) -> str:
-    """The module's syntax tree without docstrings: comments and documentation do not change a run."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
 
 
 def training_code_hash() -> str:
     """sha256 of the code (not the comments) of the modules that define a training run, so a checkpoint
     of other code is not resumed."""
-    digest = hashlib.sha256()
-    for module in (envs, model, ppo, sys.modules[__name__]):
-        digest.update(_code_without_docs(Path(module.__file__).read_text()).encode())
-    return digest.hexdigest()
+    return code_sha256([module.__file__ for module in (envs, model, ppo, sys.modules[__name__])])
 
 
 # Rank r > 0 of a distributed run seeds its envs and action sampling this far from rank 0's seeds.

@@ -8,7 +8,7 @@ batches mix `pool_blocks` distant parts of the store, and no chunk is read more 
 original re-read whole episodes per item).
 
 A window of c + K - 1 steps is valid where its c context steps lie inside one episode (the simulated part is
-cut at the episode's end and masked). Episodes are split once, by level, into training and held-out sets.
+cut at the episode's end and masked). Episodes are split once, by level, into training, validation and test sets.
 """
 from __future__ import annotations
 
@@ -26,32 +26,51 @@ from rlinterp.store import RolloutStore
 WINDOW_FIELDS = ["obs", "hx", "value", "action", "reward", "done"]
 
 
-def split_episodes(store: RolloutStore, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) episode indices, split by level: a seeded random `heldout_fraction` of the store's
-    distinct level seeds (at least one, and at least one left to train on) is held out with every episode played
-    on them, so no training window comes from a level the held-out metrics are measured on."""
+@dataclass(frozen=True)
+class Split:
+    """Episode indices of three level-disjoint sets: training, validation (where designs and params are chosen)
+    and test (where the reported numbers are measured, and nothing is chosen)."""
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    def of(self, name: str) -> np.ndarray:
+        """The episodes of set `name`: train, validation or test."""
+        return getattr(self, name)
+
+
+def split_episodes(store: RolloutStore, test_fraction: float, validation_fraction: float, seed: int) -> Split:
+    """Split episodes by level: of the store's distinct level seeds in a seeded random order, the first
+    `test_fraction` (at least one) are test levels, the next `validation_fraction` validation levels (at least one
+    if the fraction is > 0), the rest training levels (at least one), each with every episode played on it. So no
+    training window comes from a level either is measured on, and adding validation levels leaves the test set as
+    it was."""
     levels = store.episode_info()["level_seed"]
     distinct = np.unique(levels)
-    if len(distinct) < 2:
-        raise InputError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s); "
-                         f"expected at least 2 levels to hold one out (record more episodes)")
-    count = min(max(1, round(heldout_fraction * len(distinct))), len(distinct) - 1)
-    heldout_levels = np.random.default_rng(seed).permutation(distinct)[:count]
-    held = np.isin(levels, heldout_levels)
-    return np.flatnonzero(~held), np.flatnonzero(held)
+    test_count = max(1, round(test_fraction * len(distinct)))
+    validation_count = max(1, round(validation_fraction * len(distinct))) if validation_fraction > 0 else 0
+    if test_count + validation_count >= len(distinct):
+        raise InputError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s), too few "
+                         f"for {test_count} test and {validation_count} validation level(s) and at least one to "
+                         f"train on (record more episodes, or lower the fractions)")
+    order = np.random.default_rng(seed).permutation(distinct)
+    test_levels, validation_levels = order[:test_count], order[test_count:test_count + validation_count]
+    test, validation = np.isin(levels, test_levels), np.isin(levels, validation_levels)
+    return Split(np.flatnonzero(~(test | validation)), np.flatnonzero(validation), np.flatnonzero(test))
 
 
-def simulator_split(store: RolloutStore, config: TrainSimulatorConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The simulator's (training, held-out) episodes: split by `heldout_seed`, never by the training draw's `seed`,
-    so every stage and benchmark measures another training draw on the same held-out levels."""
-    return split_episodes(store, config.heldout_fraction, config.heldout_seed)
+def simulator_split(store: RolloutStore, config: TrainSimulatorConfig) -> Split:
+    """The simulator's level split: drawn with `split_seed`, never with the training draw's `seed`, so every stage
+    and benchmark measures another training draw on the same levels."""
+    return split_episodes(store, config.test_fraction, config.validation_fraction, config.split_seed)
 
 
-def describe_split(store: RolloutStore, train: np.ndarray, heldout: np.ndarray) -> dict:
-    """What metrics record of a split: episode and level counts, and the held-out level seeds themselves."""
+def describe_split(store: RolloutStore, split: Split) -> dict:
+    """What metrics record of a split: episode and level counts, and the validation and test level seeds."""
     levels = store.episode_info()["level_seed"]
-    return {"train_episodes": len(train), "train_levels": len(np.unique(levels[train])),
-            "heldout_episodes": len(heldout), "heldout_level_seeds": np.unique(levels[heldout]).tolist()}
+    return {"train_episodes": len(split.train), "train_levels": len(np.unique(levels[split.train])),
+            **{f"{name}_episodes": len(split.of(name)) for name in ("validation", "test")},
+            **{f"{name}_level_seeds": np.unique(levels[split.of(name)]).tolist() for name in ("validation", "test")}}
 
 
 def valid_starts(store: RolloutStore, episodes: np.ndarray, context: int) -> np.ndarray:

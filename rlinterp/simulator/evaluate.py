@@ -23,6 +23,15 @@ def open_loop(simulator: Simulator, agent: RecurrentAgent, window: Window, close
     return open_loop_rollout(simulator, agent, simulator.encode(window.context, sample=False).value, window, closed)
 
 
+def teacher_forced(simulator: Simulator, agent: RecurrentAgent, window: Window) -> Rollout:
+    """Simulate every step from the posterior, which sees the real frame (most likely classes), driven by the
+    recorded actions: what is left of the error is the decoder's."""
+    steps = len(window.frames)
+    return simulator.rollout(simulator.encode(window.context, sample=False).value, agent, steps,
+                             frames=window.frames, actions=window.action, agent_hx=window.hx_prev,
+                             action_prev=window.action_prev, imagine_from=steps, modal=True)
+
+
 def nearest_distance(queries: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Euclidean distance from each query row to its nearest reference row."""
     return torch.cdist(queries.flatten(1).float(), reference.flatten(1).float()).min(dim=1).values

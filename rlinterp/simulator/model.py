@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rlinterp.agent.model import RecurrentAgent
+from rlinterp.agent.model import AgentOutput, RecurrentAgent
 from rlinterp.config import SimulatorConfig
 from rlinterp.distributed import Shard, draw_rows
 from rlinterp.hooks import HookPoint
@@ -207,12 +207,18 @@ class Simulator(nn.Module):
         they drive the rollout and gradients flow through them."""
         return torch.tanh(self.to_agent_hx(latent)), self.to_action(latent)
 
+    def decode_frames(self, feature: torch.Tensor) -> torch.Tensor:
+        """Features (..., deter + stoch) -> frames (..., 3, S, S), clamped to [0, 1] in the forward pass with an
+        identity gradient (so a frame decoded out of range is still pulled back)."""
+        decoded = self.image_decoder(feature.flatten(0, -2)).view(*feature.shape[:-1], 3, self.size, self.size)
+        return decoded + (decoded.clamp(0, 1) - decoded).detach()
+
     def rollout(self, latent: torch.Tensor, agent: RecurrentAgent, steps: int, *,
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
                 imagine_from: int | None = None, action_steps: int | None = None, modal: bool = False,
-                generator: torch.Generator | None = None, shard: Shard = Shard(), env_grads: bool = True
-                ) -> Rollout:
+                generator: torch.Generator | None = None, shard: Shard = Shard(), env_grads: bool = True,
+                batched: bool = True) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
@@ -222,22 +228,28 @@ class Simulator(nn.Module):
             straight-through argmax action. Open-loop prediction passes imagine_from=0, action_steps=K.
         agent_hx (B, H), action_prev (B,) int: the agent's state and the action before step 0; default: the
             converters' predictions from the latent (generation).
-        modal: use the most likely categorical state instead of sampling (the original's generation mode).
+        modal: use the most likely categorical state, prior or posterior, instead of sampling (the original's
+            generation mode).
         generator, shard: the sampled states' random numbers; a shard of a batch split over ranks draws its rows
             of the whole batch's numbers from a generator every rank holds in the same state.
         env_grads: False detaches every action before it enters the simulated environment, so gradients
             reach earlier steps only through the agent's own hidden state (the original's `env_grads`).
+        batched: where every step's action is recorded, the dynamics do not depend on what the agent sees, so the
+            decoder and the agent's CNN run once over all steps after the dynamics (training, open-loop
+            prediction); False steps them inside the loop all the same (the reference the agreement test and
+            benchmarks/simulator_throughput.py compare with). The reward and done heads always run once.
 
         Hook points (`rlinterp.hooks.attached(simulator, ...)`) fire where each tensor is made and before it is
-        used: `env_h` (deterministic state), `frame` (decoded frame), `action` (one-hot fed to the next step);
-        saliency adds zero leaves there to read gradients. The agent's own points (`hx`, ...) fire as in the
-        real environment.
+        used, once per step: `env_h` (deterministic state), `frame` (decoded frame), `action` (one-hot fed to the
+        next step); saliency adds zero leaves there to read gradients. The agent's own points (`hx`, ...) fire as
+        in the real environment. Batched, every step's `env_h` and `action` fire before the first `frame`.
         """
         c = self.config
         imagine_from = (steps if frames is not None else 0) if imagine_from is None else imagine_from
         action_steps = imagine_from if action_steps is None else action_steps
         if frames is None and imagine_from > 0:
             raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
+        recorded = batched and actions is not None and action_steps >= steps
         state = self.to_env_state(latent)
         h, z_logits = state[:, :c.deter_size], self._group(state[:, c.deter_size:])
         z = self._stoch(z_logits, modal, generator, shard)
@@ -249,9 +261,8 @@ class Simulator(nn.Module):
             action = F.one_hot(action_prev.long(), self.num_actions).to(latent.dtype)
         embeds = self.embedder(frames[:imagine_from].flatten(0, 1)).view(imagine_from, latent.shape[0], -1) \
             if imagine_from > 0 else None
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in (
-            "frames", "reward_logits", "done_logit", "env_h", "env_z", "prior_logits", "post_logits", "env_update",
-            "agent_features", "agent_hx", "agent_logits", "agent_value", "agent_action")}
+        out: dict[str, list] = {k: [] for k in ("feature", "env_update", "prior_logits", "post_logits", "frames",
+                                                "agent")}
         for i in range(steps):
             x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
             h_new = self.gru(x, h)
@@ -263,30 +274,41 @@ class Simulator(nn.Module):
             if i < imagine_from:
                 post_logits = self._group(self.post_out(self.post_deter(h) + self.post_embed(embeds[i])))
                 out["post_logits"].append(post_logits)
-                z = self._stoch(post_logits, False, generator, shard)
+                z = self._stoch(post_logits, modal, generator, shard)
             else:
                 z = self._stoch(prior_logits, modal, generator, shard)
             feature = torch.cat([h, z], dim=-1)
-            decoded = self.image_decoder(feature)
-            frame = decoded + (decoded.clamp(0, 1) - decoded).detach()   # clamp forward, identity gradient
-            frame = self.hook_frame(frame)
-            agent_out = agent.step_pixels(self.agent_pixels(frame), hx)
-            hx = agent_out.hx
-            probs = agent_out.logits.softmax(-1)
-            greedy = probs.argmax(-1)
+            out["feature"].append(feature)
+            if not recorded:
+                frame = self.hook_frame(self.decode_frames(feature))
+                agent_out = agent.step_pixels(self.agent_pixels(frame), hx)
+                hx = agent_out.hx
+                out["frames"].append(frame)
+                out["agent"].append(agent_out)
             if actions is not None and i < action_steps:
                 action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
             else:
-                action = straight_through_onehot(probs, greedy)
+                probs = agent_out.logits.softmax(-1)
+                action = straight_through_onehot(probs, probs.argmax(-1))
             action = self.hook_action(action)
             if not env_grads:
                 action = action.detach()
-            for key, value in (("frames", frame), ("reward_logits", self.reward_head(feature)),
-                               ("done_logit", self.done_head(feature).squeeze(-1)), ("env_h", h), ("env_z", z),
-                               ("agent_features", agent_out.features), ("agent_hx", hx), ("agent_logits", agent_out.logits),
-                               ("agent_value", agent_out.value), ("agent_action", greedy)):
-                out[key].append(value)
-        stacked = {k: torch.stack(v) if v else None for k, v in out.items()}
-        imagined = torch.arange(steps, device=latent.device) >= imagine_from
-        reward = stacked["reward_logits"].softmax(-1) @ self.reward_support
-        return Rollout(**stacked, reward=reward, imagined=imagined)
+        feature = torch.stack(out["feature"])
+        if recorded:
+            frames_out = torch.stack([self.hook_frame(frame) for frame in self.decode_frames(feature)])
+            agent_out = agent.sequence_pixels(
+                self.agent_pixels(frames_out.flatten(0, 1)).view(*frames_out.shape[:2], 3, FRAME_SIZE, FRAME_SIZE),
+                hx)
+        else:
+            frames_out = torch.stack(out["frames"])
+            agent_out = AgentOutput.stack(out["agent"])
+        reward_logits = self.reward_head(feature)
+        return Rollout(frames=frames_out, reward=reward_logits.softmax(-1) @ self.reward_support,
+                       reward_logits=reward_logits, done_logit=self.done_head(feature).squeeze(-1),
+                       env_h=feature[..., :c.deter_size], env_z=feature[..., c.deter_size:],
+                       prior_logits=torch.stack(out["prior_logits"]),
+                       post_logits=torch.stack(out["post_logits"]) if out["post_logits"] else None,
+                       imagined=torch.arange(steps, device=latent.device) >= imagine_from,
+                       env_update=torch.stack(out["env_update"]), agent_features=agent_out.features,
+                       agent_hx=agent_out.hx, agent_logits=agent_out.logits, agent_value=agent_out.value,
+                       agent_action=agent_out.logits.argmax(-1))

@@ -3,7 +3,9 @@
 Informed initialisation: the simulator encodes a real window's context frames, starts the agent from the real
 hx, and simulates from its prior: open loop (`simulator`, driven by the recorded actions, so simulated step k
 can be compared with real step k) and closed loop (`simulator_closed_loop`, the agent's own actions, as samples
-are made). Each measure is reported for both and for trivial predictors on the same windows:
+are made). Teacher-forced (`simulator_teacher_forced`): its posterior sees every real frame and the recorded
+actions drive it, so only the decoder's reconstruction separates the agent's reading from the real one: the floor
+open loop can reach. Each measure is reported for both and for trivial predictors on the same windows:
     copy_last  the last real context frame / the agent's last real hx, policy and value / no reward, no done
     mean_frame the mean training frame (frame measures only)
     base_rate  the training episodes' share of steps with a reward / an end, at every step (event measures only)
@@ -21,19 +23,22 @@ out for every predictor and counted.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.intervals import group_bootstrap_weights, percentile_interval
 from rlinterp.simulator import quality
-from rlinterp.simulator.evaluate import open_loop
+from rlinterp.simulator.evaluate import open_loop, teacher_forced
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.model import Simulator
 
 HIGHER_IS_BETTER = {"obs_psnr", "obs_ssim", "hx_cosine", "action_agreement", "reward_prob_at_event",
                     "done_prob_at_event"}
-SIMULATORS = ("simulator", "simulator_closed_loop")   # open loop (recorded actions), closed loop (the agent acts)
+# open loop (recorded actions), closed loop (the agent acts), teacher-forced (the posterior sees every real frame)
+SIMULATORS = ("simulator", "simulator_closed_loop", "simulator_teacher_forced")
 BASELINES = ("copy_last", "mean_frame", "base_rate")
 PREDICTION_FIELDS = ["obs", "hx", "logits", "value", "action", "reward", "done"]
 EVENTS = ("reward", "done")
@@ -83,13 +88,14 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
 
     for batch in batches:
         window = window_from_batch(batch, simulator)
-        rollout = open_loop(simulator, agent, window)
-        closed = open_loop(simulator, agent, window, closed=True)
+        rollouts = {"simulator": open_loop(simulator, agent, window),
+                    "simulator_closed_loop": open_loop(simulator, agent, window, closed=True),
+                    "simulator_teacher_forced": teacher_forced(simulator, agent, window)}
         steps = len(window.frames)
         real_logits, real_value = batch["logits"][:, c - 1:].transpose(0, 1), batch["value"][:, c - 1:].t()
         last_logits = batch["logits"][:, c - 2].expand(steps, -1, -1)
         last_value = batch["value"][:, c - 2].expand(steps, -1)
-        frames = {"simulator": rollout.frames, "simulator_closed_loop": closed.frames,
+        frames = {**{name: r.frames for name, r in rollouts.items()},
                   "copy_last": window.context[:, -1].expand_as(window.frames),
                   "mean_frame": mean_frame.expand_as(window.frames)}
         for name, predicted in frames.items():
@@ -98,7 +104,7 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
             add("obs_ssim", name, quality.ssim(predicted, window.frames))
         last_hx = window.hx_prev.expand_as(window.hx)
         for name, hx, logits, value in (*((name, r.agent_hx, r.agent_logits, r.agent_value)
-                                          for name, r in (("simulator", rollout), ("simulator_closed_loop", closed))),
+                                          for name, r in rollouts.items()),
                                         ("copy_last", last_hx, last_logits, last_value)):
             add("hx_mse", name, quality.mse(hx, window.hx))
             add("hx_cosine", name, quality.cosine(hx, window.hx))
@@ -106,8 +112,7 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
             add("policy_kl", name, quality.policy_kl(logits, real_logits))
             add("value_abs_error", name, (value - real_value).abs())
         happened = {"reward": (window.reward != 0).float(), "done": window.done}
-        predicted = {"simulator": event_probs(simulator, rollout),
-                     "simulator_closed_loop": event_probs(simulator, closed),
+        predicted = {**{name: event_probs(simulator, r) for name, r in rollouts.items()},
                      "copy_last": {e: torch.zeros_like(real) for e, real in happened.items()},   # no reward, no end
                      "base_rate": {e: torch.full_like(real, base_rates[e]) for e, real in happened.items()}}
         for name, probs in predicted.items():
@@ -118,13 +123,14 @@ def prediction_quality(simulator: Simulator, agent: RecurrentAgent, batches: lis
         for event, real in happened.items():
             transitions = window.label_mask
             in_window.setdefault("real", {}).setdefault(event, []).append((real * transitions).amax(0).cpu())
-            for name in SIMULATORS:
+            for name in rollouts:
                 chance = 1 - (1 - predicted[name][event] * transitions).prod(0)
                 in_window.setdefault(name, {}).setdefault(event, []).append(chance.cpu())
         for measure in values:
             masks.setdefault(measure, []).append(measure_mask(measure, window, happened).bool().cpu())
         if not example:
-            example = {"real": window.frames.cpu(), "simulated": rollout.frames.cpu(), "mask": window.mask.cpu()}
+            example = {"real": window.frames.cpu(), "simulated": rollouts["simulator"].frames.cpu(),
+                       "mask": window.mask.cpu()}
     joined = {m: {p: torch.cat(v, dim=1) for p, v in by.items()} for m, by in values.items()}
     events = {name: {e: torch.cat(v) for e, v in by.items()} for name, by in in_window.items()}
     return joined, {m: torch.cat(v, dim=1) for m, v in masks.items()}, example, events
@@ -141,7 +147,7 @@ def window_event_shares(events: dict[str, dict[str, torch.Tensor]], levels: np.n
         return percentile_interval(x.mean(), (weights @ np.bincount(index, weights=x)) / windows)
 
     report = {}
-    for mode in SIMULATORS:
+    for mode in (name for name in SIMULATORS if name in events):
         report[mode] = {}
         for event, chance in events[mode].items():
             simulated, real = chance.double().numpy(), events["real"][event].double().numpy()
@@ -199,9 +205,11 @@ def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch
               levels: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
     """(headline, curves). headline, per measure: each predictor's mean over all valid steps and windows, how many
     steps were left out (infinite PSNR), and each simulator mode against each trivial baseline (`compare`, its
-    level Bonferroni-corrected across all of them); curves: per step k the median and IQR over windows.
-    `levels` (W,): the level of each window."""
-    comparisons = sum(baseline in by for by in values.values() for _ in SIMULATORS for baseline in BASELINES)
+    level Bonferroni-corrected across all of them); curves: per step k each predictor's mean over the windows the
+    verdicts compare (means, not medians: events and action agreement are mostly 0 or 1) with a 95% interval
+    bootstrapped over levels. `levels` (W,): the level of each window."""
+    comparisons = sum(mode in by and baseline in by for by in values.values() for mode in SIMULATORS
+                      for baseline in BASELINES)
     headline, curves = {}, {}
     for measure, by in values.items():
         arrays = {p: v.double().numpy() for p, v in by.items()}
@@ -213,6 +221,17 @@ def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch
             "mean": {p: float(v[valid].mean()) for p, v in arrays.items()},
             **{f"{mode}_vs_{baseline}": compare(arrays[mode], arrays[baseline], valid, higher, levels,
                                                 0.05 / comparisons, seed)
-               for mode in SIMULATORS for baseline in BASELINES if baseline in arrays}}
-        curves[measure] = {p: quality.median_iqr(v, torch.from_numpy(valid)) for p, v in by.items()}
+               for mode in SIMULATORS for baseline in BASELINES if mode in arrays and baseline in arrays}}
+        curves[measure] = {p: step_means(v, valid, levels, seed) for p, v in arrays.items()}
     return headline, curves
+
+
+def step_means(values: np.ndarray, valid: np.ndarray, levels: np.ndarray, seed: int = 0) -> dict[str, list[float]]:
+    """Per step k of (K, W) `values`: the mean over the `valid` windows and its 95% interval bootstrapped over the
+    windows' `levels` (NaN where no window is valid)."""
+    index, weights = group_bootstrap_weights(levels, BOOTSTRAP_RESAMPLES, seed)
+    means, resampled = level_means(values, valid, index, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # a step no window reaches: NaN
+        low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
+    return {"mean": means.tolist(), "ci95_low": low.tolist(), "ci95_high": high.tolist()}

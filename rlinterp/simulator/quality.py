@@ -59,19 +59,3 @@ def policy_kl(predicted_logits: torch.Tensor, real_logits: torch.Tensor) -> torc
     """KL(real policy || simulated policy) in nats."""
     real_log = real_logits.log_softmax(-1)
     return (real_log.exp() * (real_log - predicted_logits.log_softmax(-1))).sum(-1)
-
-
-def median_iqr(values: torch.Tensor, mask: torch.Tensor) -> dict[str, list[float]]:
-    """Per step k: median, 25th and 75th percentile over the windows where `mask` is set (NaN where none)."""
-    out: dict[str, list[float]] = {"median": [], "q25": [], "q75": []}
-    for row, keep in zip(values, mask.bool()):
-        chosen = row[keep].double()
-        if len(chosen) == 0:
-            for key in out:
-                out[key].append(float("nan"))
-            continue
-        q = torch.quantile(chosen, torch.tensor([0.5, 0.25, 0.75], dtype=torch.float64))
-        out["median"].append(float(q[0]))
-        out["q25"].append(float(q[1]))
-        out["q75"].append(float(q[2]))
-    return out

@@ -3,7 +3,7 @@
 Each sample is one "episode" of `num_steps` simulated steps, closed loop: the frozen agent acts (argmax) on the
 decoded frames and its action drives the simulator. Two ways to start:
     prior     a random latent from the bottleneck's prior; the converters give the agent's hx and last action
-    informed  the encoded first frames of a held-out real episode, starting the agent from its real hx
+    informed  the encoded first frames of a real episode on the test levels, starting the agent from its real hx
 Besides the real-rollout fields, a simulated store holds per step `env_h` (deterministic state), `env_z` (the
 class of each categorical latent), `latent` (the sample's latent, repeated), `done_prob`, and `source_step`
 (first global step of the real window an informed sample encodes, in the real store; -1 for prior samples).
@@ -202,7 +202,7 @@ def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, epi
                 resamples: int, seed: int) -> dict:
     """Do samples reward and end as often as the game does in as many steps? For each event, `share_comparison`
     of the samples `rows` against real windows of their length from `episodes`: each informed sample's own
-    episode's first window, or, for prior samples, windows starting anywhere in the held-out episodes."""
+    episode's first window, or, for prior samples, windows starting anywhere in the test-level episodes."""
     steps = int(samples.episode_ends[rows[0]] - samples.episode_starts[rows[0]]) if len(rows) else 0
     reward = np.asarray(samples["reward"][:]) > 0
     simulated = {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),

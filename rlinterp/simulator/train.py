@@ -5,7 +5,6 @@ beside another agent than the one it was trained with is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
 from rlinterp.envs import OBS_SHAPE
 from rlinterp.errors import InputError
+from rlinterp.files import code_sha256
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import window_from_batch, window_loss
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator
@@ -28,11 +28,9 @@ from rlinterp.simulator.model import Simulator
 from rlinterp.store import RolloutStore
 
 def training_code_hash() -> str:
-    """sha256 of the modules that define a simulator training run."""
-    digest = hashlib.sha256()
-    for module in (data, losses, model, networks, distributed, sys.modules[__name__]):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
+    """sha256 of the code (not the comments) of the modules that define a simulator training run."""
+    return code_sha256([module.__file__ for module in (data, losses, model, networks, distributed,
+                                                        sys.modules[__name__])])
 
 
 def training_config(sim_config: SimulatorConfig, config: TrainSimulatorConfig) -> dict[str, Any]:
@@ -94,9 +92,12 @@ def fit_prior(simulator: Simulator, store: RolloutStore, episodes: np.ndarray, c
 
 def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path,
                     agent: RecurrentAgent, agent_sha256: str, checkpoint_path: str | Path, device: str = "cpu",
-                    log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True
-                    ) -> tuple[Simulator, dict[str, Any]]:
+                    log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
+                    precision: torch.dtype | None = None) -> tuple[Simulator, dict[str, Any]]:
     """Train (or resume) until `config.total_windows` windows; returns the simulator and a run summary.
+
+    `precision`: the agent encoder's autocast dtype while training (e.g. torch.bfloat16; None: fp32), nearly all
+    of a batch's compute; the agent is handed back in its own precision.
 
     Under torchrun each rank trains on its share of every batch (DDP averages the gradients; the batch's random
     numbers and the latents' uniformity are those of the whole batch) and rank 0 alone writes the checkpoint;
@@ -107,7 +108,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     agent.requires_grad_(False)
     agent.eval()
     store = check_training_store(RolloutStore(store_path), agent_sha256, sim_config)
-    train_episodes, _ = data.simulator_split(store, config)
+    train_episodes = data.simulator_split(store, config).train
     simulator = build_simulator(sim_config, agent).to(device)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     run_config = training_config(sim_config, config)
@@ -135,6 +136,8 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
                                           "generator": generator.get_state()}, fmt=FORMAT)
 
     simulator.train()
+    own_precision = agent.encoder_dtype
+    agent.set_precision(precision)
     running: dict[str, float] = {}
     bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator",
                disable=not (progress and shard.main))
@@ -159,6 +162,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
             checkpoint()
         bar.update(1)
     bar.close()
+    agent.set_precision(own_precision)
     simulator.eval()
     if sim_config.prior == "fitted":      # every rank fits the same prior: the windows and noise are seeded
         fit_prior(simulator, store, train_episodes, config, device)
