@@ -110,6 +110,9 @@ def test_episodes_are_split_by_level_into_training_validation_and_test(tmp_path,
     assert len(sets[1]) == len(sets[2]) == 2                          # 30% of the 7 distinct levels each
     for validation_fraction in (0.15, 0.45):                          # choosing on more or fewer validation levels
         np.testing.assert_array_equal(split_episodes(store, 0.3, validation_fraction, seed=0).test, split.test)
+    for test_fraction in (0.15, 0.45):                                # and measuring on more or fewer test levels
+        np.testing.assert_array_equal(split_episodes(store, test_fraction, 0.3, seed=0).validation,
+                                      split.validation)
     with pytest.raises(InputError, match="play 2 level"):             # test + validation + training need 3
         split_episodes(numbered_store(tmp_path / "two.zarr", agent.hidden_size, [5, 5], [4, 6]), 0.5, 0.5, seed=0)
 

@@ -41,22 +41,22 @@ class Split:
 
 def split_episodes(store: RolloutStore, test_fraction: float, validation_fraction: float, seed: int) -> Split:
     """Split episodes by level: of the store's distinct level seeds in a seeded random order, the first
-    `test_fraction` (at least one) are test levels, the next `validation_fraction` validation levels (at least one
-    if the fraction is > 0), the rest training levels (at least one), each with every episode played on it. So no
-    training window comes from a level either is measured on, and adding validation levels leaves the test set as
-    it was."""
+    `validation_fraction` (at least one) are validation levels, the last `test_fraction` (at least one) test
+    levels, the rest training levels (at least one), each with every episode played on it. So no training window
+    comes from a level either is measured on, and choosing on more or fewer validation levels never moves the test
+    set. (The validation levels are those the simulator's params were chosen on before the split had three parts:
+    the test levels are ones no choice has read.)"""
     levels = store.episode_info()["level_seed"]
     distinct = np.unique(levels)
+    validation_count = max(1, round(validation_fraction * len(distinct)))
     test_count = max(1, round(test_fraction * len(distinct)))
-    validation_count = max(1, round(validation_fraction * len(distinct))) if validation_fraction > 0 else 0
-    if test_count + validation_count >= len(distinct):
+    if validation_count + test_count >= len(distinct):
         raise InputError(f"{store.path}: its {store.num_episodes} episode(s) play {len(distinct)} level(s), too few "
-                         f"for {test_count} test and {validation_count} validation level(s) and at least one to "
+                         f"for {validation_count} validation and {test_count} test level(s) and at least one to "
                          f"train on (record more episodes, or lower the fractions)")
     order = np.random.default_rng(seed).permutation(distinct)
-    test_levels, validation_levels = order[:test_count], order[test_count:test_count + validation_count]
-    test, validation = np.isin(levels, test_levels), np.isin(levels, validation_levels)
-    return Split(np.flatnonzero(~(test | validation)), np.flatnonzero(validation), np.flatnonzero(test))
+    validation, test = np.isin(levels, order[:validation_count]), np.isin(levels, order[-test_count:])
+    return Split(np.flatnonzero(~(validation | test)), np.flatnonzero(validation), np.flatnonzero(test))
 
 
 def simulator_split(store: RolloutStore, config: TrainSimulatorConfig) -> Split:
