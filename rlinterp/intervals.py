@@ -25,6 +25,12 @@ def group_bootstrap_weights(groups: np.ndarray, resamples: int, seed: int) -> tu
     return index, np.stack([np.bincount(row, minlength=count) for row in draws]).astype(np.float64)
 
 
+def resampled_means(values: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean of `values` (N,) in each resample of `group_bootstrap_weights` (its `index`, `weights`): (R,)."""
+    return (weights @ np.bincount(index, weights=values, minlength=weights.shape[1])) / \
+        (weights @ np.bincount(index, minlength=weights.shape[1]))
+
+
 def percentile_interval(point: float, resampled: np.ndarray) -> dict[str, float]:
     """A statistic's value with the 95% percentile interval of its bootstrap resamples, in `mean_interval`'s
     keys (`mean` is the statistic on the data itself)."""

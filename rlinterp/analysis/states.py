@@ -28,7 +28,7 @@ from rlinterp.analysis.cluster import cluster, embed, subsample
 from rlinterp.analysis.decompose import Basis, components_for, fit_basis, shuffled_columns
 from rlinterp.config import AnalysisConfig
 from rlinterp.files import read_npz
-from rlinterp.intervals import envelope, group_bootstrap_weights, percentile_interval
+from rlinterp.intervals import envelope, group_bootstrap_weights, percentile_interval, resampled_means
 
 BOOTSTRAP_RESAMPLES = 1000   # resamples of the groups (episodes) behind the kurtosis and silhouette intervals
 SILHOUETTE_ROWS = 2000       # rows the silhouette is scored on (it costs rows^2 distances)
@@ -112,7 +112,7 @@ def silhouette_interval(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, s
         return percentile_interval(float("nan"), np.zeros(0))
     per_row = silhouette_samples(x[rows], labels[rows])
     index, weights = group_bootstrap_weights(groups[rows], BOOTSTRAP_RESAMPLES, seed)
-    resampled = (weights @ np.bincount(index, per_row)) / (weights @ np.bincount(index))
+    resampled = resampled_means(per_row, index, weights)
     return percentile_interval(per_row.mean(), resampled)
 
 

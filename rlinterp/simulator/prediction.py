@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.intervals import group_bootstrap_weights, percentile_interval
+from rlinterp.intervals import group_bootstrap_weights, percentile_interval, resampled_means
 from rlinterp.simulator import quality
 from rlinterp.simulator.evaluate import open_loop, teacher_forced
 from rlinterp.simulator.losses import window_from_batch
@@ -141,10 +141,9 @@ def window_event_shares(events: dict[str, dict[str, torch.Tensor]], levels: np.n
     share on the same windows, and their paired difference, each with a 95% interval bootstrapped over levels;
     the simulator rewards and ends at the real rate where the difference's interval holds 0."""
     index, weights = group_bootstrap_weights(levels, BOOTSTRAP_RESAMPLES, seed)
-    windows = weights @ np.bincount(index)
 
     def share(x: np.ndarray) -> dict[str, float]:
-        return percentile_interval(x.mean(), (weights @ np.bincount(index, weights=x)) / windows)
+        return percentile_interval(x.mean(), resampled_means(x, index, weights))
 
     report = {}
     for mode in (name for name in SIMULATORS if name in events):
@@ -187,7 +186,9 @@ def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, high
                "levels": len(np.unique(levels[windows]))}
     corrected = np.nanpercentile(resampled[:, 0], [100 * alpha / 2, 100 * (1 - alpha / 2)])
     per_step, resampled = level_means(advantage, valid, index, weights)
-    spread = np.nanstd(resampled, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # a step no window reaches: NaN
+        spread = np.nanstd(resampled, axis=0)
     tested = valid.sum(1) >= 2
     varies = tested & (spread > 0)                  # where every resample agrees, the band has no width
     largest = np.nanmax(np.abs(resampled[:, varies] - per_step[varies]) / spread[varies], axis=1) if varies.any() \

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from rlinterp.agent.model import RecurrentAgent
-from rlinterp.intervals import group_bootstrap_weights, percentile_interval
+from rlinterp.intervals import group_bootstrap_weights, percentile_interval, resampled_means
 from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import Window, window_from_batch
 from rlinterp.simulator.model import Simulator
@@ -169,7 +169,7 @@ def real_window_events(real: RolloutStore, episodes: np.ndarray, steps: int,
     """Whether real windows of `steps` steps hold a reward and an episode end: the first window of each of
     `episodes` (what an informed sample simulates), or windows starting at every step of them (what a prior
     sample's random start stands for); with each window's episode, the unit a bootstrap resamples."""
-    rewarded = np.asarray(real["reward"][:]) > 0
+    rewarded = np.asarray(real["reward"][:]) != 0
     events: dict[str, list[np.ndarray]] = {"reward": [], "end": []}
     groups = []
     for e in episodes:
@@ -191,7 +191,7 @@ def share_comparison(simulated: np.ndarray, real: np.ndarray, real_groups: np.nd
     rng = np.random.default_rng(seed)
     sim_boot = simulated[rng.integers(len(simulated), size=(resamples, len(simulated)))].mean(1)
     index, weights = group_bootstrap_weights(real_groups, resamples, seed + 1)
-    real_boot = (weights @ np.bincount(index, weights=real)) / (weights @ np.bincount(index))
+    real_boot = resampled_means(real, index, weights)
     difference = percentile_interval(simulated.mean() - real.mean(), sim_boot - real_boot)
     return {"simulated": percentile_interval(simulated.mean(), sim_boot),
             "real": percentile_interval(real.mean(), real_boot), "difference": difference,
@@ -204,7 +204,7 @@ def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, epi
     of the samples `rows` against real windows of their length from `episodes`: each informed sample's own
     episode's first window, or, for prior samples, windows starting anywhere in the test-level episodes."""
     steps = int(samples.episode_ends[rows[0]] - samples.episode_starts[rows[0]]) if len(rows) else 0
-    reward = np.asarray(samples["reward"][:]) > 0
+    reward = np.asarray(samples["reward"][:]) != 0
     simulated = {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),
                  "end": samples.episode_info()["completed"][rows].astype(bool)}
     real_events, groups = real_window_events(real, episodes, steps, from_start=informed)
