@@ -8,6 +8,7 @@ torch's (numpy's) own reduction, so world size 1 computes bit for bit what a run
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ def current() -> Shard:
 def finish() -> None:
     """Leave the process group (after training: what follows runs on rank 0 alone). Every rank first waits for
     the others: a rank that tears gloo down while another's last collective is still in flight can abort it
-    ("terminate called without an active exception", seen once in CI)."""
+    ("terminate called without an active exception"). DDP wrappers left in reference cycles are collected first:
+    one whose reducer outlived the group aborted its process at exit (about one run in eight)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

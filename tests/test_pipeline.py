@@ -380,9 +380,11 @@ def test_two_processes_per_node_train_what_one_trains(tiny_pipeline, tmp_path):
                     for root in (tiny_pipeline.pristine, repo))
         assert one.keys() == two.keys(), name
         for key, value in one.items():
+            if key.endswith("heldout_loss.bottleneck"):
+                continue    # the uniformity of 8 validation latents moves by 0.01-0.03 between any two runs;
+                #             that it spans the ranks is checked exactly in test_distributed.py
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                # abs: terms near 0 on 8 windows of one level (the validation loss's uniformity) move by ~0.01
-                assert two[key] == pytest.approx(value, rel=0.1, abs=0.02), f"{name}{key}"
+                assert two[key] == pytest.approx(value, rel=0.1, abs=0.01), f"{name}{key}"
             else:
                 assert two[key] == value, f"{name}{key}"
     metrics = {name: json.loads((repo / "metrics" / f"{name}.json").read_text()) for name in ("train_agent", "simulator")}
