@@ -79,7 +79,7 @@ def prediction_table(metrics: Path) -> str:
     split = quality["split"]
     lines = [f"{quality['windows']} held-out windows of {quality['num_steps']} simulated steps, from "
              f"{len(split[quality['levels'] + '_level_seeds'])} {quality['levels']} levels no training window came "
-             "from and no design was chosen on; open loop: the prior and the recorded actions; teacher-forced: the "
+             f"from{' and no design was chosen on' if quality['levels'] == 'test' else ''}; open loop: the prior and the recorded actions; teacher-forced: the "
              "posterior sees every real frame. Advantage = how much better the simulator is (positive: better), "
              "paired by window, 95% CI bootstrapped over levels; horizons k where a band simultaneous over every "
              "horizon, Bonferroni-corrected across every comparison in the metrics, lies above / below 0.", "",
