@@ -8,8 +8,8 @@ alone) and open loop (the prior and the recorded actions), paired by window with
 A design meets the issue's target where teacher-forced value and hx win every horizon k >= 4, open loop every
 k >= 8, and SSIM every k >= 4.
 
-Each design's training curves and full prediction-quality metrics are kept in OUT/<design>/; OUT/summary.md holds
-the table.
+Each design's training curves and full prediction-quality metrics (with how often its open-loop windows hold a
+reward and an end beside the real windows) are kept in OUT/<design>/; OUT/summary.md holds the table.
 
     python benchmarks/simulator_designs.py --minutes 10 [--designs base,features] [--out DIR]
 """
@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlinterp.agent.checkpoint import load_agent
@@ -30,10 +29,10 @@ from rlinterp.config import params_from_dict, read_params_file
 from rlinterp.files import file_sha256
 from rlinterp.runtime import resolve_precision, setup_torch
 from rlinterp.simulator.checkpoint import build_simulator
-from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split, window_loader
+from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
-from rlinterp.simulator.prediction import PREDICTION_FIELDS, event_base_rates, prediction_quality, summarise
-from rlinterp.simulator.train import real_steps, train_simulator
+from rlinterp.simulator.prediction import EVENTS, predict_heldout
+from rlinterp.simulator.train import encoder_precision, train_simulator, train_step
 from rlinterp.store import RolloutStore
 
 # name -> params changed from params.yaml ("section.key": value, as `dvc exp run -S`). features_weight 0.1 puts the
@@ -46,6 +45,7 @@ DESIGNS = {
     "deeper_decoder": {"simulator.decoder_depth": 32},
     "sharper": {"train_simulator.image_weight": 4.0},
     "value_weighted": {"train_simulator.value_weight": 300.0},
+    "long_windows": {"simulator.num_sim_steps": 24},       # trained on the horizon prediction_quality measures
 }
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
 TARGETS = [("value_abs_error", "simulator_teacher_forced", "copy_last", 4),
@@ -67,35 +67,18 @@ def seconds_per_batch(params, agent, store: RolloutStore, precision: torch.dtype
                       ) -> float:
     """One training batch's wall time for this design, as train_simulator runs it (after a warm-up batch)."""
     sim, config = params.simulator, params.train_simulator
-    agent.set_precision(precision)
     torch.manual_seed(config.seed)
     simulator = build_simulator(sim, agent)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
     loader = window_loader(str(store.path), simulator_split(store, config).train, sim.num_init_steps,
                            sim.num_init_steps + sim.num_sim_steps - 1, config.batch_size, config.seed, 0)
-    for index in range(batches + 1):
-        if index == 1:
-            start = time.perf_counter()
-        loss, _ = window_loss(simulator, agent, window_from_batch(next(loader), simulator), config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    agent.set_precision(None)
+    with encoder_precision(agent, precision):
+        for index in range(batches + 1):
+            if index == 1:
+                start = time.perf_counter()
+            train_step(lambda window: window_loss(simulator, agent, window, config), simulator, optimizer,
+                       window_from_batch(next(loader), simulator), config.max_grad_norm)
     return (time.perf_counter() - start) / batches
-
-
-def measure(params, simulator, agent, store: RolloutStore) -> dict:
-    """prediction_quality's headline metrics on the validation levels."""
-    sim, config = params.simulator, params.prediction_quality
-    split = simulator_split(store, params.train_simulator)
-    windows = heldout_windows(store, split.validation, sim.num_init_steps, sim.num_init_steps + config.num_steps - 1,
-                              config.windows, config.seed, PREDICTION_FIELDS)
-    rows = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in split.train])
-    values, masks, _, _ = prediction_quality(simulator, agent, batches_of(windows, config.batch_size),
-                                             real_steps(store, split.train, simulator)["frames"].mean(0),
-                                             event_base_rates(store.rows("reward", rows), store.rows("done", rows)))
-    headline, _ = summarise(values, masks, store.rows("level_seed", windows["start"].numpy()), config.seed)
-    return headline
 
 
 def target_cells(headline: dict) -> list[str]:
@@ -109,6 +92,16 @@ def target_cells(headline: dict) -> list[str]:
         advantage = verdict["advantage"]
         cells.append(f"{advantage['mean']:+.3g} [{advantage['ci95_low']:+.3g}, {advantage['ci95_high']:+.3g}] {mark}")
     return cells
+
+
+def event_cells(record: dict) -> list[str]:
+    """How often open-loop windows hold each event, simulated and real, with 'matches' where their difference's
+    interval holds 0; blank for a design measured before the event shares were kept."""
+    shares = record.get("window_events", {}).get("simulator")
+    if shares is None:
+        return [""] * len(EVENTS)
+    return [f"{shares[e]['simulated']['mean']:.1%} / {shares[e]['real']['mean']:.1%}"
+            f"{' matches' if shares[e]['matches'] else ''}" for e in EVENTS]
 
 
 def main() -> None:
@@ -148,11 +141,12 @@ def main() -> None:
             writer = csv.DictWriter(f, fieldnames=list(curve[-1]))
             writer.writeheader()
             writer.writerows(curve)
-        headline = measure(params, simulator, agent, store)
+        result = predict_heldout(simulator, agent, store, simulator_split(store, params.train_simulator),
+                                 "validation", params.prediction_quality)
         (out / name / "prediction_quality.json").write_text(json.dumps(
             {"changes": DESIGNS[name], "windows": windows, "seconds_per_batch": per_batch,
-             "train_minutes": minutes, **headline}, indent=1))
-        print(f"{name}: {' | '.join(target_cells(headline))}", flush=True)
+             "train_minutes": minutes, "window_events": result.event_shares, **result.headline}, indent=1))
+        print(f"{name}: {' | '.join(target_cells(result.headline))}", flush=True)
     write_summary(out)
 
 
@@ -160,7 +154,7 @@ def write_summary(out: Path) -> None:
     """OUT/summary.md: a row for every design measured in OUT (runs of this script may measure some each)."""
     header = ["design", "changes", "s/batch", "windows", "train min", "last image loss",
               *(f"{m} {mode.removeprefix('simulator').strip('_') or 'open_loop'} vs {b} (k >= {k})"
-                for m, mode, b, k in TARGETS)]
+                for m, mode, b, k in TARGETS), *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS)]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in DESIGNS:
         if not (out / name / "prediction_quality.json").exists():
@@ -170,10 +164,13 @@ def write_summary(out: Path) -> None:
             last = list(csv.DictReader(f))[-1]
         table.append("| " + " | ".join([name, json.dumps(record["changes"]), f"{record['seconds_per_batch']:.2f}",
                                         str(record["windows"]), f"{record['train_minutes']:.1f}",
-                                        f"{float(last['image']):.0f}", *target_cells(record)]) + " |")
+                                        f"{float(last['image']):.0f}", *target_cells(record),
+                                        *event_cells(record)]) + " |")
     note = ("Validation levels; advantage over the baseline (positive = better) with its 95% interval over levels; "
             "'met' = every horizon from k won (simultaneous band), else horizons won / needed. Each design trained "
-            f"for the same CPU minutes (train min), torch {torch.__version__}, {torch.get_num_threads()} threads.")
+            f"for the same CPU minutes (train min), torch {torch.__version__}, {torch.get_num_threads()} threads. Event "
+            "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
+            "(blank: measured before they were kept, and before the imagined steps' event calibration).")
     (out / "summary.md").write_text(note + "\n\n" + "\n".join(table) + "\n")
     print("\n".join(table))
 

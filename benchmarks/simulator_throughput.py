@@ -27,6 +27,7 @@ from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
 from rlinterp.simulator.model import Simulator
+from rlinterp.simulator.train import train_step
 from rlinterp.store import RolloutStore
 
 
@@ -49,12 +50,9 @@ def main() -> None:
     loader = window_loader(args.store, simulator_split(store, config).train, sim.num_init_steps, length,
                            config.batch_size, 0, config.num_workers)
 
-    def train_step(batch: dict[str, torch.Tensor]) -> None:
-        loss, _ = window_loss(simulator, agent, window_from_batch(batch, simulator), config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm)
-        optimizer.step()
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        train_step(lambda window: window_loss(simulator, agent, window, config), simulator, optimizer,
+                   window_from_batch(batch, simulator), config.max_grad_norm)
 
     precision = resolve_precision(params.compute, device)
 
@@ -63,11 +61,11 @@ def main() -> None:
         agent.set_precision(dtype)
         start = time.perf_counter()
         for _ in range(args.batches):
-            train_step(next_batch())
+            step(next_batch())
         return args.batches * config.batch_size / (time.perf_counter() - start)
 
     fixed = next(loader)
-    train_step(fixed)                                   # warm-up
+    step(fixed)                                         # warm-up
     variants = {"bound": {}, "stepped": {"batched": False}, "streamed": {}}
     if precision is not None:
         variants["fp32"] = {"dtype": None}

@@ -210,6 +210,8 @@ class TrainSimulatorConfig:
     eval_windows: int = param("validation windows metrics/simulator.json is computed on", ge=1)
     prior_fit_windows: int = param("training windows whose latents the fitted prior (simulator.prior) is fitted "
                                    "on", ge=2)
+    calibration_windows: int = param("training windows whose open-loop rollouts the imagined steps' reward and "
+                                     "end probabilities are recalibrated on, after training", ge=1)
     kl_weight: float = param("weight of the balanced prior/posterior KL (original 12)", ge=0)
     kl_balance: float = param("share of the KL gradient that trains the prior (original 0.8)", ge=0, le=1)
     image_weight: float = param("weight of the image loss, 0.5 x sum of squared pixel errors", ge=0)

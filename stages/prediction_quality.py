@@ -10,12 +10,10 @@ from rlinterp import plots
 from rlinterp.config import load_params
 from rlinterp.runtime import setup_torch, stage_main, stage_paths
 from rlinterp.files import atomic_path, write_json
-from rlinterp.simulator.data import batches_of, describe_split, heldout_windows, simulator_split
-from rlinterp.simulator.prediction import (PREDICTION_FIELDS, event_base_rates, prediction_quality, summarise,
-                                           window_event_shares)
+from rlinterp.simulator.data import describe_split, simulator_split
+from rlinterp.simulator.prediction import predict_heldout
 from rlinterp.simulator.sample import frames_to_obs
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
-from rlinterp.simulator.train import real_steps
 from rlinterp.store import RolloutStore
 from rlinterp.video import write_gif
 
@@ -35,35 +33,26 @@ def main() -> None:
     paths = stage_paths("agent", "simulator", "real", "metrics", "curves", "figures")
     params = load_params("params.yaml")
     device = setup_torch(params.compute)
-    config, sim = params.prediction_quality, params.simulator
-    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, sim, device)
+    config = params.prediction_quality
+    agent, simulator = load_agent_and_simulator(paths.agent, paths.simulator, params.agent, params.simulator,
+                                                device)
     real = RolloutStore(paths.real)
     split = simulator_split(real, params.train_simulator)
-    length = sim.num_init_steps + config.num_steps - 1
-    windows = heldout_windows(real, split.of(config.levels), sim.num_init_steps, length, config.windows,
-                              config.seed, PREDICTION_FIELDS)
-    train_rows = np.concatenate([np.arange(real.episode_starts[e], real.episode_ends[e]) for e in split.train])
-    base_rates = event_base_rates(real.rows("reward", train_rows), real.rows("done", train_rows))
-    values, masks, example, events = prediction_quality(simulator, agent, batches_of(windows, config.batch_size, device),
-                                               real_steps(real, split.train, simulator)["frames"].mean(0).to(device),
-                                               base_rates)
-    levels = real.rows("level_seed", windows["start"].numpy())
-    headline, curves = summarise(values, masks, levels, config.seed)
-    write_json(paths.metrics, {"levels": config.levels, "windows": len(windows["mask"]),
-                               "num_steps": config.num_steps, "split": describe_split(real, split),
-                               "event_base_rates": base_rates,
-                               "window_events": window_event_shares(events, levels, config.seed), **headline})
+    result = predict_heldout(simulator, agent, real, split, config.levels, config, device)
+    write_json(paths.metrics, {"levels": config.levels, "windows": result.windows, "num_steps": config.num_steps,
+                               "split": describe_split(real, split), "event_base_rates": result.base_rates,
+                               "window_events": result.event_shares, **result.headline})
     out = Path(paths.curves)
     out.mkdir(parents=True, exist_ok=True)
-    for measure, stats in curves.items():
+    for measure, stats in result.curves.items():
         write_curve(out / f"{measure}.csv", stats)
     figures = Path(paths.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    plots.prediction_curves(curves, figures / "curves.png")
-    real_obs, sim_obs = (frames_to_obs(example[k], simulator) for k in ("real", "simulated"))
+    plots.prediction_curves(result.curves, figures / "curves.png")
+    real_obs, sim_obs = (frames_to_obs(result.example[k], simulator) for k in ("real", "simulated"))
     error = (np.abs(real_obs.astype(np.int16) - sim_obs.astype(np.int16))).astype(np.uint8)
     for b in range(min(config.videos, real_obs.shape[1])):
-        steps = int(example["mask"][:, b].sum())
+        steps = int(result.example["mask"][:, b].sum())
         write_gif(figures / f"open_loop_{b}.gif", np.concatenate([real_obs[:steps, b], sim_obs[:steps, b],
                                                              error[:steps, b]], axis=2), fps=6)
 

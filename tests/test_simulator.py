@@ -345,6 +345,45 @@ def test_the_fitted_prior_draws_latents_where_the_encoder_puts_windows(setup):
     torch.testing.assert_close(fitted.mean(0), latents.mean(0), atol=0.03, rtol=0)
 
 
+def test_event_calibration_restores_the_rate_of_heads_that_under_predict(setup):
+    """Events drawn at the probabilities of some logits, and heads that give those logits minus 2 (a third to a
+    sixth of the rate): the fit finds the offset back, and the rate and the ranking with it."""
+    _, _, simulator = setup                                                  # reward support (0, 10)
+    generator = torch.Generator().manual_seed(0)
+    true_logit = torch.randn(20000, generator=generator) * 2 - 4
+    reward = torch.bernoulli(torch.sigmoid(true_logit), generator=generator)
+    end = torch.bernoulli(torch.sigmoid(true_logit), generator=generator)
+    raw_reward = torch.stack([torch.zeros_like(true_logit), true_logit - 2], -1)
+    raw_done = true_logit - 2
+    simulator.fit_event_calibration(raw_reward, simulator.reward_target(10 * reward), raw_done, end)
+    (reward_scale, reward_offset), (done_scale, done_offset) = simulator.event_calibration.tolist()
+    assert abs(reward_offset - 2) < 0.3 and abs(done_offset - 2) < 0.3 and abs(reward_scale - 1) < 0.1
+    reward_prob = torch.sigmoid(reward_scale * raw_reward[:, 1] + reward_offset)
+    done_prob = torch.sigmoid(done_scale * raw_done + done_offset)
+    for prob, raw, real in ((reward_prob, raw_reward[:, 1], reward), (done_prob, raw_done, end)):
+        assert abs(float(prob.mean() - real.mean())) < 0.005 < float(real.mean() - torch.sigmoid(raw).mean())
+
+
+def test_event_calibration_moves_imagined_steps_only(setup):
+    """Teacher-forced steps (the posterior sees the real frame) keep the heads' own logits; imagined steps get
+    the calibrated ones; training starts from the identity."""
+    params, agent, simulator = setup
+    window = random_window(params, agent, batch=3, k=5)
+    latent = simulator.encode(window.context, sample=False).value
+    simulator.event_calibration.copy_(torch.tensor([[1.5, 2.0], [0.5, -1.0]]))
+    with torch.no_grad():
+        rollout = simulator.rollout(latent, agent, 5, frames=window.frames, actions=window.action,
+                                    agent_hx=window.hx_prev, action_prev=window.action_prev, imagine_from=2, modal=True)
+        feature = torch.cat([rollout.env_h, rollout.env_z], -1)
+        raw_reward, raw_done = simulator.reward_head(feature), simulator.done_head(feature).squeeze(-1)
+    torch.testing.assert_close(rollout.reward_logits[:2], raw_reward[:2])
+    torch.testing.assert_close(rollout.done_logit[:2], raw_done[:2])
+    torch.testing.assert_close(rollout.reward_logits[2:], 1.5 * raw_reward[2:] + torch.tensor([0.0, 2.0]))
+    torch.testing.assert_close(rollout.done_logit[2:], 0.5 * raw_done[2:] - 1.0)
+    simulator.reset_event_calibration()
+    torch.testing.assert_close(simulator.event_calibration, sim_model.IDENTITY_CALIBRATION)
+
+
 def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, setup):
     _, agent, _ = setup
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])

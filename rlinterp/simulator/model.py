@@ -47,6 +47,9 @@ class Latent:
     logvar: torch.Tensor | None = None
 
 
+IDENTITY_CALIBRATION = torch.tensor([[1.0, 0.0], [1.0, 0.0]])   # event_calibration: scale 1, offset 0
+
+
 @dataclass
 class Rollout:
     """A simulated window, time-major lists stacked to (K, B, ...)."""
@@ -114,6 +117,9 @@ class Simulator(nn.Module):
         self.reward_head = mlp(feature, c.head_size, len(c.reward_support), c.head_layers, norm=True)
         self.register_buffer("reward_support", torch.tensor(c.reward_support, dtype=torch.float32), persistent=False)
         self.done_head = mlp(feature, c.head_size, 1, c.head_layers, norm=True)
+        # (reward, done) x (scale, offset) of the event logits at imagined steps: identity as initialised and while
+        # training; `fit_event_calibration` fits it after training
+        self.register_buffer("event_calibration", IDENTITY_CALIBRATION.clone())
 
     def reward_target(self, reward: torch.Tensor) -> torch.Tensor:
         """Rewards (...) -> two-hot targets (..., R) over the reward support: a reward between two support values is
@@ -182,6 +188,52 @@ class Simulator(nn.Module):
                                                                  device=covariance.device)
         self.prior_mean.copy_(latents.mean(0))
         self.prior_scale.copy_(torch.linalg.cholesky(covariance + jitter).float())
+
+    # -- rewards and ends -------------------------------------------------------------------------------
+    def event_logits(self, feature: torch.Tensor, imagined: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward head's logits (K, B, R) and the done head's logit (K, B) of features (K, B, F); at the
+        `imagined` steps (K,) (prior states) recalibrated by `event_calibration`."""
+        reward_logits, done_logit = self.reward_head(feature), self.done_head(feature).squeeze(-1)
+        calibrated_reward, calibrated_done = self._calibrated(reward_logits, done_logit, self.event_calibration)
+        step = imagined.view(-1, *([1] * (done_logit.dim() - 1)))
+        return (torch.where(step.unsqueeze(-1), calibrated_reward, reward_logits),
+                torch.where(step, calibrated_done, done_logit))
+
+    def _calibrated(self, reward_logits: torch.Tensor, done_logit: torch.Tensor, calibration: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Event logits scaled and offset: every reward logit by the scale, the nonzero rewards' by the offset too
+        (with two rewards, Platt scaling of their log-odds), the done logit likewise."""
+        (reward_scale, reward_offset), (done_scale, done_offset) = calibration
+        nonzero = (self.reward_support != 0).to(reward_logits.dtype)
+        return reward_scale * reward_logits + reward_offset * nonzero, done_scale * done_logit + done_offset
+
+    def fit_event_calibration(self, reward_logits: torch.Tensor, reward_target: torch.Tensor,
+                              done_logit: torch.Tensor, done: torch.Tensor) -> None:
+        """Fit `event_calibration` by maximum likelihood to the raw event logits of imagined steps (N, R), (N,) and
+        their real outcomes (two-hot reward targets (N, R), done (N,)). Why: the heads learn mostly on posterior
+        states, and on prior states they under-predict events (on the CPU profile, open loop on training windows,
+        0.004 rewards per step against 0.011 real); a per-event scale and offset restores the rate there without
+        changing which steps rank highest, and leaves teacher-forced steps alone."""
+        identity = IDENTITY_CALIBRATION.to(done_logit.device)
+        params = identity.clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([params], max_iter=100, line_search_fn="strong_wolfe")
+
+        def negative_log_likelihood() -> torch.Tensor:
+            optimizer.zero_grad()
+            reward, end = self._calibrated(reward_logits, done_logit, params)
+            loss = (-(reward_target * reward.log_softmax(-1)).sum(-1).mean()
+                    + F.binary_cross_entropy_with_logits(end, done)
+                    + 1e-4 * (params - identity).pow(2).sum())     # finite where an event never happens
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(negative_log_likelihood)
+        self.event_calibration.copy_(params.detach())
+
+    def reset_event_calibration(self) -> None:
+        """Identity calibration, as training needs (the heads learn from raw logits)."""
+        self.event_calibration.copy_(IDENTITY_CALIBRATION)
 
     # -- dynamics -------------------------------------------------------------------------------------
     def _stoch(self, logits: torch.Tensor, modal: bool, generator: torch.Generator | None, shard: Shard
@@ -302,13 +354,14 @@ class Simulator(nn.Module):
         else:
             frames_out = torch.stack(out["frames"])
             agent_out = AgentOutput.stack(out["agent"])
-        reward_logits = self.reward_head(feature)
+        imagined = torch.arange(steps, device=latent.device) >= imagine_from
+        reward_logits, done_logit = self.event_logits(feature, imagined)
         return Rollout(frames=frames_out, reward=reward_logits.softmax(-1) @ self.reward_support,
-                       reward_logits=reward_logits, done_logit=self.done_head(feature).squeeze(-1),
+                       reward_logits=reward_logits, done_logit=done_logit,
                        env_h=feature[..., :c.deter_size], env_z=feature[..., c.deter_size:],
                        prior_logits=torch.stack(out["prior_logits"]),
                        post_logits=torch.stack(out["post_logits"]) if out["post_logits"] else None,
-                       imagined=torch.arange(steps, device=latent.device) >= imagine_from,
+                       imagined=imagined,
                        env_update=torch.stack(out["env_update"]), agent_features=agent_out.features,
                        agent_hx=agent_out.hx, agent_logits=agent_out.logits, agent_value=agent_out.value,
                        agent_action=agent_out.logits.argmax(-1))

@@ -13,6 +13,8 @@ Rewards and ends are rare (about one step in 80 in CoinRun), so they are scored 
 by absolute error, which predicting "never" wins: the Brier score of the predicted probability over every
 transition, and the probability predicted at the steps where the real event happened (which a predictor can only
 raise above the base rate by knowing when it comes, as the Brier score checks it does not cry wolf elsewhere).
+Open and closed loop read the heads through the calibration fitted on training windows' open-loop rollouts after
+training (`Simulator.fit_event_calibration`); teacher-forced steps read them raw.
 Comparisons are paired by window: per horizon k over the windows still running at k, and overall over each
 window's mean. Intervals bootstrap the levels the windows come from (windows of one level share its layout, and one
 level can supply many windows). A horizon counts as won or lost only where a simultaneous band over every horizon
@@ -24,16 +26,21 @@ out for every predictor and counted.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rlinterp.agent.model import RecurrentAgent
+from rlinterp.config import PredictionQualityConfig
 from rlinterp.intervals import group_bootstrap_weights, percentile_interval, resampled_means
 from rlinterp.simulator import quality
+from rlinterp.simulator.data import Split, batches_of, heldout_windows
 from rlinterp.simulator.evaluate import open_loop, teacher_forced
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.model import Simulator
+from rlinterp.simulator.train import real_steps
+from rlinterp.store import RolloutStore
 
 HIGHER_IS_BETTER = {"obs_psnr", "obs_ssim", "hx_cosine", "action_agreement", "reward_prob_at_event",
                     "done_prob_at_event"}
@@ -236,3 +243,34 @@ def step_means(values: np.ndarray, valid: np.ndarray, levels: np.ndarray, seed: 
         warnings.simplefilter("ignore", RuntimeWarning)        # a step no window reaches: NaN
         low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
     return {"mean": means.tolist(), "ci95_low": low.tolist(), "ci95_high": high.tolist()}
+
+
+@dataclass(frozen=True)
+class HeldoutPrediction:
+    """`predict_heldout`'s result: what the windows were and what `summarise` and `window_event_shares` read."""
+    windows: int
+    levels: np.ndarray                 # (W,) the level each window was played on
+    base_rates: dict[str, float]       # `event_base_rates` of the training episodes
+    headline: dict
+    curves: dict
+    event_shares: dict
+    example: dict                      # the first batch's real and open-loop frames, for videos
+
+
+def predict_heldout(simulator: Simulator, agent: RecurrentAgent, store: RolloutStore, split: Split, levels: str,
+                    config: PredictionQualityConfig, device: str | torch.device = "cpu") -> HeldoutPrediction:
+    """The simulator against `config.windows` real windows of the `levels` set of `split` (test, or validation
+    while choosing a design), beside the trivial predictors, whose mean frame and event base rates come from the
+    training episodes: all of `prediction_quality`, `summarise` and `window_event_shares` in one call."""
+    context = simulator.config.num_init_steps
+    windows = heldout_windows(store, split.of(levels), context, context + config.num_steps - 1, config.windows,
+                              config.seed, PREDICTION_FIELDS)
+    train_rows = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in split.train])
+    base_rates = event_base_rates(store.rows("reward", train_rows), store.rows("done", train_rows))
+    mean_frame = real_steps(store, split.train, simulator)["frames"].mean(0).to(device)
+    values, masks, example, events = prediction_quality(simulator, agent, batches_of(windows, config.batch_size,
+                                                                                     device), mean_frame, base_rates)
+    window_levels = store.rows("level_seed", windows["start"].numpy())
+    headline, curves = summarise(values, masks, window_levels, config.seed)
+    return HeldoutPrediction(len(windows["mask"]), window_levels, base_rates, headline, curves,
+                             window_event_shares(events, window_levels, config.seed), example)

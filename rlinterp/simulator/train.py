@@ -6,7 +6,8 @@ beside another agent than the one it was trained with is refused.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from rlinterp.envs import OBS_SHAPE
 from rlinterp.errors import InputError
 from rlinterp.files import code_sha256
 from rlinterp.simulator import data, losses, model, networks
-from rlinterp.simulator.losses import window_from_batch, window_loss
+from rlinterp.simulator.losses import Window, window_from_batch, window_loss
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator
 from rlinterp.simulator.model import Simulator
 from rlinterp.store import RolloutStore
@@ -90,6 +91,51 @@ def fit_prior(simulator: Simulator, store: RolloutStore, episodes: np.ndarray, c
     simulator.fit_prior(torch.cat(latents))
 
 
+@contextmanager
+def encoder_precision(agent: RecurrentAgent, dtype: torch.dtype | None) -> Iterator[RecurrentAgent]:
+    """The agent with its encoder at `dtype` (`RecurrentAgent.set_precision`) inside the block, handed back in its
+    own precision however the block ends."""
+    own = agent.encoder_dtype
+    agent.set_precision(dtype)
+    try:
+        yield agent
+    finally:
+        agent.set_precision(own)
+
+
+def train_step(objective: Callable[[Window], tuple[torch.Tensor, dict[str, float]]], simulator: Simulator,
+               optimizer: torch.optim.Optimizer, window: Window, max_grad_norm: float) -> dict[str, float]:
+    """One optimiser step on `window`: the objective's stats, with the gradient's norm before clipping."""
+    loss, stats = objective(window)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(simulator.parameters(), max_grad_norm))
+    optimizer.step()
+    return stats
+
+
+@torch.no_grad()
+def calibrate_events(simulator: Simulator, agent: RecurrentAgent, store: RolloutStore, episodes: np.ndarray,
+                     config: TrainSimulatorConfig, device: torch.device, batch_size: int = 64) -> None:
+    """Fit the simulator's event calibration (`Simulator.fit_event_calibration`) to open-loop rollouts of
+    `config.calibration_windows` training windows (drawn with `config.seed`), made as open-loop prediction and the
+    training's open-loop terms make them."""
+    context, steps = simulator.config.num_init_steps, simulator.config.num_sim_steps
+    windows = data.heldout_windows(store, episodes, context, context + steps - 1, config.calibration_windows,
+                                   config.seed)
+    simulator.reset_event_calibration()
+    collected: dict[str, list[torch.Tensor]] = {"reward_logits": [], "reward_target": [], "done_logit": [], "done": []}
+    for batch in data.batches_of(windows, batch_size, device):
+        window = window_from_batch(batch, simulator)
+        rollout = losses.open_loop_rollout(simulator, agent, simulator.encode(window.context, sample=False).value,
+                                           window)
+        transitions = window.label_mask.bool()
+        for name, value in (("reward_logits", rollout.reward_logits), ("done_logit", rollout.done_logit),
+                            ("reward_target", simulator.reward_target(window.reward)), ("done", window.done)):
+            collected[name].append(value[transitions])
+    simulator.fit_event_calibration(**{name: torch.cat(values) for name, values in collected.items()})
+
+
 def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path,
                     agent: RecurrentAgent, agent_sha256: str, checkpoint_path: str | Path, device: str = "cpu",
                     log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
@@ -117,6 +163,7 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     state = resumable_checkpoint(checkpoint_path, run_config, agent_sha256, device)
     if state is not None:
         simulator.load_state_dict(state["model"])
+        simulator.reset_event_calibration()      # a finished run's, refitted below
         optimizer.load_state_dict(state["optimizer"])
         batch_index = resumed_from = int(state["batch"])
     num_batches = -(-config.total_windows // config.batch_size)
@@ -136,38 +183,35 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
                                           "generator": generator.get_state()}, fmt=FORMAT)
 
     simulator.train()
-    own_precision = agent.encoder_dtype
-    agent.set_precision(precision)
-    running: dict[str, float] = {}
-    bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator",
-               disable=not (progress and shard.main))
-    while batch_index < num_batches:
-        window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
-        loss, stats = objective(window)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(simulator.parameters(), config.max_grad_norm))
-        optimizer.step()
-        batch_index += 1
-        for name, value in stats.items():
-            running[name] = running.get(name, 0.0) + value
-        if batch_index % config.log_every == 0 or batch_index == num_batches:
-            count = config.log_every if batch_index % config.log_every == 0 else batch_index % config.log_every
-            means = distributed.mean_over_ranks({name: value / count for name, value in running.items()}, shard)
-            running = {}
-            if log is not None:
-                log(batch_index * config.batch_size, means)
-            bar.set_postfix(loss=f"{means['loss']:.1f}", image=f"{means['image']:.1f}")
-        if shard.main and batch_index % config.checkpoint_every == 0 and batch_index < num_batches:
-            checkpoint()
-        bar.update(1)
-    bar.close()
-    agent.set_precision(own_precision)
+    with encoder_precision(agent, precision):
+        running: dict[str, float] = {}
+        bar = tqdm(total=num_batches, initial=batch_index, unit="batch", desc="train_simulator",
+                   disable=not (progress and shard.main))
+        while batch_index < num_batches:
+            window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
+            stats = train_step(objective, simulator, optimizer, window, config.max_grad_norm)
+            batch_index += 1
+            for name, value in stats.items():
+                running[name] = running.get(name, 0.0) + value
+            if batch_index % config.log_every == 0 or batch_index == num_batches:
+                count = config.log_every if batch_index % config.log_every == 0 else batch_index % config.log_every
+                means = distributed.mean_over_ranks({name: value / count for name, value in running.items()}, shard)
+                running = {}
+                if log is not None:
+                    log(batch_index * config.batch_size, means)
+                bar.set_postfix(loss=f"{means['loss']:.1f}", image=f"{means['image']:.1f}")
+            if shard.main and batch_index % config.checkpoint_every == 0 and batch_index < num_batches:
+                checkpoint()
+            bar.update(1)
+        bar.close()
     simulator.eval()
     if sim_config.prior == "fitted":      # every rank fits the same prior: the windows and noise are seeded
         fit_prior(simulator, store, train_episodes, config, device)
+    calibrate_events(simulator, agent, store, train_episodes, config, device)
     if shard.main:
         checkpoint()
     return simulator, {"batches": batch_index, "windows": batch_index * config.batch_size,
                        "resumed_from_windows": resumed_from * config.batch_size,
-                       "simulated_steps": batch_index * config.batch_size * sim_config.num_sim_steps}
+                       "simulated_steps": batch_index * config.batch_size * sim_config.num_sim_steps,
+                       "event_calibration": {event: dict(zip(("scale", "offset"), row.tolist()))
+                                             for event, row in zip(("reward", "done"), simulator.event_calibration)}}
