@@ -92,8 +92,10 @@ def prediction_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path
         ax.set_xlabel("simulated step k", fontsize=8)
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+    labelled = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(labelled.values(), labelled.keys(), loc="lower center", ncol=len(labelled), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))       # room for the legend of every predictor, below the panels
     save_figure(fig, path)
 
 
