@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlinterp.agent.checkpoint import CheckpointError, build_agent
+from rlinterp.agent.checkpoint import CheckpointError, build_agent, load_checkpoint, save_checkpoint
 from rlinterp.errors import InputError
 from rlinterp.simulator import model as sim_model
 from rlinterp.simulator.data import WINDOW_FIELDS, WindowStream, simulator_split, split_episodes, valid_starts
@@ -15,7 +15,7 @@ from rlinterp.hooks import attached
 from rlinterp.simulator.evaluate import open_loop
 from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, uniformity_loss,
                                        PREDICTION_TERMS, window_from_batch, window_loss)
-from rlinterp.simulator.checkpoint import build_simulator, load_simulator
+from rlinterp.simulator.checkpoint import FORMAT as SIMULATOR_FORMAT, build_simulator, load_simulator
 from rlinterp.simulator.sample import SampleStart, record_samples, sample_fields, sample_starts
 from rlinterp.simulator.train import train_simulator
 from rlinterp.saliency import replay
@@ -409,6 +409,12 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
     assert not torch.equal(loaded.prior_scale, torch.eye(sim_config.bottleneck_size))     # the fit is saved
     with pytest.raises(CheckpointError, match="trained with agent sha256 numbered"):
         load_simulator(path, agent, "another-agent")
+    earlier = load_checkpoint(path, fmt=SIMULATOR_FORMAT, producer="train_simulator")
+    del earlier["model"]["event_calibration"]                      # as written before the calibration existed
+    save_checkpoint(tmp_path / "earlier.pt", {k: v for k, v in earlier.items() if k not in ("format", "sha256")},
+                    fmt=SIMULATOR_FORMAT)
+    with pytest.raises(CheckpointError, match=r"missing here: \['event_calibration'\].*re-run train_simulator"):
+        load_simulator(tmp_path / "earlier.pt", agent, "numbered")
     with pytest.raises(CheckpointError, match="recorded with agent sha256 numbered"):
         train_simulator(sim_config, more, store.path, agent, "another-agent", tmp_path / "x.pt",
                         progress=False)

@@ -31,7 +31,10 @@ def load_simulator(path: str | Path, agent: RecurrentAgent, agent_sha256: str, e
                               f"the agent given has sha256 {agent_sha256}; re-run train_simulator")
     config = checkpoint_config(path, state, SimulatorConfig, "simulator", expected, "train_simulator")
     simulator = build_simulator(config, agent).to(device)
-    simulator.load_state_dict(state["model"])
+    missing, unexpected = simulator.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: written by other simulator code (weights missing here: {missing}, "
+                              f"not used here: {unexpected}); re-run train_simulator")
     simulator.eval()
     return simulator, checkpoint_meta(state)
 
