@@ -366,7 +366,7 @@ def test_event_calibration_restores_the_rate_of_heads_that_under_predict(setup):
 
 def test_event_calibration_moves_imagined_steps_only(setup):
     """Teacher-forced steps (the posterior sees the real frame) keep the heads' own logits; imagined steps get
-    the calibrated ones; training starts from the identity."""
+    the calibrated ones; a reset (as training does before it resumes) restores the identity."""
     params, agent, simulator = setup
     window = random_window(params, agent, batch=3, k=5)
     latent = simulator.encode(window.context, sample=False).value
