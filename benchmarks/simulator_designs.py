@@ -46,6 +46,7 @@ DESIGNS = {
     "sharper": {"train_simulator.image_weight": 4.0},
     "value_weighted": {"train_simulator.value_weight": 300.0},
     "long_windows": {"simulator.num_sim_steps": 24},       # trained on the horizon prediction_quality measures
+    "long_sharper": {"simulator.num_sim_steps": 24, "train_simulator.image_weight": 4.0},
 }
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
 TARGETS = [("value_abs_error", "simulator_teacher_forced", "copy_last", 4),

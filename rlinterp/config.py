@@ -202,6 +202,9 @@ class TrainSimulatorConfig:
     total_windows: int = param("training windows (batches x batch_size) to train for", ge=1)
     batch_size: int = param("windows per batch (original 2)", ge=1)
     learning_rate: float = param("Adam learning rate (original 5e-4; above 1 every run diverges)", gt=0, le=1)
+    learning_rate_halflife: int = param("training windows over which the learning rate halves, by windows trained "
+                                        "(not by the run's length, so a longer run extends a shorter one); 0 keeps "
+                                        "it constant (original)", ge=0)
     max_grad_norm: float = param("gradient-norm clip (original 100)", gt=0)
     test_fraction: float = param("fraction of the levels whose episodes are test data: prediction_quality and "
                                  "sample report on them, and nothing is chosen on them", gt=0, le=0.5)

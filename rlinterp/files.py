@@ -112,6 +112,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def directory_sha256(path: str | Path) -> str:
+    """sha256 of every file under `path`: names (relative, sorted) and bytes. A directory's identity, e.g. the
+    store a training run learned from."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\0".encode())
+    return digest.hexdigest()
+
+
 def code_sha256(paths: list[str | Path]) -> str:
     """sha256 of the code of the Python files at `paths`, without comments and docstrings: what a training run's
     checkpoint records of the code that trained it, so editing documentation never blocks a resume."""

@@ -319,6 +319,11 @@ class RolloutStore:
         """The per-step array `name` at the global steps `steps` (reads only the chunks that hold them)."""
         return np.asarray(self[name].get_orthogonal_selection((np.asarray(steps),)))
 
+    def episode_steps(self, episodes) -> np.ndarray:
+        """Every global step of `episodes` (indices, in the order given), concatenated."""
+        return np.concatenate([np.arange(self.episode_starts[e], self.episode_ends[e]) for e in episodes]
+                              or [np.zeros(0, np.int64)])
+
     def positions(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For global steps: the episode each belongs to, its step within that episode, and the episode's length."""
         episode = np.searchsorted(self.episode_ends, steps, side="right")

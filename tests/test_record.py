@@ -34,6 +34,10 @@ def test_episode_bookkeeping(recorded):
         assert (episode["level_seed"] == info["level_seed"][index]).all()
         assert episode["reward"].sum() == pytest.approx(info["return"][index])
         assert info["completed"][index] == (info["return"][index] > 0)
+    steps = store.episode_steps([4, 1])       # every step of those episodes, in the order asked
+    assert len(steps) == info["length"][4] + info["length"][1] and len(store.episode_steps([])) == 0
+    np.testing.assert_array_equal(store.rows("done", steps), np.concatenate([store.episode(4)["done"],
+                                                                             store.episode(1)["done"]]))
 
 
 def test_replaying_actions_reproduces_frames(recorded):

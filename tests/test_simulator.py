@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from rlinterp.simulator.losses import (Window, balanced_kl, categorical_kl, unif
                                        PREDICTION_TERMS, window_from_batch, window_loss)
 from rlinterp.simulator.checkpoint import FORMAT as SIMULATOR_FORMAT, build_simulator, load_simulator
 from rlinterp.simulator.sample import SampleStart, record_samples, sample_fields, sample_starts
-from rlinterp.simulator.train import train_simulator
+from rlinterp.simulator.train import OPTIMIZER_FORMAT, learning_rate, optimizer_state_path, train_simulator
 from rlinterp.saliency import replay
 from rlinterp.store import RolloutStore, RolloutWriter, real_rollout_fields
 
@@ -399,11 +400,22 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
     for name, value in agent.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert all(p.grad is None for p in agent.parameters())
+    state = load_checkpoint(path, fmt=SIMULATOR_FORMAT, producer="train_simulator")
+    assert "optimizer" not in state and optimizer_state_path(path).name == "sim.optimizer.pt"
+    assert optimizer_state_path(path).stat().st_size > path.stat().st_size     # Adam's two moments per weight
     more = dataclasses.replace(config, total_windows=12)
     _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
-    assert summary["resumed_from_windows"] == 0                     # other params: not resumed
+    assert summary["resumed_from_windows"] == 8 and summary["batches"] == 3    # a larger total extends the run
     _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
-    assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3
+    assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3   # finished: refits only
+    other_store = numbered_store(tmp_path / "m.zarr", agent.hidden_size, [20, 15, 30, 26])
+    for changed, where in ((dataclasses.replace(more, learning_rate=1e-4), store.path),   # other training params
+                           (config, store.path),                                        # fewer windows than done
+                           (more, other_store.path)):                                   # other data
+        shutil.copy(path, tmp_path / "copy.pt")
+        _, summary = train_simulator(sim_config, changed, where, agent, "numbered", tmp_path / "copy.pt",
+                                     progress=False)
+        assert summary["resumed_from_windows"] == 0, (changed, where)
     loaded, meta = load_simulator(path, agent, "numbered", expected=sim_config)
     assert meta["batch"] == 3 and sim_config.prior == "fitted"
     assert not torch.equal(loaded.prior_scale, torch.eye(sim_config.bottleneck_size))     # the fit is saved
@@ -420,9 +432,11 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
                         progress=False)
 
 
-def test_a_resumed_training_run_equals_an_uninterrupted_one(tmp_path, params, setup):
-    """Killed after a checkpoint and resumed, training ends with the very weights an uninterrupted run ends with:
-    the same windows in the same order, and the same latent noise."""
+def test_a_resumed_training_run_equals_an_uninterrupted_one(tmp_path, params, setup, capsys):
+    """Killed after a checkpoint and resumed, or finished and extended, training ends with the very weights an
+    uninterrupted run ends with: the same windows in the same order, the same latent noise and Adam state. Without
+    its optimiser state (a fresh clone) it continues from the weights with fresh moments: the same length of run,
+    other weights."""
     _, agent, _ = setup
     store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])
     sim_config = dataclasses.replace(params.simulator, reward_support=(0.0, 100.0))
@@ -442,6 +456,33 @@ def test_a_resumed_training_run_equals_an_uninterrupted_one(tmp_path, params, se
     assert summary["resumed_from_windows"] == 8
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+    half = dataclasses.replace(config, total_windows=8)
+    train_simulator(sim_config, half, store.path, agent, "numbered", tmp_path / "extended.pt", progress=False)
+    shutil.copy(tmp_path / "extended.pt", tmp_path / "bare.pt")          # the checkpoint alone, as git holds it
+    extended, summary = train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "extended.pt",
+                                        progress=False)
+    assert summary["resumed_from_windows"] == 8
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, extended.state_dict()[name]), name
+    capsys.readouterr()
+    bare, summary = train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "bare.pt",
+                                    progress=False)
+    assert summary["resumed_from_windows"] == 8 and summary["batches"] == 4
+    assert "continuing from its weights with fresh Adam moments" in capsys.readouterr().out
+    assert any(not torch.equal(a, b) for a, b in zip(whole.parameters(), bare.parameters()))
+
+
+def test_the_learning_rate_halves_every_halflife_of_windows_trained(tmp_path, params, setup):
+    _, agent, _ = setup
+    store = numbered_store(tmp_path / "n.zarr", agent.hidden_size, [20, 15, 30, 25])
+    sim_config = dataclasses.replace(params.simulator, reward_support=(0.0, 100.0))
+    config = dataclasses.replace(params.train_simulator, total_windows=12, batch_size=4, learning_rate=1e-3,
+                                 learning_rate_halflife=4)
+    assert learning_rate(config, 0) == 1e-3 and learning_rate(config, 8) == pytest.approx(2.5e-4)
+    assert learning_rate(dataclasses.replace(config, learning_rate_halflife=0), 10**6) == 1e-3
+    train_simulator(sim_config, config, store.path, agent, "numbered", tmp_path / "sim.pt", progress=False)
+    saved = load_checkpoint(optimizer_state_path(tmp_path / "sim.pt"), fmt=OPTIMIZER_FORMAT)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)     # the last batch's, at 8 windows
 
 
 def test_window_stream_skips_to_the_batches_it_would_have_served(tmp_path, params, setup):

@@ -60,14 +60,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], fmt: str = FORMAT) 
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fmt: str = FORMAT,
-                    producer: str = "train_agent") -> dict[str, Any]:
-    """A checkpoint of format `fmt` (written by stage `producer`), or a CheckpointError saying what is wrong."""
+                    producer: str = "train_agent", remedy: str | None = None) -> dict[str, Any]:
+    """A checkpoint of format `fmt` (written by stage `producer`), or a CheckpointError saying what is wrong and,
+    for a damaged file, what to do (`remedy`; by default: delete and retrain, or restore the git-tracked copy)."""
     path = Path(path)
     what = fmt.split("/")[0].split(".")[-1]
     # A damaged file is also its producer's resume point, where re-running alone would meet it again.
-    restore = f"git checkout -- {path}" if producer == "train_agent" else f"dvc checkout {path}"
-    remedy = (f"delete it and re-run the {producer} stage (it then starts from the beginning), or restore it "
-              f"with `{restore}`")
+    remedy = remedy or (f"delete it and re-run the {producer} stage (it then starts from the beginning), or "
+                        f"restore it with `git checkout -- {path}`")
     if not path.is_file():
         raise CheckpointError(f"{path}: no {what} checkpoint here (expected the output of the {producer} stage)")
     try:

@@ -265,7 +265,7 @@ def predict_heldout(simulator: Simulator, agent: RecurrentAgent, store: RolloutS
     context = simulator.config.num_init_steps
     windows = heldout_windows(store, split.of(levels), context, context + config.num_steps - 1, config.windows,
                               config.seed, PREDICTION_FIELDS)
-    train_rows = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in split.train])
+    train_rows = store.episode_steps(split.train)
     base_rates = event_base_rates(store.rows("reward", train_rows), store.rows("done", train_rows))
     mean_frame = real_steps(store, split.train, simulator)["frames"].mean(0).to(device)
     values, masks, example, events = prediction_quality(simulator, agent, batches_of(windows, config.batch_size,

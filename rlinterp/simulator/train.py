@@ -1,7 +1,12 @@
 """Training the simulator on recorded windows, resumable from its checkpoint, which names its agent.
 
-A checkpoint is resumed only when params, training code and the agent's sha256 all match; loading a simulator
-beside another agent than the one it was trained with is refused.
+A run is saved in two files: the checkpoint (weights, progress, the latent-noise generator and what the run was:
+params, training code, agent and store; a few MB, git-tracked so a fresh clone does not retrain) and, beside it,
+`optimizer_state_path(checkpoint)` (Adam's moments, twice the weights, never in git). A checkpoint is resumed
+only when the run's params, training code, agent and training store all match; raising
+`train_simulator.total_windows` extends a run, and a finished run asked again only refits its prior and event
+calibration. Without its optimiser state (a fresh clone) a run continues from the weights with fresh Adam moments:
+the same run, not bit for bit. Loading a simulator beside another agent than its own is refused.
 """
 from __future__ import annotations
 
@@ -16,12 +21,12 @@ import torch
 from tqdm import tqdm
 
 from rlinterp import distributed
-from rlinterp.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlinterp.agent.checkpoint import CheckpointError, content_digest, load_checkpoint, save_checkpoint
 from rlinterp.agent.model import RecurrentAgent
 from rlinterp.config import SimulatorConfig, TrainSimulatorConfig, to_dict
 from rlinterp.envs import OBS_SHAPE
 from rlinterp.errors import InputError
-from rlinterp.files import code_sha256
+from rlinterp.files import code_sha256, directory_sha256
 from rlinterp.simulator import data, losses, model, networks
 from rlinterp.simulator.losses import Window, window_from_batch, window_loss
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator
@@ -34,18 +39,48 @@ def training_code_hash() -> str:
                                                         sys.modules[__name__])])
 
 
-def training_config(sim_config: SimulatorConfig, config: TrainSimulatorConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the params and the training code."""
-    return {"simulator": to_dict(sim_config), "train_simulator": to_dict(config), "code_sha256": training_code_hash()}
+OPTIMIZER_FORMAT = "rlinterp.simulator-optimizer/1"
+# train_simulator params that leave the trained weights' path alone: the length of the run (a larger total extends
+# it), the post-training fits, evaluation and bookkeeping. Changing one does not restart a run.
+OFF_TRAJECTORY = frozenset({"total_windows", "prior_fit_windows", "calibration_windows", "eval_windows", "log_every",
+                            "checkpoint_every", "num_workers"})
 
 
-def resumable_checkpoint(path: str | Path, run_config: dict[str, Any], agent_sha256: str,
+def training_config(sim_config: SimulatorConfig, config: TrainSimulatorConfig, store_path: str | Path
+                    ) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the params that shape training, its code and its data."""
+    return {"simulator": to_dict(sim_config),
+            "train_simulator": {k: v for k, v in to_dict(config).items() if k not in OFF_TRAJECTORY},
+            "code_sha256": training_code_hash(), "store_sha256": directory_sha256(store_path)}
+
+
+def optimizer_state_path(checkpoint_path: str | Path) -> Path:
+    """Where a checkpoint's optimiser state lives: beside it, `<name>.optimizer.pt` (git ignores `*.optimizer.pt`)."""
+    path = Path(checkpoint_path)
+    return path.with_name(f"{path.stem}.optimizer.pt")
+
+
+def resumable_checkpoint(path: str | Path, run_config: dict[str, Any], agent_sha256: str, num_batches: int,
                          device: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The checkpoint at `path` if it was written by a run of `run_config` beside this agent, else None."""
+    """The checkpoint at `path` if a run of `run_config` beside this agent wrote it no further than `num_batches`
+    (one that went further is not this run's past: it trains afresh), else None."""
     if not Path(path).exists():
         return None
     state = load_checkpoint(path, device, fmt=FORMAT, producer="train_simulator")
-    return state if state.get("config") == run_config and state.get("agent_sha256") == agent_sha256 else None
+    same = state.get("config") == run_config and state.get("agent_sha256") == agent_sha256
+    return state if same and int(state["batch"]) <= num_batches else None
+
+
+def saved_optimizer_state(checkpoint_path: str | Path, state: dict[str, Any], device: str | torch.device = "cpu"
+                          ) -> dict[str, Any] | None:
+    """The optimiser state saved with the checkpoint `state` (read from `checkpoint_path`), or None where there is
+    none or it belongs to another checkpoint (a fresh clone; a run killed between writing the two files)."""
+    path = optimizer_state_path(checkpoint_path)
+    if not path.exists():
+        return None
+    saved = load_checkpoint(path, device, fmt=OPTIMIZER_FORMAT, producer="train_simulator",
+                            remedy=f"delete it: the run then continues from {checkpoint_path} with fresh Adam moments")
+    return saved["optimizer"] if saved.get("weights_sha256") == content_digest(state["model"]) else None
 
 
 def check_training_store(store: RolloutStore, agent_sha256: str, sim_config: SimulatorConfig) -> RolloutStore:
@@ -66,7 +101,7 @@ def real_steps(store: RolloutStore, episodes: np.ndarray, simulator: Simulator, 
                ) -> dict[str, torch.Tensor]:
     """Up to `max_steps` evenly spaced steps of `episodes`: agent hx (N, H) and frames at the simulator's
     resolution (N, 3, S, S). Reference data for baselines (the mean frame) and realism measures."""
-    steps = np.concatenate([np.arange(store.episode_starts[e], store.episode_ends[e]) for e in episodes])
+    steps = store.episode_steps(episodes)
     steps = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).astype(int)]
     obs = torch.from_numpy(store.rows("obs", steps))
     hx = torch.from_numpy(store.rows("hx", steps))
@@ -101,6 +136,13 @@ def encoder_precision(agent: RecurrentAgent, dtype: torch.dtype | None) -> Itera
         yield agent
     finally:
         agent.set_precision(own)
+
+
+def learning_rate(config: TrainSimulatorConfig, windows: int) -> float:
+    """The learning rate after `windows` training windows: halving every `config.learning_rate_halflife`."""
+    if config.learning_rate_halflife == 0:
+        return config.learning_rate
+    return config.learning_rate * 0.5 ** (windows / config.learning_rate_halflife)
 
 
 def train_step(objective: Callable[[Window], tuple[torch.Tensor, dict[str, float]]], simulator: Simulator,
@@ -157,16 +199,21 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     train_episodes = data.simulator_split(store, config).train
     simulator = build_simulator(sim_config, agent).to(device)
     optimizer = torch.optim.Adam(simulator.parameters(), lr=config.learning_rate)
-    run_config = training_config(sim_config, config)
+    run_config = training_config(sim_config, config, store_path)
+    num_batches = -(-config.total_windows // config.batch_size)
     batch_index, resumed_from = 0, 0
     checkpoint_path = Path(checkpoint_path)
-    state = resumable_checkpoint(checkpoint_path, run_config, agent_sha256, device)
+    state = resumable_checkpoint(checkpoint_path, run_config, agent_sha256, num_batches, device)
     if state is not None:
         simulator.load_state_dict(state["model"])
         simulator.reset_event_calibration()      # a finished run's, refitted below
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer_state = saved_optimizer_state(checkpoint_path, state, device)
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        elif shard.main:
+            print(f"train_simulator: no optimiser state of {checkpoint_path} (expected "
+                  f"{optimizer_state_path(checkpoint_path)}); continuing from its weights with fresh Adam moments")
         batch_index = resumed_from = int(state["batch"])
-    num_batches = -(-config.total_windows // config.batch_size)
     length = sim_config.num_init_steps + sim_config.num_sim_steps - 1
     batches = data.window_loader(str(store_path), train_episodes, sim_config.num_init_steps, length,
                                  shard.share(config.batch_size, "train_simulator.batch_size"), config.seed,
@@ -178,9 +225,13 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
         module, agent, window, config, generator=generator, shard=shard), shard)
 
     def checkpoint() -> None:
-        save_checkpoint(checkpoint_path, {"model": simulator.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "batch": batch_index, "config": run_config, "agent_sha256": agent_sha256,
-                                          "generator": generator.get_state()}, fmt=FORMAT)
+        """The optimiser state first, then the checkpoint that names it: the checkpoint's arrival is the commit."""
+        weights = simulator.state_dict()
+        save_checkpoint(optimizer_state_path(checkpoint_path), {
+            "optimizer": optimizer.state_dict(), "weights_sha256": content_digest(weights)}, fmt=OPTIMIZER_FORMAT)
+        save_checkpoint(checkpoint_path, {"model": weights, "batch": batch_index, "config": run_config,
+                                          "agent_sha256": agent_sha256, "generator": generator.get_state()},
+                        fmt=FORMAT)
 
     simulator.train()
     with encoder_precision(agent, precision):
@@ -189,6 +240,8 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
                    disable=not (progress and shard.main))
         while batch_index < num_batches:
             window = window_from_batch({k: v.to(device) for k, v in next(batches).items()}, simulator)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, batch_index * config.batch_size)
             stats = train_step(objective, simulator, optimizer, window, config.max_grad_norm)
             batch_index += 1
             for name, value in stats.items():
