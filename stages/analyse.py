@@ -33,12 +33,12 @@ def main() -> None:
     x = x.reshape(len(x), -1)
     episode, timestep, length = store.positions(rows)
     context = {name: store.rows(name, rows) for name in ("value", "action", "reward")}
-    examples = None if args.per_episode else store.episode_steps(range(min(config.example_episodes,
-                                                                          store.num_episodes)))
+    examples = [] if args.per_episode else [np.arange(store.episode_starts[e], store.episode_ends[e])
+                                            for e in range(min(config.example_episodes, store.num_episodes))]
     untrained = untrained_hidden_state_draws(params.agent, store, config.seed,
                                              config.untrained_agents if args.untrained_null else 0)
     measured = np.ones(len(rows), bool) if args.per_episode else timestep >= config.reset_steps
-    result = analyse_states(x, config, examples, untrained, groups=episode,
+    result = analyse_states(x, config, np.concatenate(examples) if examples else None, untrained, groups=episode,
                             measured=measured)
 
     with atomic_directory(args.out) as out:
