@@ -1,6 +1,8 @@
 """dvc.yaml tells the truth: every stage lists, as deps, every rlinterp module its script imports (directly or
 through other rlinterp modules), so editing a module re-runs exactly the stages that use it."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,11 @@ def test_stage_deps_cover_its_import_closure(name, stage):
 def test_the_closure_follows_imports_through_the_library():
     closure = {str(p.relative_to(ROOT)) for p in import_closure(ROOT / "stages/train_agent.py")}
     assert {"rlinterp/agent/train.py", "rlinterp/agent/ppo.py", "rlinterp/hooks.py", "rlinterp/files.py"} <= closure
+
+
+def test_bytecode_is_not_part_of_a_stage_dependency():
+    """A directory dep (rlinterp/simulator) hashes every file in it: bytecode some process left there would make a
+    fresh clone, which has none, see the stage as changed and retrain it."""
+    ignored = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", "rlinterp/simulator/__pycache__/x.pyc",
+                              "rlinterp/simulator/model.py"], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["rlinterp/simulator/__pycache__/x.pyc"], ignored.stdout + ignored.stderr
