@@ -9,9 +9,12 @@ A design meets the issue's target where teacher-forced value and hx win every ho
 k >= 8, and SSIM every k >= 4.
 
 Each design's training curves and full prediction-quality metrics (with how often its open-loop windows hold a
-reward and an end beside the real windows) are kept in OUT/<design>/; OUT/summary.md holds the table.
+reward and an end beside the real windows) are kept in OUT/<design>/; OUT/summary.md holds the table. `--trained
+RUN` measures a run trained elsewhere instead (RUN/params.yaml, RUN/checkpoint.pt and RUN/curves/, as
+benchmarks/results/simulator_long_run/ keeps them), as the row named after RUN.
 
     python benchmarks/simulator_designs.py --minutes 10 [--designs base,features] [--out DIR]
+    python benchmarks/simulator_designs.py --trained benchmarks/results/simulator_long_run
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from rlinterp.agent.checkpoint import load_agent
 from rlinterp.config import params_from_dict, read_params_file
 from rlinterp.files import file_sha256
 from rlinterp.runtime import resolve_precision, setup_torch
-from rlinterp.simulator.checkpoint import build_simulator
+from rlinterp.simulator.checkpoint import build_simulator, load_simulator
 from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
 from rlinterp.simulator.prediction import EVENTS, predict_heldout
@@ -105,6 +108,34 @@ def event_cells(record: dict) -> list[str]:
             f"{' matches' if shares[e]['matches'] else ''}" for e in EVENTS]
 
 
+def changed_params(base: dict, run: dict) -> dict:
+    """The params `run` sets otherwise than `base`, as "section.key": value."""
+    return {f"{section}.{key}": value for section, values in run.items() for key, value in values.items()
+            if base.get(section, {}).get(key) != value}
+
+
+def measure_trained(run: Path, base: dict, agent, agent_path: str, store: RolloutStore, out: Path) -> None:
+    """OUT/<run's name>/: the finished simulator trained in `run`, measured as the designs are."""
+    data = read_params_file(run / "params.yaml")
+    params = params_from_dict(data)
+    simulator, meta = load_simulator(run / "checkpoint.pt", agent, file_sha256(agent_path),
+                                     expected=params.simulator)
+    if meta["batch"] * params.train_simulator.batch_size < params.train_simulator.total_windows:
+        raise SystemExit(f"{run}: the run is at batch {meta['batch']}, short of its total_windows; finish it first")
+    with open(run / "curves/plots/metrics/image.tsv") as f:
+        image = [row["image"] for row in csv.DictReader(f, delimiter="\t")]
+    result = predict_heldout(simulator, agent, store, simulator_split(store, params.train_simulator), "validation",
+                             params.prediction_quality)
+    (out / run.name).mkdir(parents=True, exist_ok=True)
+    with open(out / run.name / "curves.csv", "w", newline="") as f:   # the last image loss, as write_summary reads
+        csv.writer(f).writerows([["image"], [image[-1]]])
+    (out / run.name / "prediction_quality.json").write_text(json.dumps(
+        {"changes": changed_params(base, data), "windows": meta["batch"] * params.train_simulator.batch_size,
+         "seconds_per_batch": None, "train_minutes": None, "trained_in": str(run),
+         "window_events": result.event_shares, **result.headline}, indent=1))
+    print(f"{run.name}: {' | '.join(target_cells(result.headline))}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -113,6 +144,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training CPU minutes per design")
     parser.add_argument("--designs", default=",".join(DESIGNS))
     parser.add_argument("--out", default="benchmarks/results/simulator_designs")
+    parser.add_argument("--trained", type=Path, help="measure the finished run in this folder instead of training")
     args = parser.parse_args()
     base = read_params_file(args.params)
     params = params_from_dict(base)
@@ -123,6 +155,10 @@ def main() -> None:
     sha = file_sha256(args.agent)
     store = RolloutStore(args.store)
     out = Path(args.out)
+    if args.trained is not None:
+        measure_trained(args.trained, base, agent, args.agent, store, out)
+        write_summary(out)
+        return
     for name in args.designs.split(","):
         params = design_params(base, DESIGNS[name])
         config = params.train_simulator
@@ -157,19 +193,22 @@ def write_summary(out: Path) -> None:
               *(f"{m} {mode.removeprefix('simulator').strip('_') or 'open_loop'} vs {b} (k >= {k})"
                 for m, mode, b, k in TARGETS), *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS)]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for name in DESIGNS:
-        if not (out / name / "prediction_quality.json").exists():
-            continue
+    measured = sorted((p.parent.name for p in out.glob("*/prediction_quality.json")),
+                      key=lambda name: (name not in DESIGNS, list(DESIGNS).index(name) if name in DESIGNS else name))
+    for name in measured:       # the designs in their order, then runs trained elsewhere
         record = json.loads((out / name / "prediction_quality.json").read_text())
         with open(out / name / "curves.csv") as f:
             last = list(csv.DictReader(f))[-1]
-        table.append("| " + " | ".join([name, json.dumps(record["changes"]), f"{record['seconds_per_batch']:.2f}",
-                                        str(record["windows"]), f"{record['train_minutes']:.1f}",
+        per_batch, minutes = record["seconds_per_batch"], record["train_minutes"]
+        table.append("| " + " | ".join([name, json.dumps(record["changes"]),
+                                        "" if per_batch is None else f"{per_batch:.2f}", str(record["windows"]),
+                                        "" if minutes is None else f"{minutes:.1f}",
                                         f"{float(last['image']):.0f}", *target_cells(record),
                                         *event_cells(record)]) + " |")
     note = ("Validation levels; advantage over the baseline (positive = better) with its 95% interval over levels; "
             "'met' = every horizon from k won (simultaneous band), else horizons won / needed. Each design trained "
-            f"for the same CPU minutes (train min), torch {torch.__version__}, {torch.get_num_threads()} threads. Event "
+            f"for the same CPU minutes (train min), torch {torch.__version__}, {torch.get_num_threads()} threads; a "
+            "row without minutes is a run trained elsewhere over sittings (its folder: the JSON's trained_in). Event "
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
             "(blank: measured before they were kept, and before the imagined steps' event calibration).")
     (out / "summary.md").write_text(note + "\n\n" + "\n".join(table) + "\n")
