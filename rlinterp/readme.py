@@ -82,7 +82,9 @@ def prediction_table(metrics: Path) -> str:
              f"from{' and no design was chosen on' if quality['levels'] == 'test' else ''}; open loop: the prior and the recorded actions; teacher-forced: the "
              "posterior sees every real frame. Advantage = how much better the simulator is (positive: better), "
              "paired by window, 95% CI bootstrapped over levels; horizons k where a band simultaneous over every "
-             "horizon, Bonferroni-corrected across every comparison in the metrics, lies above / below 0.", "",
+             "horizon, Bonferroni-corrected across every comparison in the metrics, lies above / below 0. The simulator "
+             "and baseline columns pool every step; the advantage averages per-window means (a window an episode end "
+             "cuts short weighs as much as a whole one), so near 0 the two can differ in sign.", "",
              "| measure | mode | baseline | simulator | baseline's | advantage (95% CI) | k won | k lost |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     modes = (("simulator", "open loop", None),
