@@ -177,17 +177,22 @@ def export_items(site: Site, out: Path, sources: PanelSources, config: PanelConf
 
 
 def pair_prior_with_nearest_informed(items: list[dict], samples: RolloutStore) -> None:
-    """Give each prior sample the real counterpart of the informed sample nearest it in latent space."""
+    """Give each prior sample the real counterpart of the informed sample nearest it in latent space, saying how
+    near beside how far apart informed samples lie from each other: a prior draw far from every informed one has a
+    counterpart in name only."""
     informed = [item for item in items if item["kind"] == "sample" and item["real"] is not None]
     prior = [item for item in items if item["kind"] == "sample" and item["real"] is None]
     if not informed or not prior:
         return
     latents = samples.rows("latent", samples.episode_starts[[item["index"] for item in prior + informed]])
-    distances = np.linalg.norm(latents[:len(prior), None] - latents[None, len(prior):], axis=-1)
-    for item, nearest in zip(prior, distances.argmin(1)):
-        match = informed[nearest]
+    distances = np.linalg.norm(latents[:, None] - latents[None, len(prior):], axis=-1)
+    among_informed = distances[len(prior):][np.triu_indices(len(informed), 1)]
+    spread = f"; informed samples lie a median {np.median(among_informed):.2f} apart" if len(among_informed) else ""
+    for item, row in zip(prior, distances):
+        match = informed[row.argmin()]
         item.update(real=match["real"], real_offset=match["real_offset"],
-                    real_relation=f"nearest real episode by latent (that of informed sample {match['index']})")
+                    real_relation=f"nearest real episode by latent (that of informed sample {match['index']}, at "
+                                  f"{row.min():.2f}{spread})")
 
 
 def export_embeddings(site: Site, sources: PanelSources, stores: dict[str, RolloutStore | None],

@@ -151,11 +151,14 @@ def test_export_aligns_informed_samples_with_their_real_episodes(tmp_path):
     from rlinterp.store import RolloutStore
     samples = RolloutStore(tmp_path / "inputs" / "samples.zarr")
     latent = samples.rows("latent", samples.episode_starts)
+    spread = np.median([np.linalg.norm(latent[a] - latent[b]) for a in range(4, 6) for b in range(a + 1, 6)])
     for prior in range(4):
-        nearest = 4 + int(np.argmin(np.linalg.norm(latent[4:] - latent[prior], axis=1)))
+        distance = np.linalg.norm(latent[4:] - latent[prior], axis=1)
+        nearest = 4 + int(np.argmin(distance))
         assert (items[f"s{prior}"]["real"], items[f"s{prior}"]["real_offset"]) == (
             items[f"s{nearest}"]["real"], items[f"s{nearest}"]["real_offset"])
-        assert items[f"s{prior}"]["real_relation"].endswith(f"informed sample {nearest})")
+        assert items[f"s{prior}"]["real_relation"].endswith(
+            f"informed sample {nearest}, at {distance.min():.2f}; informed samples lie a median {spread:.2f} apart)")
     assert manifest["missing"] == []
 
 
