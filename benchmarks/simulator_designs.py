@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rlinterp.agent.checkpoint import load_agent
+from rlinterp.plots import plt, save_figure
 from rlinterp.config import params_from_dict, read_params_file
 from rlinterp.files import file_sha256
 from rlinterp.runtime import resolve_precision, setup_torch
@@ -51,6 +52,7 @@ DESIGNS = {
     "long_windows": {"simulator.num_sim_steps": 24},       # trained on the horizon prediction_quality measures
     "long_sharper": {"simulator.num_sim_steps": 24, "train_simulator.image_weight": 4.0},
 }
+CURVE_TERMS = ("image", "open_loop_image")     # the training curves drawn in OUT/curves.png
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
 TARGETS = [("value_abs_error", "simulator_teacher_forced", "copy_last", 4),
            ("hx_mse", "simulator_teacher_forced", "copy_last", 4),
@@ -83,6 +85,21 @@ def seconds_per_batch(params, agent, store: RolloutStore, precision: torch.dtype
             train_step(lambda window: window_loss(simulator, agent, window, config), simulator, optimizer,
                        window_from_batch(next(loader), simulator), config.max_grad_norm)
     return (time.perf_counter() - start) / batches
+
+
+def plot_curves(out: Path, names: list[str]) -> None:
+    """OUT/curves.png: each measured run's teacher-forced and open-loop image loss against the windows it trained."""
+    fig, axes = plt.subplots(1, len(CURVE_TERMS), figsize=(6 * len(CURVE_TERMS), 4.5), sharex=True)
+    for name in names:
+        with open(out / name / "curves.csv") as f:
+            rows = list(csv.DictReader(f))
+        for ax, term in zip(axes, CURVE_TERMS):
+            ax.plot([int(r["windows"]) for r in rows], [float(r[term]) for r in rows], label=name, lw=1)
+    for ax, term in zip(axes, CURVE_TERMS):
+        ax.set(xscale="log", yscale="log", xlabel="training windows", title=f"{term} loss per window")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("training curves (a 24-step design's window sums 1.5x the frames of a 16-step one)")
+    save_figure(fig, out / "curves.png")
 
 
 def target_cells(headline: dict) -> list[str]:
@@ -122,13 +139,16 @@ def measure_trained(run: Path, base: dict, agent, agent_path: str, store: Rollou
                                      expected=params.simulator)
     if meta["batch"] * params.train_simulator.batch_size < params.train_simulator.total_windows:
         raise SystemExit(f"{run}: the run is at batch {meta['batch']}, short of its total_windows; finish it first")
-    with open(run / "curves/plots/metrics/image.tsv") as f:
-        image = [row["image"] for row in csv.DictReader(f, delimiter="\t")]
+    curves = {}
+    for term in CURVE_TERMS:
+        with open(run / f"curves/plots/metrics/{term}.tsv") as f:
+            curves[term] = {int(row["step"]): row[term] for row in csv.DictReader(f, delimiter="\t")}
     result = predict_heldout(simulator, agent, store, simulator_split(store, params.train_simulator), "validation",
                              params.prediction_quality)
     (out / run.name).mkdir(parents=True, exist_ok=True)
-    with open(out / run.name / "curves.csv", "w", newline="") as f:   # the last image loss, as write_summary reads
-        csv.writer(f).writerows([["image"], [image[-1]]])
+    with open(out / run.name / "curves.csv", "w", newline="") as f:   # as the designs' runs keep theirs
+        csv.writer(f).writerows([["windows", *CURVE_TERMS],
+                                 *([w, *(curves[t][w] for t in CURVE_TERMS)] for w in sorted(curves["image"]))])
     (out / run.name / "prediction_quality.json").write_text(json.dumps(
         {"changes": changed_params(base, data), "windows": meta["batch"] * params.train_simulator.batch_size,
          "seconds_per_batch": None, "train_minutes": None, "trained_in": str(run),
@@ -212,6 +232,7 @@ def write_summary(out: Path) -> None:
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
             "(blank: measured before they were kept, and before the imagined steps' event calibration).")
     (out / "summary.md").write_text(note + "\n\n" + "\n".join(table) + "\n")
+    plot_curves(out, measured)
     print("\n".join(table))
 
 
