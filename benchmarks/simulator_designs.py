@@ -151,7 +151,7 @@ def measure_trained(run: Path, base: dict, agent, agent_path: str, store: Rollou
                                  *([w, *(curves[t][w] for t in CURVE_TERMS)] for w in sorted(curves["image"]))])
     (out / run.name / "prediction_quality.json").write_text(json.dumps(
         {"changes": changed_params(base, data), "windows": meta["batch"] * params.train_simulator.batch_size,
-         "seconds_per_batch": None, "train_minutes": None, "trained_in": str(run),
+         "seconds_per_batch": None, "train_minutes": None, "threads": None, "trained_in": str(run),
          "window_events": result.event_shares, **result.headline}, indent=1))
     print(f"{run.name}: {' | '.join(target_cells(result.headline))}", flush=True)
 
@@ -202,14 +202,15 @@ def main() -> None:
                                  "validation", params.prediction_quality)
         (out / name / "prediction_quality.json").write_text(json.dumps(
             {"changes": DESIGNS[name], "windows": windows, "seconds_per_batch": per_batch,
-             "train_minutes": minutes, "window_events": result.event_shares, **result.headline}, indent=1))
+             "train_minutes": minutes, "threads": torch.get_num_threads(), "window_events": result.event_shares,
+             **result.headline}, indent=1))
         print(f"{name}: {' | '.join(target_cells(result.headline))}", flush=True)
     write_summary(out)
 
 
 def write_summary(out: Path) -> None:
     """OUT/summary.md: a row for every design measured in OUT (runs of this script may measure some each)."""
-    header = ["design", "changes", "s/batch", "windows", "train min", "last image loss",
+    header = ["design", "changes", "s/batch", "windows", "train min", "threads", "last image loss",
               *(f"{m} {mode.removeprefix('simulator').strip('_') or 'open_loop'} vs {b} (k >= {k})"
                 for m, mode, b, k in TARGETS), *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS)]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -219,15 +220,16 @@ def write_summary(out: Path) -> None:
         record = json.loads((out / name / "prediction_quality.json").read_text())
         with open(out / name / "curves.csv") as f:
             last = list(csv.DictReader(f))[-1]
-        per_batch, minutes = record["seconds_per_batch"], record["train_minutes"]
+        per_batch, minutes, threads = record["seconds_per_batch"], record["train_minutes"], record["threads"]
         table.append("| " + " | ".join([name, json.dumps(record["changes"]),
                                         "" if per_batch is None else f"{per_batch:.2f}", str(record["windows"]),
                                         "" if minutes is None else f"{minutes:.1f}",
+                                        "" if threads is None else str(threads),
                                         f"{float(last['image']):.0f}", *target_cells(record),
                                         *event_cells(record)]) + " |")
     note = ("Validation levels; advantage over the baseline (positive = better) with its 95% interval over levels; "
             "'met' = every horizon from k won (simultaneous band), else horizons won / needed. Each design trained "
-            f"for the same CPU minutes (train min), torch {torch.__version__}, {torch.get_num_threads()} threads; a "
+            f"for the same CPU minutes (train min, on as many threads), torch {torch.__version__}; a "
             "row without minutes is a run trained elsewhere over sittings (its folder: the JSON's trained_in). Event "
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
             "(blank: measured before they were kept, and before the imagined steps' event calibration).")
