@@ -153,8 +153,8 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
     rows = []
     for kind in ("prior", "informed"):
         s = sample[kind]
-        windows = ("the first window of the same episodes" if kind == "informed" else "windows from every step of "
-                   "the test-level episodes")
+        windows = ("the same episodes' steps the samples simulate" if kind == "informed"
+                   else "windows from every step of the test-level episodes")
         for event, happens in (("reward", "reward"), ("end", "end")):
             e = s[event]
             rows.append((f"{kind} samples that {happens} within {s['window_steps']} steps (95% CI)",

@@ -7,7 +7,8 @@ from rlinterp.config import config_hash, load_params
 from rlinterp.files import file_sha256, write_json
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import simulator_split
-from rlinterp.simulator.sample import event_rates, game_realism, record_samples, sample_fields
+from rlinterp.simulator.sample import (event_rates, game_realism, informed_first_transition, record_samples,
+                                       sample_fields)
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
@@ -38,9 +39,10 @@ def main() -> None:
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}
-    compared = {"prior": test, "informed": informed}   # real episodes each kind is compared with
+    compared = {"prior": (test, None), "informed": (informed, informed_first_transition(simulator))}  # real episodes
+    # each kind is compared with, and the step their windows start from (None: every step)
     write_json(paths.metrics, {kind: {**game_realism(samples, rows, config.allowed_returns, config.return_tolerance),
-                                      **event_rates(samples, rows, real, compared[kind], kind == "informed",
+                                      **event_rates(samples, rows, real, *compared[kind],
                                                     config.bootstrap_samples, config.seed)}
                                for kind, rows in kinds.items() if len(rows)})
     prior = list(range(min(config.prior_samples, (config.videos + 1) // 2)))

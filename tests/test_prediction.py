@@ -12,7 +12,7 @@ from rlinterp.simulator import quality
 from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.prediction import compare, step_means, summarise
-from rlinterp.simulator.sample import record_samples, sample_fields
+from rlinterp.simulator.sample import informed_first_transition, record_samples, sample_fields
 from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 
@@ -193,6 +193,8 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
                                       modal=True)
         np.testing.assert_allclose(sample["latent"][0], latent[0].numpy(), atol=1e-6)
         np.testing.assert_allclose(sample["hx"][0], first.agent_hx[0, 0].numpy(), atol=1e-5)
+        # the real events an informed sample's step 0 stands for (the store's reward numbers its steps)
+        assert window.reward[0, 0] == start + informed_first_transition(simulator)
         assert (sample["latent"] == sample["latent"][0]).all()
     prior = samples.episode(0)
     assert np.linalg.norm(prior["latent"][0]) == pytest.approx(1.0, abs=1e-5)      # sphere prior
@@ -243,11 +245,13 @@ def test_real_windows_reward_and_end_as_counted_by_hand_and_a_simulator_that_nev
                                 "done": np.arange(length) == length - 1, "level_seed": np.full(length, e)},
                                **{"return": float(reward.sum()), "level_seed": e, "completed": coin})
     real = RolloutStore(tmp_path / "real.zarr")
-    first, groups = real_window_events(real, np.arange(3), 8, from_start=True)
+    first, groups = real_window_events(real, np.arange(3), 8, first_step=0)
     assert first["reward"].tolist() == [False, False, True] and first["end"].tolist() == [False, False, True]
-    anywhere, groups = real_window_events(real, np.arange(3), 8, from_start=False)
+    later, groups = real_window_events(real, np.arange(3), 8, first_step=2)    # steps 2-9: the 10-step episode's coin
+    assert later["reward"].tolist() == [True, False, True] and later["end"].tolist() == [True, False, True]
+    anywhere, groups = real_window_events(real, np.arange(3), 8, first_step=None)
     assert anywhere["reward"].sum() == 8 + 0 + 5 and anywhere["end"].sum() == 8 + 8 + 5 and len(groups) == 45
-    anywhere, groups = real_window_events(real, np.arange(30), 8, from_start=False)     # enough episodes to resample
+    anywhere, groups = real_window_events(real, np.arange(30), 8, first_step=None)     # enough episodes to resample
     never = share_comparison(np.zeros(200, bool), anywhere["reward"], groups, 500, seed=0)
     assert not never["matches"] and never["difference"]["ci95_high"] < 0
     alike = np.random.default_rng(0).random(200) < anywhere["reward"].mean()

@@ -164,18 +164,26 @@ def game_realism(store: RolloutStore, episodes: np.ndarray, allowed: tuple[float
             "return_max": float(returns.max()), "allowed_returns": list(allowed), "tolerance": tolerance}
 
 
+def informed_first_transition(simulator: Simulator) -> int:
+    """The episode step whose reward and end an informed sample's step 0 holds. Its step 0 is the last of the real
+    context frames it encodes (episode step num_init_steps - 1), and a simulated step's reward and end are those of
+    the transition into it (`window_from_batch`), recorded at the step before."""
+    return simulator.config.num_init_steps - 2
+
+
 def real_window_events(real: RolloutStore, episodes: np.ndarray, steps: int,
-                       from_start: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Whether real windows of `steps` steps hold a reward and an episode end: the first window of each of
-    `episodes` (what an informed sample simulates), or windows starting at every step of them (what a prior
-    sample's random start stands for); with each window's episode, the unit a bootstrap resamples."""
+                       first_step: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Whether real windows of `steps` steps hold a reward and an episode end: each of `episodes`' window from
+    step `first_step` (the transitions an informed sample simulates, `informed_first_transition`), or, with None,
+    windows starting at every step of them (what a prior sample's random start stands for); with each window's
+    episode, the unit a bootstrap resamples."""
     rewarded = np.asarray(real["reward"][:]) != 0
     events: dict[str, list[np.ndarray]] = {"reward": [], "end": []}
     groups = []
     for e in episodes:
         start, length = real.episode_starts[e], real.episode_ends[e] - real.episode_starts[e]
         count = np.concatenate([[0], np.cumsum(rewarded[start:start + length])])
-        starts = np.zeros(1, dtype=np.int64) if from_start else np.arange(length)
+        starts = np.arange(length) if first_step is None else np.array([min(first_step, length)])
         events["reward"].append(count[np.minimum(starts + steps, length)] > count[starts])
         events["end"].append(starts + steps >= length)
         groups.append(np.full(len(starts), e))
@@ -198,15 +206,16 @@ def share_comparison(simulated: np.ndarray, real: np.ndarray, real_groups: np.nd
             "matches": bool(difference["ci95_low"] <= 0 <= difference["ci95_high"])}
 
 
-def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, episodes: np.ndarray, informed: bool,
-                resamples: int, seed: int) -> dict:
+def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, episodes: np.ndarray,
+                first_step: int | None, resamples: int, seed: int) -> dict:
     """Do samples reward and end as often as the game does in as many steps? For each event, `share_comparison`
-    of the samples `rows` against real windows of their length from `episodes`: each informed sample's own
-    episode's first window, or, for prior samples, windows starting anywhere in the test-level episodes."""
+    of the samples `rows` against real windows of their length from `episodes`: for informed samples their own
+    episodes' window from `first_step`, the transitions they simulate; for prior samples (None) windows starting
+    anywhere in the test-level episodes."""
     steps = int(samples.episode_ends[rows[0]] - samples.episode_starts[rows[0]]) if len(rows) else 0
     reward = np.asarray(samples["reward"][:]) != 0
     simulated = {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),
                  "end": samples.episode_info()["completed"][rows].astype(bool)}
-    real_events, groups = real_window_events(real, episodes, steps, from_start=informed)
+    real_events, groups = real_window_events(real, episodes, steps, first_step)
     return {"window_steps": steps, **{name: share_comparison(simulated[name], real_events[name], groups, resamples,
                                                              seed) for name in simulated}}
