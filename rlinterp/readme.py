@@ -199,10 +199,14 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
                  "0 (ICs look back as far as random directions)",
                  "no: the opposite, ICs look back less" if diff["ci95_high"] < 0 else _yes(diff["ci95_low"] > 0)))
     lags = dynamics["groups"]["all"]["consistency_with_env"]
-    rows.append(("dynamics: correlation and Jacobian signs agree, all samples", f"{dynamics['sign_agreement_with_env']:.3f}",
+    agreeing = [lag["lag"] for lag in lags if lag["p_value"] < 0.05 / len(lags)]
+    per_lag = " ".join(f"{lag['sign_agreement']:.2f}" for lag in lags)
+    rows.append((f"dynamics: correlation and Jacobian signs agree, all samples (per lag {lags[0]['lag']} to "
+                 f"{lags[-1]['lag']}: {per_lag})",
+                 f"{dynamics['sign_agreement_with_env']:.3f}",
                  f"shuffled: {dynamics['sign_agreement_with_env_shuffled']:.3f}; lags with permutation p < 0.05 / "
-                 f"{len(lags)} (Bonferroni): {sum(lag['p_value'] < 0.05 / len(lags) for lag in lags)} of {len(lags)}",
-                 _yes(any(lag["p_value"] < 0.05 / len(lags) for lag in lags))))
+                 f"{len(lags)} (Bonferroni): {len(agreeing)} of {len(lags)}"
+                 + (f" ({format_horizons(agreeing)})" if agreeing else ""), _yes(bool(agreeing))))
     rows += edit_rows(metrics)
     return rows
 
