@@ -1,0 +1,62 @@
+"""Why do informed samples reward and end more often than their real episodes? Open loop against closed loop.
+
+From the encoded starts of the episodes the sample stage simulated informed samples from (test levels), the
+simulator runs `sample.num_steps` steps twice: driven by the recorded actions (open loop), and with the agent
+acting on the simulated frames by its most likely action, as in sampling (closed loop). For each, the share of
+windows the calibrated heads expect to hold a reward and an end (1 - prod(1 - p) over the real episode's steps),
+beside the real share of the same steps; and the mean reward probability per step. Where open loop stays near the
+real share and closed loop far above it, the excess is the policy the closed loop plays, not the frames or heads.
+
+    python benchmarks/closed_loop_events.py [--samples data/samples.zarr]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from rlinterp.config import load_params
+from rlinterp.simulator.checkpoint import load_agent_and_simulator
+from rlinterp.simulator.data import WINDOW_FIELDS
+from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
+from rlinterp.simulator.sample import informed_first_transition
+from rlinterp.store import RolloutStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--agent", default="data/agent/checkpoint.pt")
+    parser.add_argument("--simulator", default="data/simulator/checkpoint.pt")
+    parser.add_argument("--store", default="data/rollouts.zarr")
+    parser.add_argument("--samples", default="data/samples.zarr", help="its informed samples name the episodes")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    agent, simulator = load_agent_and_simulator(args.agent, args.simulator, params.agent, params.simulator)
+    samples, real = RolloutStore(args.samples), RolloutStore(args.store)
+    sources = samples.rows("source_step", samples.episode_starts)
+    first = sources[sources >= 0]
+    steps = params.sample.num_steps
+    windows = real.windows(first, params.simulator.num_init_steps + steps - 1, WINDOW_FIELDS)
+    window = window_from_batch({k: torch.from_numpy(v) for k, v in windows.items()}, simulator)
+    assert informed_first_transition(simulator) == params.simulator.num_init_steps - 2   # the steps compared below
+    mask = window.label_mask                                    # (K, B): the real episode's transitions
+    print(f"{len(first)} informed starts, {steps} steps; share of windows with the event (expected by the "
+          "calibrated heads, over each real episode's steps)")
+    print(f"{'real':12s} reward {(window.reward * mask).gt(0).any(0).float().mean():.3f}   "
+          f"end {(window.done * mask).gt(0).any(0).float().mean():.3f}")
+    with torch.no_grad():
+        latent = simulator.encode(window.context, sample=False).value
+        for name, closed in (("open loop", False), ("closed loop", True)):
+            out = open_loop_rollout(simulator, agent, latent, window, closed=closed)
+            reward = 1 - out.reward_logits.softmax(-1)[..., simulator.reward_support == 0].sum(-1)
+            end = torch.sigmoid(out.done_logit)
+            share = {event: (1 - torch.prod(1 - p * mask, 0)).mean() for event, p in (("reward", reward),
+                                                                                     ("end", end))}
+            per_step = (reward * mask).sum(1) / mask.sum(1).clamp_min(1)
+            print(f"{name:12s} reward {share['reward']:.3f}   end {share['end']:.3f}   "
+                  f"P(reward) per step: {' '.join(f'{x:.3f}' for x in per_step.tolist())}")
+
+
+if __name__ == "__main__":
+    main()
