@@ -6,6 +6,8 @@ acting on the simulated frames by its most likely action, as in sampling (closed
 windows the calibrated heads expect to hold a reward and an end (1 - prod(1 - p) over the real episode's steps),
 beside the real share of the same steps; and the mean reward probability per step. Where open loop stays near the
 real share and closed loop far above it, the excess is the policy the closed loop plays, not the frames or heads.
+The real game tells which policy: on the same levels, from reset, how often the agent completes the level within
+those steps when it samples its actions (the recorded policy) and when it takes its most likely one.
 
     python benchmarks/closed_loop_events.py [--samples data/samples.zarr]
 """
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
+from rlinterp.agent.acting import AgentPolicy
+from rlinterp.agent.evaluate import play_episodes
 from rlinterp.config import load_params
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.simulator.data import WINDOW_FIELDS
@@ -30,6 +35,7 @@ def main() -> None:
     parser.add_argument("--simulator", default="data/simulator/checkpoint.pt")
     parser.add_argument("--store", default="data/rollouts.zarr")
     parser.add_argument("--samples", default="data/samples.zarr", help="its informed samples name the episodes")
+    parser.add_argument("--episodes", type=int, default=4, help="real episodes per level for the sampling agent")
     args = parser.parse_args()
     params = load_params(args.params)
     agent, simulator = load_agent_and_simulator(args.agent, args.simulator, params.agent, params.simulator)
@@ -39,7 +45,6 @@ def main() -> None:
     steps = params.sample.num_steps
     windows = real.windows(first, params.simulator.num_init_steps + steps - 1, WINDOW_FIELDS)
     window = window_from_batch({k: torch.from_numpy(v) for k, v in windows.items()}, simulator)
-    assert informed_first_transition(simulator) == params.simulator.num_init_steps - 2   # the steps compared below
     mask = window.label_mask                                    # (K, B): the real episode's transitions
     print(f"{len(first)} informed starts, {steps} steps; share of windows with the event (expected by the "
           "calibrated heads, over each real episode's steps)")
@@ -56,6 +61,18 @@ def main() -> None:
             per_step = (reward * mask).sum(1) / mask.sum(1).clamp_min(1)
             print(f"{name:12s} reward {share['reward']:.3f}   end {share['end']:.3f}   "
                   f"P(reward) per step: {' '.join(f'{x:.3f}' for x in per_step.tolist())}")
+
+    horizon = informed_first_transition(simulator) + steps      # an episode of this length ends in the window
+    for name, greedy, episodes in (("sampled actions", False, args.episodes), ("most likely action", True, 1)):
+        lengths, completed = [], []
+        for seed in real.rows("level_seed", first):             # one level at a time: the same levels, from reset
+            result = play_episodes(params.env, AgentPolicy(agent, params.sample.seed, greedy=greedy), 1, episodes,
+                                   params.sample.seed, int(seed), 1, progress=False)
+            lengths.append(result.lengths)
+            completed.append(result.completed)
+        lengths, completed = np.concatenate(lengths), np.concatenate(completed)
+        print(f"real game, {name} ({len(lengths)} episodes on these levels): completes within {horizon} steps "
+              f"{(completed & (lengths <= horizon)).mean():.3f}, completes at all {completed.mean():.3f}")
 
 
 if __name__ == "__main__":
