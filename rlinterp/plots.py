@@ -55,15 +55,23 @@ def policy_returns(results: dict[str, dict[str, dict[str, float]]], report: dict
     save_figure(fig, path)
 
 
-def open_loop_strip(real, simulated, path: str | Path, title: str = "") -> None:
-    """Rows real | simulated | |error| of one window, columns the simulated steps; tensors (K, 3, S, S) in [0, 1]."""
+def open_loop_strip(real, simulated, mask, path: str | Path, title: str = "") -> None:
+    """Rows real | simulated | |error| of one window, columns the simulated steps; tensors (K, 3, S, S) in [0, 1].
+    `mask` (K,) is 0 past the real episode's end: there the real and error cells say so instead of showing the
+    store's blank padding and an error against it (the metrics leave those steps out too)."""
     steps = len(real)
     fig, axes = plt.subplots(3, steps, figsize=(0.9 * steps, 3), squeeze=False)
     error = (real - simulated).abs().mean(1, keepdim=True).expand_as(real)
     for row, (label, frames) in enumerate((("real", real), ("simulated", simulated), ("|error|", error))):
         for k in range(steps):
             ax = axes[row][k]
-            ax.imshow(frames[k].permute(1, 2, 0).clamp(0, 1).numpy())
+            if row != 1 and not mask[k]:
+                ax.axis("off")
+                if row == 0:
+                    ax.text(0.5, 0.5, "episode\nended", ha="center", va="center", fontsize=6, color="gray",
+                            transform=ax.transAxes)
+            else:
+                ax.imshow(frames[k].permute(1, 2, 0).clamp(0, 1).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
             if k == 0:

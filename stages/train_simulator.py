@@ -62,7 +62,8 @@ def main() -> None:
         window = window_from_batch(batches[0], simulator)
         predicted = open_loop(simulator, agent, window).frames
     for b in range(min(4, predicted.shape[1])):
-        plots.open_loop_strip(window.frames[:, b].cpu(), predicted[:, b].cpu(), f"{paths.figures}/open_loop_{b}.png",
+        plots.open_loop_strip(window.frames[:, b].cpu(), predicted[:, b].cpu(), window.mask[:, b].cpu(),
+                              f"{paths.figures}/open_loop_{b}.png",
                               title="validation window: real | open-loop simulation (recorded actions) | error")
 
 
