@@ -39,8 +39,8 @@ def main() -> None:
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}
-    compared = {"prior": (test, None), "informed": (informed, informed_first_transition(simulator))}  # real episodes
-    # each kind is compared with, and the step their windows start from (None: every step)
+    # the real episodes each kind is compared with, and the step their windows start from (None: every step)
+    compared = {"prior": (test, None), "informed": (informed, informed_first_transition(simulator))}
     write_json(paths.metrics, {kind: {**game_realism(samples, rows, config.allowed_returns, config.return_tolerance),
                                       **event_rates(samples, rows, real, *compared[kind],
                                                     config.bootstrap_samples, config.seed)}
