@@ -1,8 +1,9 @@
 """Why do informed samples reward and end more often than their real episodes? Open loop against closed loop.
 
 From the encoded starts of the episodes the sample stage simulated informed samples from (test levels), the
-simulator runs `sample.num_steps` steps twice: driven by the recorded actions (open loop), and with the agent
-acting on the simulated frames by its most likely action, as in sampling (closed loop). For each, the share of
+simulator runs `sample.num_steps` steps driven by the recorded actions (open loop), and with the agent acting on
+the simulated frames (closed loop): by its most likely action (the original's choice), and by actions drawn from its
+policy (`sample.actions: sampled`, `--draws` rollouts per start). For each, the share of
 windows the calibrated heads expect to hold a reward and an end (1 - prod(1 - p) over the real episode's steps),
 beside the real share of the same steps; and the mean reward probability per step. Where open loop stays near the
 real share and closed loop far above it, the excess is the policy the closed loop plays, not the frames or heads.
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--store", default="data/rollouts.zarr")
     parser.add_argument("--samples", default="data/samples.zarr", help="its informed samples name the episodes")
     parser.add_argument("--episodes", type=int, default=4, help="real episodes per level for the sampling agent")
+    parser.add_argument("--draws", type=int, default=8, help="closed-loop rollouts per start with sampled actions")
     args = parser.parse_args()
     params = load_params(args.params)
     agent, simulator = load_agent_and_simulator(args.agent, args.simulator, params.agent, params.simulator)
@@ -48,18 +50,26 @@ def main() -> None:
     mask = window.label_mask                                    # (K, B): the real episode's transitions
     print(f"{len(first)} informed starts, {steps} steps; share of windows with the event (expected by the "
           "calibrated heads, over each real episode's steps)")
-    print(f"{'real':12s} reward {(window.reward * mask).gt(0).any(0).float().mean():.3f}   "
+    print(f"{'real':20s} reward {(window.reward * mask).gt(0).any(0).float().mean():.3f}   "
           f"end {(window.done * mask).gt(0).any(0).float().mean():.3f}")
+    generator = torch.Generator().manual_seed(params.sample.seed)
+    rollouts = {
+        "open loop": lambda: open_loop_rollout(simulator, agent, latent, window),
+        "closed, most likely": lambda: open_loop_rollout(simulator, agent, latent, window, closed=True),
+        "closed, sampled": lambda: simulator.rollout(
+            latent.repeat(args.draws, 1), agent, steps, agent_hx=window.hx_prev.repeat(args.draws, 1),
+            action_prev=window.action_prev.repeat(args.draws), modal=True, sample_actions=True, generator=generator)}
     with torch.no_grad():
         latent = simulator.encode(window.context, sample=False).value
-        for name, closed in (("open loop", False), ("closed loop", True)):
-            out = open_loop_rollout(simulator, agent, latent, window, closed=closed)
+        for name, rollout in rollouts.items():
+            out = rollout()
+            rows = mask.repeat(1, out.done_logit.shape[1] // len(first))      # each start's mask, per draw
             reward = 1 - out.reward_logits.softmax(-1)[..., simulator.reward_support == 0].sum(-1)
             end = torch.sigmoid(out.done_logit)
-            share = {event: (1 - torch.prod(1 - p * mask, 0)).mean() for event, p in (("reward", reward),
+            share = {event: (1 - torch.prod(1 - p * rows, 0)).mean() for event, p in (("reward", reward),
                                                                                      ("end", end))}
-            per_step = (reward * mask).sum(1) / mask.sum(1).clamp_min(1)
-            print(f"{name:12s} reward {share['reward']:.3f}   end {share['end']:.3f}   "
+            per_step = (reward * rows).sum(1) / rows.sum(1).clamp_min(1)
+            print(f"{name:20s} reward {share['reward']:.3f}   end {share['end']:.3f}   "
                   f"P(reward) per step: {' '.join(f'{x:.3f}' for x in per_step.tolist())}")
 
     horizon = informed_first_transition(simulator) + steps      # an episode of this length ends in the window

@@ -245,6 +245,9 @@ class SampleConfig:
     num_steps: int = param("simulated steps per sample", ge=1)
     batch_size: int = param("samples simulated together", ge=1)
     modal: bool = param("most likely categorical states instead of sampled ones (the original's generation mode)")
+    actions: str = param("sampled: the agent's actions in the simulator drawn from its policy, as it plays the real "
+                         "game and was recorded; greedy: its most likely action (the original's)",
+                         choices=("sampled", "greedy"))
     events: str = param("sampled: rewards and ends drawn from the heads' distributions; likeliest: the original's "
                         "most likely reward and done_prob > 0.5", choices=("sampled", "likeliest"))
     allowed_returns: tuple[float, ...] = param("the episode returns the game allows (CoinRun: 0 or 10), which a "

@@ -85,7 +85,7 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, st
              actions: torch.Tensor | None = None) -> dict[tuple[str, int], SaliencyMaps]:
     """(target name, t) -> SaliencyMaps for one sample, re-simulated from its start (its latent, and an informed
     sample's real agent state and previous action). One forward pass serves every target.
-    With `actions` (steps,) the simulated environment follows them instead of the agent's choices (every copy).
+    Every copy replays `actions` (steps,), default the sample's own (`start_of`), as the agent's choices.
 
     Frame noise is drawn in the rollout's frame hook, so it reaches the agent and nothing else, and the frame maps
     are gradients at the noisy frame; every copy gets noise, the first included (frames have no 'exact' copy).
@@ -108,9 +108,8 @@ def saliency(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, st
         return add_leaf("frame")(step, frame)
 
     with attached(agent, hx=add_leaf("agent_hx")), attached(simulator, frame=frame_hook, env_h=add_leaf("env_h")):
-        follow = {} if actions is None else {"actions": actions[:, None].expand(-1, len(batch)), "action_steps": steps}
         rollout = simulator.rollout(batch, agent, steps, modal=True, env_grads=env_grads,
-                                    **start_of(start, len(batch)), **follow)
+                                    **start_of(start, len(batch), actions))
     results = {}
     pairs = [(name, t) for name in targets for t in timesteps]
     for index, (name, t) in enumerate(pairs):
@@ -144,12 +143,17 @@ def saliency_targets(basis: Basis, every_action: bool, random_directions: int, s
             **{f"ic_{k}": direction_target(row, basis.mean) for k, row in enumerate(unmixing)}, **randoms}
 
 
-def start_of(start: SampleStart, copies: int) -> dict[str, torch.Tensor]:
+def start_of(start: SampleStart, copies: int, actions: torch.Tensor | None = None) -> dict:
     """rollout() keyword arguments starting `copies` rows from an informed sample's real state (none for a prior
-    sample, whose converters predict it from each row's latent)."""
-    if start.agent_hx is None:
-        return {}
-    return {"agent_hx": start.agent_hx.expand(copies, -1), "action_prev": start.action_prev.expand(copies)}
+    sample, whose converters predict it from each row's latent), each replaying `actions` (default: the sample's
+    own; none: the agent takes its most likely action)."""
+    kwargs: dict = {}
+    if start.agent_hx is not None:
+        kwargs.update(agent_hx=start.agent_hx.expand(copies, -1), action_prev=start.action_prev.expand(copies))
+    actions = start.actions if actions is None else actions
+    if actions is not None:
+        kwargs.update(actions=actions[:, None].expand(-1, copies), action_steps=len(actions), replay=True)
+    return kwargs
 
 
 def explain_samples(simulator: Simulator, agent: RecurrentAgent, starts: list[SampleStart], samples: list, steps: int,
@@ -233,7 +237,8 @@ def randomisation_check(simulator: Simulator, agent: RecurrentAgent, targets: di
 
 @torch.no_grad()
 def replay(simulator: Simulator, agent: RecurrentAgent, start: SampleStart, steps: int):
-    """One sample's closed-loop rollout (most likely states) from its start: its stored trajectory again."""
+    """One sample's closed-loop rollout (most likely states, its own actions) from its start: its stored trajectory
+    again."""
     return simulator.rollout(start.latent[None], agent, steps, modal=True, **start_of(start, 1))
 
 

@@ -35,7 +35,7 @@ def main() -> None:
     with RolloutWriter(paths.store, sample_fields(simulator), attrs, chunk_steps=256, shard_steps=8192) as writer:
         record_samples(simulator, agent, writer, prior_samples=config.prior_samples, informed_episodes=informed,
                        real=real, steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
-                       modal=config.modal, events=config.events, device=device)
+                       modal=config.modal, actions=config.actions, events=config.events, device=device)
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}

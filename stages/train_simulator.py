@@ -31,14 +31,11 @@ def main() -> None:
     # A damaged or unfit store (or one too small to split) fails here, before the curves are replaced.
     store = check_training_store(RolloutStore(paths.store).verify(), agent_sha256, sim)
     split = simulator_split(store, config)
+    if shard.main:
+        print(f"train_simulator: {device} x {shard.world} process(es), agent encoder {describe_precision(precision)}")
+    # Where the curves continue from (train_simulator loads the checkpoint again, and says what it resumes).
     state = resumable_checkpoint(paths.checkpoint, training_config(sim, config, paths.store), agent_sha256,
                                  -(-config.total_windows // config.batch_size), device)
-    if shard.main:
-        print(f"train_simulator: {device} x {shard.world} process(es), agent encoder "
-              f"{describe_precision(precision)}; " + (
-            "no checkpoint of these params, code, agent and store to resume; training from the start"
-            if state is None else "resuming from its checkpoint" if state["batch"] * config.batch_size <
-            config.total_windows else "its checkpoint finished this run; refitting the prior and calibration"))
     resume_from = None if state is None else int(state["batch"]) * config.batch_size
     with training_curves(paths.curves, resume_from, shard.main) as log:
         simulator, summary = train_simulator(sim, config, paths.store, agent, agent_sha256, paths.checkpoint,

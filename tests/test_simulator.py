@@ -535,7 +535,8 @@ def test_a_stored_sample_replays_from_its_own_start(tmp_path, setup):
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, chunk_steps=8,
                        shard_steps=16) as writer:
         record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([1, 2]), real=real,
-                       steps=5, batch_size=2, seed=0, modal=True, events="sampled", progress=False)
+                       steps=5, batch_size=2, seed=0, modal=True, actions="sampled", events="sampled",
+                       progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     starts = sample_starts(simulator, samples, real, [0, 1, 2, 3], "cpu")
     assert [start.agent_hx is None for start in starts] == [True, True, False, False]

@@ -67,7 +67,8 @@ class Rollout:
     agent_hx: torch.Tensor        # (K, B, H) agent state after seeing the decoded frame
     agent_logits: torch.Tensor    # (K, B, A)
     agent_value: torch.Tensor     # (K, B)
-    agent_action: torch.Tensor    # (K, B) the agent's argmax action
+    agent_action: torch.Tensor    # (K, B) the agent's action: drawn from its policy where the rollout samples
+                                  # actions and the agent acts, else its most likely one
 
 
 class Simulator(nn.Module):
@@ -236,18 +237,22 @@ class Simulator(nn.Module):
         self.event_calibration.copy_(IDENTITY_CALIBRATION)
 
     # -- dynamics -------------------------------------------------------------------------------------
+    @staticmethod
+    def _category(probs: torch.Tensor, modal: bool, generator: torch.Generator | None, shard: Shard
+                  ) -> torch.Tensor:
+        """The index of a categorical sample (or the mode) of `probs` (B, ..., classes). A sample inverts the CDF
+        at a uniform draw, which a `shard` of a batch takes from the whole batch's draws."""
+        if modal:
+            return probs.argmax(-1)
+        uniform = draw_rows(torch.rand, probs.shape[:-1], shard, generator=generator, device=probs.device)
+        below = probs.detach().cumsum(-1) <= uniform.unsqueeze(-1)
+        return below.sum(-1).clamp_max(probs.shape[-1] - 1)
+
     def _stoch(self, logits: torch.Tensor, modal: bool, generator: torch.Generator | None, shard: Shard
                ) -> torch.Tensor:
-        """Straight-through one-hot categorical sample (or mode) of logits (B, groups, classes), flattened. A sample
-        inverts the CDF at a uniform draw, which a `shard` of a batch takes from the whole batch's draws."""
+        """Straight-through one-hot categorical sample (or mode) of logits (B, groups, classes), flattened."""
         probs = logits.softmax(-1)
-        if modal:
-            index = probs.argmax(-1)
-        else:
-            uniform = draw_rows(torch.rand, probs.shape[:-1], shard, generator=generator, device=probs.device)
-            below = probs.detach().cumsum(-1) <= uniform.unsqueeze(-1)
-            index = below.sum(-1).clamp_max(probs.shape[-1] - 1)
-        return straight_through_onehot(probs, index).flatten(1)
+        return straight_through_onehot(probs, self._category(probs, modal, generator, shard)).flatten(1)
 
     def _group(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.view(-1, self.config.stoch_groups, self.config.stoch_classes)
@@ -269,19 +274,24 @@ class Simulator(nn.Module):
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
                 imagine_from: int | None = None, action_steps: int | None = None, modal: bool = False,
-                generator: torch.Generator | None = None, shard: Shard = Shard(), env_grads: bool = True,
-                batched: bool = True) -> Rollout:
+                sample_actions: bool = False, replay: bool = False, generator: torch.Generator | None = None, shard: Shard = Shard(),
+                env_grads: bool = True, batched: bool = True) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
             without them every step uses the prior.
         actions (K, B) int: recorded actions fed to step i + 1 at steps i < `action_steps` (default
-            `imagine_from`: teacher forcing where the posterior is used); otherwise the agent's own
-            straight-through argmax action. Open-loop prediction passes imagine_from=0, action_steps=K.
+            `imagine_from`: teacher forcing where the posterior is used); otherwise the agent's own action as a
+            straight-through one-hot. Open-loop prediction passes imagine_from=0, action_steps=K.
         agent_hx (B, H), action_prev (B,) int: the agent's state and the action before step 0; default: the
             converters' predictions from the latent (generation).
         modal: use the most likely categorical state, prior or posterior, instead of sampling (the original's
             generation mode).
+        sample_actions: the agent's own actions are drawn from its policy with `generator`, as it plays the real
+            game, instead of its most likely action (the original's choice, and a deterministic rollout's).
+        replay: `actions` are ones the agent took in this rollout before (a stored sample): each enters as the
+            agent's own choice does, a one-hot whose gradient flows into the agent's probabilities, so a replayed
+            sample reproduces its trajectory and its gradients through the environment.
         generator, shard: the sampled states' random numbers; a shard of a batch split over ranks draws its rows
             of the whole batch's numbers from a generator every rank holds in the same state.
         env_grads: False detaches every action before it enters the simulated environment, so gradients
@@ -301,7 +311,7 @@ class Simulator(nn.Module):
         action_steps = imagine_from if action_steps is None else action_steps
         if frames is None and imagine_from > 0:
             raise ValueError("rollout: posterior steps (imagine_from > 0) need real frames")
-        recorded = batched and actions is not None and action_steps >= steps
+        recorded = batched and actions is not None and action_steps >= steps and not replay
         state = self.to_env_state(latent)
         h, z_logits = state[:, :c.deter_size], self._group(state[:, c.deter_size:])
         z = self._stoch(z_logits, modal, generator, shard)
@@ -314,7 +324,7 @@ class Simulator(nn.Module):
         embeds = self.embedder(frames[:imagine_from].flatten(0, 1)).view(imagine_from, latent.shape[0], -1) \
             if imagine_from > 0 else None
         out: dict[str, list] = {k: [] for k in ("feature", "env_update", "prior_logits", "post_logits", "frames",
-                                                "agent")}
+                                                "agent", "choice")}
         for i in range(steps):
             x = F.elu(self.input_norm(self.state_input(z) + self.action_input(action)))
             h_new = self.gru(x, h)
@@ -337,11 +347,15 @@ class Simulator(nn.Module):
                 hx = agent_out.hx
                 out["frames"].append(frame)
                 out["agent"].append(agent_out)
-            if actions is not None and i < action_steps:
-                action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
-            else:
+            agent_acts = actions is None or i >= action_steps
+            if agent_acts or replay:
                 probs = agent_out.logits.softmax(-1)
-                action = straight_through_onehot(probs, probs.argmax(-1))
+                choice = self._category(probs, not sample_actions, generator, shard) if agent_acts else \
+                    actions[i].long()
+                action = straight_through_onehot(probs, choice)
+                out["choice"].append(choice)
+            else:
+                action = F.one_hot(actions[i].long(), self.num_actions).to(latent.dtype)
             action = self.hook_action(action)
             if not env_grads:
                 action = action.detach()
@@ -355,6 +369,9 @@ class Simulator(nn.Module):
             frames_out = torch.stack(out["frames"])
             agent_out = AgentOutput.stack(out["agent"])
         imagined = torch.arange(steps, device=latent.device) >= imagine_from
+        agent_action = agent_out.logits.argmax(-1)
+        if out["choice"]:       # the steps (a suffix) where the agent acted or replayed: the actions it took
+            agent_action[steps - len(out["choice"]):] = torch.stack(out["choice"])
         reward_logits, done_logit = self.event_logits(feature, imagined)
         return Rollout(frames=frames_out, reward=reward_logits.softmax(-1) @ self.reward_support,
                        reward_logits=reward_logits, done_logit=done_logit,
@@ -364,4 +381,4 @@ class Simulator(nn.Module):
                        imagined=imagined,
                        env_update=torch.stack(out["env_update"]), agent_features=agent_out.features,
                        agent_hx=agent_out.hx, agent_logits=agent_out.logits, agent_value=agent_out.value,
-                       agent_action=agent_out.logits.argmax(-1))
+                       agent_action=agent_action)

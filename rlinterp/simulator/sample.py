@@ -69,11 +69,12 @@ def draw_events(simulator: Simulator, reward_logits: torch.Tensor, done_logit: t
 
 @torch.no_grad()
 def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, generator: torch.Generator,
-                   modal: bool, events: str, latent: torch.Tensor, agent_hx: torch.Tensor | None = None,
-                   action_prev: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                   modal: bool, actions: str, events: str, latent: torch.Tensor,
+                   agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None
+                   ) -> dict[str, np.ndarray]:
     """Closed-loop rollouts from `latent` (B, bottleneck): every sample field as (B, steps, ...)."""
     out = simulator.rollout(latent, agent, steps, agent_hx=agent_hx, action_prev=action_prev, modal=modal,
-                            generator=generator)
+                            sample_actions=actions == "sampled", generator=generator)
     c = simulator.config
     reward, done = draw_events(simulator, out.reward_logits, out.done_logit, events, generator)
     running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end drawn before this step
@@ -98,11 +99,13 @@ def write_samples(writer: RolloutWriter, batch: dict[str, np.ndarray], level_see
 
 @dataclass(frozen=True)
 class SampleStart:
-    """What a stored sample was simulated from: its latent, and for an informed sample the real agent state and
-    previous action at the start of its episode (None for a prior sample: the converters predict them)."""
+    """What a stored sample was simulated from: its latent, for an informed sample the real agent state and
+    previous action at the start of its episode (None for a prior sample: the converters predict them), and the
+    actions the agent took in it (None: a start the agent has not acted from, which takes its most likely action)."""
     latent: torch.Tensor                    # (bottleneck,)
     agent_hx: torch.Tensor | None = None    # (H,)
     action_prev: torch.Tensor | None = None  # () int
+    actions: torch.Tensor | None = None     # (steps,) int
 
 
 def informed_window(simulator: Simulator, real: RolloutStore, first_steps: np.ndarray,
@@ -114,29 +117,33 @@ def informed_window(simulator: Simulator, real: RolloutStore, first_steps: np.nd
 
 def sample_starts(simulator: Simulator, samples: RolloutStore, real: RolloutStore, ids: list[int],
                   device: str | torch.device) -> list[SampleStart]:
-    """The starts of stored samples `ids`, so that re-simulating one reproduces its stored trajectory exactly."""
+    """The starts of stored samples `ids`, so that re-simulating one (replaying its actions) reproduces its stored
+    trajectory exactly."""
     first = samples.episode_starts[ids]
     latents = torch.from_numpy(samples.rows("latent", first)).to(device)
     sources = samples.rows("source_step", first)
-    starts = [SampleStart(latent) for latent in latents]
+    actions = [torch.from_numpy(samples.rows("action", samples.episode_steps(np.array([i])))).long().to(device)
+               for i in ids]
+    starts = [SampleStart(latent, actions=taken) for latent, taken in zip(latents, actions)]
     informed = np.flatnonzero(sources >= 0)
     if len(informed):
         window = informed_window(simulator, real, sources[informed], device)
         for row, index in enumerate(informed):
-            starts[index] = SampleStart(latents[index], window.hx_prev[row], window.action_prev[row])
+            starts[index] = SampleStart(latents[index], window.hx_prev[row], window.action_prev[row], actions[index])
     return starts
 
 
 def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutWriter, *, prior_samples: int,
                    informed_episodes: np.ndarray, real: RolloutStore, steps: int, batch_size: int, seed: int,
-                   modal: bool, events: str, device: str | torch.device = "cpu", progress: bool = True) -> None:
+                   modal: bool, actions: str, events: str, device: str | torch.device = "cpu", progress: bool = True
+                   ) -> None:
     """Write `prior_samples` prior samples, then one informed sample per episode of `informed_episodes`."""
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=prior_samples + len(informed_episodes), desc="sample", unit="sample", disable=not progress)
     for start in range(0, prior_samples, batch_size):
         count = min(batch_size, prior_samples - start)
         latent = simulator.prior_latent(count, generator, device)
-        batch = simulate_batch(simulator, agent, steps, generator, modal, events, latent)
+        batch = simulate_batch(simulator, agent, steps, generator, modal, actions, events, latent)
         write_samples(writer, batch, np.full(count, -1), np.full(count, -1))
         bar.update(count)
     for start in range(0, len(informed_episodes), batch_size):
@@ -144,8 +151,8 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
         first = real.episode_starts[episodes]
         window = informed_window(simulator, real, first, device)
         latent = simulator.encode(window.context, sample=False).value
-        batch = simulate_batch(simulator, agent, steps, generator, modal, events, latent, window.hx_prev,
-                               window.action_prev)
+        batch = simulate_batch(simulator, agent, steps, generator, modal, actions, events, latent,
+                               window.hx_prev, window.action_prev)
         seeds = real.rows("level_seed", first)
         write_samples(writer, batch, seeds, first)
         bar.update(len(episodes))

@@ -204,6 +204,11 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     batch_index, resumed_from = 0, 0
     checkpoint_path = Path(checkpoint_path)
     state = resumable_checkpoint(checkpoint_path, run_config, agent_sha256, num_batches, device)
+    finished = state is not None and int(state["batch"]) == num_batches
+    if shard.main:
+        print("train_simulator: " + ("no checkpoint of these params, code, agent and store to resume; training from "
+                                     "the start" if state is None else "its checkpoint finished this run; refitting "
+                                     "the prior and calibration" if finished else "resuming from its checkpoint"))
     if state is not None:
         simulator.load_state_dict(state["model"])
         simulator.reset_event_calibration()      # a finished run's, refitted below
@@ -261,7 +266,10 @@ def train_simulator(sim_config: SimulatorConfig, config: TrainSimulatorConfig, s
     if sim_config.prior == "fitted":      # every rank fits the same prior: the windows and noise are seeded
         fit_prior(simulator, store, train_episodes, config, device)
     calibrate_events(simulator, agent, store, train_episodes, config, device)
-    if shard.main:
+    # A finished run whose refit changed nothing keeps its files: identical content saves to other bytes, which
+    # DVC would take for a new simulator and re-run every stage after this one.
+    unchanged = finished and content_digest(simulator.state_dict()) == content_digest(state["model"])
+    if shard.main and not unchanged:
         checkpoint()
     return simulator, {"batches": batch_index, "windows": batch_index * config.batch_size,
                        "resumed_from_windows": resumed_from * config.batch_size,
