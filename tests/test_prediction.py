@@ -158,7 +158,8 @@ def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params, events):
     steps = 6
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
         record_samples(simulator, agent, writer, prior_samples=2, informed_episodes=np.array([], dtype=int),
-                       real=None, steps=steps, batch_size=2, seed=0, modal=True, events=events, progress=False)
+                       real=None, steps=steps, batch_size=2, seed=0, modal=True, actions="sampled", events=events,
+                       progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     for index in range(2):
         sample = samples.episode(index)
@@ -176,7 +177,7 @@ def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):
     steps, c = 5, params.simulator.num_init_steps
     with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
         record_samples(simulator, agent, writer, prior_samples=3, informed_episodes=episodes, real=real, steps=steps,
-                       batch_size=2, seed=0, modal=True, events="sampled", progress=False)
+                       batch_size=2, seed=0, modal=True, actions="sampled", events="sampled", progress=False)
     samples = RolloutStore(tmp_path / "samples.zarr")
     assert samples.num_episodes == 5 and (samples.episode_ends == np.arange(1, 6) * steps).all()
     info = samples.episode_info()

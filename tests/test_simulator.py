@@ -173,6 +173,46 @@ def test_open_loop_follows_the_recorded_actions_and_closed_loop_the_agents(setup
     assert not torch.equal(rollout.agent_action, window.action)      # the two drivers differ here, so it can fail
 
 
+def test_sampled_closed_loop_actions_follow_the_agents_policy(setup):
+    """With sample_actions the agent's first action is drawn from its policy (frequencies within 5 standard errors
+    of its probabilities over 4000 copies of one start), and is what the rollout reports and feeds on; without,
+    it is the most likely action."""
+    params, agent, simulator = setup
+    copies = 4000
+    latent = simulator.prior_latent(1, torch.Generator().manual_seed(0)).expand(copies, -1)
+    fed = []
+    with torch.no_grad(), attached(simulator, action=lambda step, a: fed.append(a.argmax(-1))):
+        sampled = simulator.rollout(latent, agent, 2, modal=True, sample_actions=True,
+                                    generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.stack(fed), sampled.agent_action)
+    probs = sampled.agent_logits[0, 0].softmax(-1)
+    counts = torch.bincount(sampled.agent_action[0], minlength=len(probs)).double() / copies
+    assert (counts - probs).abs().max() < 5 * (probs * (1 - probs) / copies).sqrt().max() + 1e-9
+    assert (counts > 0).sum() > 1                                        # not the argmax alone, so it can fail
+    with torch.no_grad():
+        greedy = simulator.rollout(latent[:2], agent, 2, modal=True)
+    assert torch.equal(greedy.agent_action, greedy.agent_logits.argmax(-1))
+
+
+def test_replaying_a_sampled_rollouts_actions_reproduces_it_and_its_gradients(setup):
+    """A stored sample is re-simulated by replaying its actions (`replay`): the same frames, and the same gradient
+    of the last value with respect to the latent, actions included (straight-through the agent's probabilities),
+    as the sampled rollout; a replay of recorded actions without it loses the gradient through the actions."""
+    params, agent, simulator = setup
+    k = params.simulator.num_sim_steps
+
+    def run(**kwargs):
+        latent = simulator.prior_latent(3, torch.Generator().manual_seed(0)).requires_grad_(True)
+        rollout = simulator.rollout(latent, agent, k, modal=True, **kwargs)
+        return rollout, torch.autograd.grad(rollout.agent_value[-1].sum(), latent)[0]
+    sampled, grad = run(sample_actions=True, generator=torch.Generator().manual_seed(2))
+    replayed, replay_grad = run(actions=sampled.agent_action, action_steps=k, replay=True)
+    assert torch.equal(replayed.frames, sampled.frames)
+    torch.testing.assert_close(replay_grad, grad)
+    _, recorded_grad = run(actions=sampled.agent_action, action_steps=k, batched=False)
+    assert not torch.allclose(recorded_grad, grad)
+
+
 @pytest.mark.parametrize("mode", ["teacher_forced", "open_loop"])
 def test_batching_over_time_agrees_with_stepping(setup, mode):
     """Where every action is recorded the decoder and the agent's CNN run once over all steps: the rollout, its
@@ -406,8 +446,10 @@ def test_training_leaves_the_agent_bit_identical_and_resumes(tmp_path, params, s
     more = dataclasses.replace(config, total_windows=12)
     _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
     assert summary["resumed_from_windows"] == 8 and summary["batches"] == 3    # a larger total extends the run
+    finished = path.read_bytes()
     _, summary = train_simulator(sim_config, more, store.path, agent, "numbered", path, progress=False)
     assert summary["resumed_from_windows"] == 12 and summary["batches"] == 3   # finished: refits only
+    assert path.read_bytes() == finished       # and the same refit leaves the file alone (DVC reads bytes)
     other_store = numbered_store(tmp_path / "m.zarr", agent.hidden_size, [20, 15, 30, 26])
     for changed, where in ((dataclasses.replace(more, learning_rate=1e-4), store.path),   # other training params
                            (config, store.path),                                        # fewer windows than done
