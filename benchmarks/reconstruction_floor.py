@@ -8,9 +8,11 @@ On the held-out windows of `train_simulator`, the agent is run on three sequence
   open loop         frames decoded from the prior with the recorded actions: reconstruction and dynamics
   x{0.5, 0.25}      real frames plus that share of the teacher-forced frames' error: how much of the
                     reconstruction error has to go before the agent's value and hx beat holding the last ones
-beside holding the last real value / hx. Prints each error per horizon and its ratio to hold-last.
+beside holding the last real value / hx. Prints each error per horizon and its ratio to hold-last. `--levels train`
+measures the simulator's own training levels instead: where it beats hold-last there and not on unseen levels, the
+gap is generalisation (more levels), not capacity or training time.
 
-    python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt]
+    python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt] [--levels train]
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--agent", default="data/agent/checkpoint.pt")
     parser.add_argument("--simulator", default="data/simulator/checkpoint.pt")
     parser.add_argument("--store", default="data/rollouts.zarr")
+    parser.add_argument("--levels", default="validation", choices=("validation", "train"),
+                        help="which of the simulator's level splits the windows come from")
     args = parser.parse_args()
     params = load_params(args.params)
     torch.manual_seed(0)
@@ -54,8 +58,8 @@ def main() -> None:
     simulator = load_simulator(args.simulator, agent, file_sha256(args.agent), expected=params.simulator)[0].eval()
     sim, config = params.simulator, params.train_simulator
     store = RolloutStore(args.store)
-    validation = simulator_split(store, config).validation
-    windows = heldout_windows(store, validation, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
+    episodes = getattr(simulator_split(store, config), args.levels)
+    windows = heldout_windows(store, episodes, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
                               config.eval_windows, config.split_seed)
     errors: dict[str, list[torch.Tensor]] = {}
     masks = []
@@ -81,7 +85,8 @@ def main() -> None:
     mask = torch.cat(masks, 1)
     means = {}
     horizons = [k for k in (1, 2, 4, 8) if k < len(mask)] + [len(mask)]
-    print(f"{len(mask[0])} held-out windows of {len(mask)} steps; means over all steps, then at k = {horizons}")
+    print(f"{len(mask[0])} windows of {len(mask)} steps on {args.levels} levels; means over all steps, then at k = "
+          f"{horizons}")
     for name, parts in errors.items():
         error = torch.cat(parts, 1)
         per_step = (error * mask).sum(1) / mask.sum(1).clamp_min(1)
