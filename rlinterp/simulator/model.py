@@ -274,8 +274,8 @@ class Simulator(nn.Module):
                 frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                 agent_hx: torch.Tensor | None = None, action_prev: torch.Tensor | None = None,
                 imagine_from: int | None = None, action_steps: int | None = None, modal: bool = False,
-                sample_actions: bool = False, replay: bool = False, generator: torch.Generator | None = None, shard: Shard = Shard(),
-                env_grads: bool = True, batched: bool = True) -> Rollout:
+                sample_actions: bool = False, replay: bool = False, generator: torch.Generator | None = None,
+                shard: Shard = Shard(), env_grads: bool = True, batched: bool = True) -> Rollout:
         """Simulate `steps` steps from `latent` (B, bottleneck) with `agent` acting on the decoded frames.
 
         frames (K, B, 3, S, S): real frames for the posterior at steps before `imagine_from` (training);
