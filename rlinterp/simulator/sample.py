@@ -1,7 +1,8 @@
 """Simulated agent-environment rollouts, written as a RolloutStore so every analysis runs on them as on real ones.
 
-Each sample is one "episode" of `num_steps` simulated steps, closed loop: the frozen agent acts (argmax) on the
-decoded frames and its action drives the simulator. Two ways to start:
+Each sample is one "episode" of `num_steps` simulated steps, closed loop: the frozen agent acts on the decoded
+frames (drawing its actions from its policy, `actions: sampled`, or taking the most likely one, `greedy`) and its
+action drives the simulator. Two ways to start:
     prior     a random latent from the bottleneck's prior; the converters give the agent's hx and last action
     informed  the encoded first frames of a real episode on the test levels, starting the agent from its real hx
 Besides the real-rollout fields, a simulated store holds per step `env_h` (deterministic state), `env_z` (the
