@@ -10,7 +10,8 @@ On the held-out windows of `train_simulator`, the agent is run on three sequence
                     reconstruction error has to go before the agent's value and hx beat holding the last ones
 beside holding the last real value / hx. Prints each error per horizon and its ratio to hold-last. `--levels train`
 measures the simulator's own training levels instead: where it beats hold-last there and not on unseen levels, the
-gap is generalisation (more levels), not capacity or training time.
+gap is generalisation (more levels), not capacity or training time. Last, the value errors apart in windows that
+hold a reward (the coin reached), an end without one (a death) and neither: where the agent's value goes wrong.
 
     python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt] [--levels train]
 """
@@ -62,7 +63,7 @@ def main() -> None:
     windows = heldout_windows(store, episodes, sim.num_init_steps, sim.num_init_steps + sim.num_sim_steps - 1,
                               config.eval_windows, config.split_seed)
     errors: dict[str, list[torch.Tensor]] = {}
-    masks = []
+    masks, outcomes = [], []
     for batch in batches_of(windows, 64):
         window = window_from_batch(batch, simulator)
         latent = simulator.encode(window.context, sample=False).value
@@ -82,7 +83,10 @@ def main() -> None:
             errors.setdefault(f"value |error| {name}", []).append((value - window.value).abs())
             errors.setdefault(f"hx MSE {name}", []).append((hx - window.hx).pow(2).mean(-1))
         masks.append(window.mask)
-    mask = torch.cat(masks, 1)
+        rewarded = (window.reward * window.label_mask).gt(0).any(0)
+        ended = (window.done * window.label_mask).gt(0).any(0)
+        outcomes.append(torch.where(rewarded, 0, torch.where(ended, 1, 2)))
+    mask, outcome = torch.cat(masks, 1), torch.cat(outcomes)
     means = {}
     horizons = [k for k in (1, 2, 4, 8) if k < len(mask)] + [len(mask)]
     print(f"{len(mask[0])} windows of {len(mask)} steps on {args.levels} levels; means over all steps, then at k = "
@@ -97,6 +101,12 @@ def main() -> None:
         hold = means[f"{measure} hold-last"]
         print(f"{measure}: teacher-forced / hold-last {means[f'{measure} teacher-forced'] / hold:.2f}, "
               f"open loop / hold-last {means[f'{measure} open loop'] / hold:.2f}")
+    groups = {"a reward": outcome == 0, "an end without reward": outcome == 1, "neither": outcome == 2}
+    for name in ("teacher-forced", "open loop", "hold-last"):
+        error = torch.cat(errors[f"value |error| {name}"], 1) * mask
+        print(f"value |error| {name:15s} in windows with " + ", ".join(
+            f"{group} ({int(rows.sum())}) {float(error[:, rows].sum() / mask[:, rows].sum().clamp_min(1)):.3f}"
+            for group, rows in groups.items()))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,16 @@ reward and an end beside the real windows) are kept in OUT/<design>/; OUT/summar
 RUN` measures a run trained elsewhere instead (RUN/params.yaml, RUN/checkpoint.pt and RUN/curves/, as
 benchmarks/results/simulator_long_run/ keeps them), as the row named after RUN.
 
+`--warm-start CHECKPOINT` trains each design from a trained simulator's weights instead of from initialisation
+(fresh Adam moments, a constant `--warm-lr`; designs that change a loss weight only, as the weights must fit): what
+a design's loss does to a simulator already trained for hours, where minutes from scratch tell designs apart
+poorly. `base` then continues the checkpoint's own losses for the same minutes, the control every row is read
+against.
+
     python benchmarks/simulator_designs.py --minutes 10 [--designs base,features] [--out DIR]
     python benchmarks/simulator_designs.py --trained benchmarks/results/simulator_long_run
+    python benchmarks/simulator_designs.py --warm-start data/simulator/checkpoint.pt --designs base,value_weighted \
+        --out benchmarks/results/simulator_warm_designs
 """
 from __future__ import annotations
 
@@ -27,30 +35,33 @@ from pathlib import Path
 
 import torch
 
-from rlinterp.agent.checkpoint import load_agent
+from rlinterp.agent.checkpoint import load_agent, save_checkpoint
 from rlinterp.plots import plt, save_figure
 from rlinterp.config import params_from_dict, read_params_file
 from rlinterp.files import file_sha256
 from rlinterp.runtime import resolve_precision, setup_torch
-from rlinterp.simulator.checkpoint import build_simulator, load_simulator
+from rlinterp.simulator.checkpoint import FORMAT, build_simulator, load_simulator
 from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
 from rlinterp.simulator.prediction import EVENTS, predict_heldout
-from rlinterp.simulator.train import encoder_precision, train_simulator, train_step
+from rlinterp.simulator.train import encoder_precision, train_simulator, train_step, training_config
 from rlinterp.store import RolloutStore
 
 # name -> params changed from params.yaml ("section.key": value, as `dvc exp run -S`). features_weight 0.1 puts the
-# features term beside the image term (at 1 it is ~10x the image loss on the CPU profile's simulator); image_weight 4
-# is a Gaussian likelihood of a quarter the variance (sharper frames, against the KL's pull to the prior); value_weight
-# 300 puts the value term (0.5 x squared error, ~0.75 per window) near the image term too (it is 10).
+# features term beside the image term (at 1 it is ~10x the image loss on the CPU profile's simulator); value_weight
+# 100 / 1000 put the value term (0.5 x squared error summed over a 24-step window, ~1.2 at today's error) at about a
+# half / five times the image term (~240 at image_weight 4), where today's 10 makes it a twentieth; kl_weight 3 lets
+# the posterior carry more of each real frame (a quarter of the KL's price); stoch_groups 32 doubles its bits.
+# summary.md files written before a row's design was dropped keep it (image_weight 4 and 24-step windows, once the
+# designs "sharper" and "long_windows", are today's params).
 DESIGNS = {
     "base": {},
     "features": {"train_simulator.features_weight": 0.1},
+    "value_100": {"train_simulator.value_weight": 100.0},
+    "value_1000": {"train_simulator.value_weight": 1000.0},
+    "looser_kl": {"train_simulator.kl_weight": 3.0},
     "deeper_decoder": {"simulator.decoder_depth": 32},
-    "sharper": {"train_simulator.image_weight": 4.0},
-    "value_weighted": {"train_simulator.value_weight": 300.0},
-    "long_windows": {"simulator.num_sim_steps": 24},       # trained on the horizon prediction_quality measures
-    "long_sharper": {"simulator.num_sim_steps": 24, "train_simulator.image_weight": 4.0},
+    "wider_posterior": {"simulator.stoch_groups": 32},
 }
 CURVE_TERMS = ("image", "open_loop_image")     # the training curves drawn in OUT/curves.png
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
@@ -100,6 +111,16 @@ def plot_curves(out: Path, names: list[str]) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("training curves (a 24-step design's window sums 1.5x the frames of a 16-step one)")
     save_figure(fig, out / "curves.png")
+
+
+def write_warm_start(path: Path, weights: dict, params, store_path: str, agent_sha256: str) -> None:
+    """A checkpoint of `params`'s run at batch 0 holding `weights`: train_simulator resumes it (without optimiser
+    state: fresh Adam moments), so the design trains on from those weights. Written as train_simulator writes its
+    own checkpoints, which this must follow."""
+    generator = torch.Generator().manual_seed(params.train_simulator.seed)
+    save_checkpoint(path, {"model": weights, "batch": 0, "agent_sha256": agent_sha256,
+                           "config": training_config(params.simulator, params.train_simulator, store_path),
+                           "generator": generator.get_state()}, fmt=FORMAT)
 
 
 def target_cells(headline: dict) -> list[str]:
@@ -165,6 +186,10 @@ def main() -> None:
     parser.add_argument("--designs", default=",".join(DESIGNS))
     parser.add_argument("--out", default="benchmarks/results/simulator_designs")
     parser.add_argument("--trained", type=Path, help="measure the finished run in this folder instead of training")
+    parser.add_argument("--warm-start", type=Path, help="train each design on from this simulator checkpoint's weights")
+    parser.add_argument("--warm-lr", type=float, default=5e-5,
+                        help="a warm start's constant learning rate (the long run's own at ~120,000 of its 200,000 "
+                             "windows)")
     args = parser.parse_args()
     base = read_params_file(args.params)
     params = params_from_dict(base)
@@ -179,16 +204,28 @@ def main() -> None:
         measure_trained(args.trained, base, agent, args.agent, store, out)
         write_summary(out)
         return
-    for name in args.designs.split(","):
-        params = design_params(base, DESIGNS[name])
+    names = args.designs.split(",")
+    warm = {}
+    if args.warm_start is not None:
+        warm = {"train_simulator.learning_rate": args.warm_lr, "train_simulator.learning_rate_halflife": 0}
+        warm_weights = load_simulator(args.warm_start, agent, sha, expected=params.simulator)[0].state_dict()
+        for name in names:
+            if design_params(base, DESIGNS[name]).simulator != params.simulator:
+                raise SystemExit(f"design {name} changes the simulator itself ({DESIGNS[name]}); --warm-start "
+                                 f"trains designs that change loss weights only")
+    for name in names:
+        changes = {**DESIGNS[name], **warm}
+        params = design_params(base, changes)
         config = params.train_simulator
         per_batch = seconds_per_batch(params, agent, store, precision)
         windows = max(1, int(args.minutes * 60 / per_batch)) * config.batch_size
-        params = design_params(base, {**DESIGNS[name], "train_simulator.total_windows": windows})
+        params = design_params(base, {**changes, "train_simulator.total_windows": windows})
         (out / name).mkdir(parents=True, exist_ok=True)
         curve = []
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
+            if args.warm_start is not None:
+                write_warm_start(Path(tmp) / "simulator.pt", warm_weights, params, args.store, sha)
             simulator, _ = train_simulator(params.simulator, params.train_simulator, args.store, agent, sha,
                                            Path(tmp) / "simulator.pt", str(device),
                                            log=lambda step, stats: curve.append({"windows": step, **stats}),
@@ -202,6 +239,7 @@ def main() -> None:
                                  "validation", params.prediction_quality)
         (out / name / "prediction_quality.json").write_text(json.dumps(
             {"changes": DESIGNS[name], "windows": windows, "seconds_per_batch": per_batch,
+             "warm_start": None if args.warm_start is None else {"from": str(args.warm_start), "lr": args.warm_lr},
              "train_minutes": minutes, "threads": torch.get_num_threads(), "window_events": result.event_shares,
              **result.headline}, indent=1))
         print(f"{name}: {' | '.join(target_cells(result.headline))}", flush=True)
@@ -233,6 +271,11 @@ def write_summary(out: Path) -> None:
             "row without minutes is a run trained elsewhere over sittings (its folder: the JSON's trained_in). Event "
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
             "(blank: measured before they were kept, and before the imagined steps' event calibration).")
+    warm_starts = {json.dumps(json.loads((out / name / "prediction_quality.json").read_text()).get("warm_start"))
+                   for name in measured} - {"null"}
+    if warm_starts:
+        note += (" Warm starts (train min and windows count from them; fresh Adam moments, a constant learning rate): "
+                 + "; ".join(sorted(warm_starts)) + ".")
     (out / "summary.md").write_text(note + "\n\n" + "\n".join(table) + "\n")
     plot_curves(out, measured)
     print("\n".join(table))
