@@ -12,13 +12,19 @@ beside holding the last real value / hx. Prints each error per horizon and its r
 measures the simulator's own training levels instead: where it beats hold-last there and not on unseen levels, the
 gap is generalisation (more levels), not capacity or training time. Last, the value errors apart in windows that
 hold a reward (the coin reached), an end without one (a death) and neither: where the agent's value goes wrong.
+And item 2's target read for each row as prediction_quality reads it (paired by window against hold-last, a
+simultaneous band over horizons at its corrected level, levels bootstrapped): how small the reconstruction error has
+to get before the target can be met on these levels at all.
 
     python benchmarks/reconstruction_floor.py [--simulator data/simulator/checkpoint.pt] [--levels train]
 """
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from rlinterp.agent.checkpoint import load_agent
@@ -27,9 +33,12 @@ from rlinterp.files import file_sha256
 from rlinterp.simulator.checkpoint import load_simulator
 from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split
 from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
+from rlinterp.simulator.prediction import compare
 from rlinterp.store import RolloutStore
 
 ERROR_SHARES = (0.5, 0.25)
+# row -> the first horizon item 2's target asks it to win from (the error-share rows are teacher-forced frames)
+TARGET_FROM = {"teacher-forced": 4, "open loop": 8, **{f"teacher-forced error x{share}": 4 for share in ERROR_SHARES}}
 
 
 def agent_on_frames(agent, simulator, frames: torch.Tensor, hx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +61,8 @@ def main() -> None:
     parser.add_argument("--store", default="data/rollouts.zarr")
     parser.add_argument("--levels", default="validation", choices=("validation", "train"),
                         help="which of the simulator's level splits the windows come from")
+    parser.add_argument("--metrics", default="metrics/prediction_quality.json",
+                        help="prediction_quality's metrics: the corrected level its verdicts use")
     args = parser.parse_args()
     params = load_params(args.params)
     torch.manual_seed(0)
@@ -107,6 +118,23 @@ def main() -> None:
         print(f"value |error| {name:15s} in windows with " + ", ".join(
             f"{group} ({int(rows.sum())}) {float(error[:, rows].sum() / mask[:, rows].sum().clamp_min(1)):.3f}"
             for group, rows in groups.items()))
+    alpha = json.loads(Path(args.metrics).read_text())["value_abs_error"]["simulator_teacher_forced_vs_copy_last"][
+        "alpha"]
+    levels = store.rows("level_seed", windows["start"].numpy())
+    valid = mask.bool().numpy()
+    print(f"item 2's target against hold-last ({len(np.unique(levels))} levels, alpha {alpha:.3g} as "
+          f"prediction_quality): horizons won of those needed, overall advantage [95% interval]")
+    for measure in ("value |error|", "hx MSE"):
+        hold = torch.cat(errors[f"{measure} hold-last"], 1).double().numpy()
+        for name, first in TARGET_FROM.items():
+            verdict = compare(torch.cat(errors[f"{measure} {name}"], 1).double().numpy(), hold, valid, False,
+                              levels, alpha)
+            needed = [k for k in verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"]
+                      if k >= first]
+            won = len(set(verdict["horizons_won"]) & set(needed))
+            mark, a = "met" if won == len(needed) else f"{won}/{len(needed)}", verdict["advantage"]
+            print(f"{measure + ' ' + name:46s} k >= {first}: {mark}   "
+                  f"{a['mean']:+.3f} [{a['ci95_low']:+.3f}, {a['ci95_high']:+.3f}]")
 
 
 if __name__ == "__main__":
