@@ -9,7 +9,9 @@ A design meets the issue's target where teacher-forced value and hx win every ho
 k >= 8, and SSIM every k >= 4.
 
 Each design's training curves and full prediction-quality metrics (with how often its open-loop windows hold a
-reward and an end beside the real windows) are kept in OUT/<design>/; OUT/summary.md holds the table. `--trained
+reward and an end beside the real windows, and each window's mean value error teacher-forced and open loop) are kept
+in OUT/<design>/; OUT/summary.md holds the table, where every design also meets `base` on the same windows (paired
+by window: far tighter than reading two rows' intervals against the baseline). `--trained
 RUN` measures a run trained elsewhere instead (RUN/params.yaml, RUN/checkpoint.pt and RUN/curves/, as
 benchmarks/results/simulator_long_run/ keeps them), as the row named after RUN.
 
@@ -33,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rlinterp.agent.checkpoint import load_agent, save_checkpoint
@@ -43,7 +46,7 @@ from rlinterp.runtime import resolve_precision, setup_torch
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator, load_simulator
 from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
-from rlinterp.simulator.prediction import EVENTS, predict_heldout
+from rlinterp.simulator.prediction import EVENTS, HIGHER_IS_BETTER, HeldoutPrediction, compare, predict_heldout
 from rlinterp.simulator.train import encoder_precision, train_simulator, train_step, training_config
 from rlinterp.store import RolloutStore
 
@@ -64,6 +67,8 @@ DESIGNS = {
     "wider_posterior": {"simulator.stoch_groups": 32},
 }
 CURVE_TERMS = ("image", "open_loop_image")     # the training curves drawn in OUT/curves.png
+# (measure, simulator mode) each design is compared with `base` on, paired by window (the same windows, same seed)
+PAIRED = [("value_abs_error", "simulator_teacher_forced"), ("value_abs_error", "simulator")]
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
 TARGETS = [("value_abs_error", "simulator_teacher_forced", "copy_last", 4),
            ("hx_mse", "simulator_teacher_forced", "copy_last", 4),
@@ -111,6 +116,31 @@ def plot_curves(out: Path, names: list[str]) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("training curves (a 24-step design's window sums 1.5x the frames of a 16-step one)")
     save_figure(fig, out / "curves.png")
+
+
+def window_means(result: HeldoutPrediction) -> dict:
+    """For each PAIRED measure and mode, every window's mean over its measured steps, with the windows' levels:
+    what `paired_cells` compares a design with `base` on."""
+    means = {"levels": result.levels.tolist()}
+    for measure, mode in PAIRED:
+        values, mask = result.values[measure][mode], result.masks[measure].float()
+        means[f"{measure} {mode}"] = ((values * mask).sum(0) / mask.sum(0).clamp_min(1)).tolist()
+    return means
+
+
+def paired_cells(record: dict, base: dict | None) -> list[str]:
+    """Each PAIRED measure of a design against `base` on the same windows: the mean advantage (positive = the
+    design better) with its 95% interval over levels; blank where either run kept no window means."""
+    mine, theirs = record.get("window_means"), (base or {}).get("window_means")
+    if mine is None or theirs is None or mine is theirs or mine["levels"] != theirs["levels"]:
+        return [""] * len(PAIRED)
+    levels = np.array(mine["levels"])
+    cells = []
+    for measure, mode in PAIRED:
+        ours, base_values = np.array([mine[f"{measure} {mode}"]]), np.array([theirs[f"{measure} {mode}"]])
+        a = compare(ours, base_values, np.ones_like(ours, bool), measure in HIGHER_IS_BETTER, levels)["advantage"]
+        cells.append(f"{a['mean']:+.3g} [{a['ci95_low']:+.3g}, {a['ci95_high']:+.3g}]")
+    return cells
 
 
 def write_warm_start(path: Path, weights: dict, params, store_path: str, agent_sha256: str) -> None:
@@ -173,7 +203,7 @@ def measure_trained(run: Path, base: dict, agent, agent_path: str, store: Rollou
     (out / run.name / "prediction_quality.json").write_text(json.dumps(
         {"changes": changed_params(base, data), "windows": meta["batch"] * params.train_simulator.batch_size,
          "seconds_per_batch": None, "train_minutes": None, "threads": None, "trained_in": str(run),
-         "window_events": result.event_shares, **result.headline}, indent=1))
+         "window_events": result.event_shares, "window_means": window_means(result), **result.headline}, indent=1))
     print(f"{run.name}: {' | '.join(target_cells(result.headline))}", flush=True)
 
 
@@ -241,21 +271,26 @@ def main() -> None:
             {"changes": DESIGNS[name], "windows": windows, "seconds_per_batch": per_batch,
              "warm_start": None if args.warm_start is None else {"from": str(args.warm_start), "lr": args.warm_lr},
              "train_minutes": minutes, "threads": torch.get_num_threads(), "window_events": result.event_shares,
-             **result.headline}, indent=1))
+             "window_means": window_means(result), **result.headline}, indent=1))
         print(f"{name}: {' | '.join(target_cells(result.headline))}", flush=True)
     write_summary(out)
 
 
 def write_summary(out: Path) -> None:
     """OUT/summary.md: a row for every design measured in OUT (runs of this script may measure some each)."""
+    def mode_name(mode: str) -> str:
+        return mode.removeprefix("simulator").strip("_") or "open_loop"
+
     header = ["design", "changes", "s/batch", "windows", "train min", "threads", "last image loss",
-              *(f"{m} {mode.removeprefix('simulator').strip('_') or 'open_loop'} vs {b} (k >= {k})"
-                for m, mode, b, k in TARGETS), *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS)]
+              *(f"{m} {mode_name(mode)} vs {b} (k >= {k})" for m, mode, b, k in TARGETS),
+              *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS),
+              *(f"{m} {mode_name(mode)} vs base, paired" for m, mode in PAIRED)]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     measured = sorted((p.parent.name for p in out.glob("*/prediction_quality.json")),
                       key=lambda name: (name not in DESIGNS, list(DESIGNS).index(name) if name in DESIGNS else name))
+    records = {name: json.loads((out / name / "prediction_quality.json").read_text()) for name in measured}
     for name in measured:       # the designs in their order, then runs trained elsewhere
-        record = json.loads((out / name / "prediction_quality.json").read_text())
+        record = records[name]
         with open(out / name / "curves.csv") as f:
             last = list(csv.DictReader(f))[-1]
         per_batch, minutes, threads = record["seconds_per_batch"], record["train_minutes"], record["threads"]
@@ -264,15 +299,15 @@ def write_summary(out: Path) -> None:
                                         "" if minutes is None else f"{minutes:.1f}",
                                         "" if threads is None else str(threads),
                                         f"{float(last['image']):.0f}", *target_cells(record),
-                                        *event_cells(record)]) + " |")
+                                        *event_cells(record), *paired_cells(record, records.get("base"))]) + " |")
     note = ("Validation levels; advantage over the baseline (positive = better) with its 95% interval over levels; "
             "'met' = every horizon from k won (simultaneous band), else horizons won / needed. Each design trained "
             f"for the same CPU minutes (train min, on as many threads), torch {torch.__version__}; a "
             "row without minutes is a run trained elsewhere over sittings (its folder: the JSON's trained_in). Event "
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
-            "(blank: measured before they were kept, and before the imagined steps' event calibration).")
-    warm_starts = {json.dumps(json.loads((out / name / "prediction_quality.json").read_text()).get("warm_start"))
-                   for name in measured} - {"null"}
+            "(blank: measured before they were kept, and before the imagined steps' event calibration). Paired "
+            "columns: the design against base on the same windows, each window's mean (blank: not kept).")
+    warm_starts = {json.dumps(record.get("warm_start")) for record in records.values()} - {"null"}
     if warm_starts:
         note += (" Warm starts (train min and windows count from them; fresh Adam moments, a constant learning rate): "
                  + "; ".join(sorted(warm_starts)) + ".")

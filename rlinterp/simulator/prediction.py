@@ -255,6 +255,8 @@ class HeldoutPrediction:
     curves: dict
     event_shares: dict
     example: dict                      # the first batch's real and open-loop frames, for videos
+    values: dict                       # measure -> predictor -> (K, W), and
+    masks: dict                        # measure -> (K, W) its steps: `prediction_quality`'s, to pair runs by window
 
 
 def predict_heldout(simulator: Simulator, agent: RecurrentAgent, store: RolloutStore, split: Split, levels: str,
@@ -273,4 +275,4 @@ def predict_heldout(simulator: Simulator, agent: RecurrentAgent, store: RolloutS
     window_levels = store.rows("level_seed", windows["start"].numpy())
     headline, curves = summarise(values, masks, window_levels, config.seed)
     return HeldoutPrediction(len(windows["mask"]), window_levels, base_rates, headline, curves,
-                             window_event_shares(events, window_levels, config.seed), example)
+                             window_event_shares(events, window_levels, config.seed), example, values, masks)
