@@ -1,4 +1,5 @@
-"""Why do informed samples reward and end more often than their real episodes? Open loop against closed loop.
+"""Why do samples reward and end more or less often than real windows? Open loop against closed loop (informed
+samples), and encoded starts against the fitted prior (prior samples).
 
 From the encoded starts of the episodes the sample stage simulated informed samples from (test levels), the
 simulator runs `sample.num_steps` steps driven by the recorded actions (open loop), and with the agent acting on

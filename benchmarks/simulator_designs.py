@@ -23,7 +23,7 @@ against.
 
     python benchmarks/simulator_designs.py --minutes 10 [--designs base,features] [--out DIR]
     python benchmarks/simulator_designs.py --trained benchmarks/results/simulator_long_run
-    python benchmarks/simulator_designs.py --warm-start data/simulator/checkpoint.pt --designs base,value_weighted \
+    python benchmarks/simulator_designs.py --warm-start data/simulator/checkpoint.pt --designs base,value_100 \
         --out benchmarks/results/simulator_warm_designs
 """
 from __future__ import annotations
@@ -130,7 +130,8 @@ def window_means(result: HeldoutPrediction) -> dict:
 
 def paired_cells(record: dict, base: dict | None) -> list[str]:
     """Each PAIRED measure of a design against `base` on the same windows: the mean advantage (positive = the
-    design better) with its 95% interval over levels; blank where either run kept no window means."""
+    design better) with its 95% interval over levels; blank for base itself, and where either run kept no window
+    means or they measured other windows."""
     mine, theirs = record.get("window_means"), (base or {}).get("window_means")
     if mine is None or theirs is None or mine is theirs or mine["levels"] != theirs["levels"]:
         return [""] * len(PAIRED)
