@@ -32,7 +32,7 @@ from rlinterp.config import load_params
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.simulator.data import WINDOW_FIELDS, heldout_windows, simulator_split
 from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
-from rlinterp.simulator.sample import draw_events, informed_first_transition
+from rlinterp.simulator.sample import episode_events, informed_first_transition
 from rlinterp.store import RolloutStore
 
 
@@ -46,11 +46,9 @@ def expected_shares(simulator, out, rows: torch.Tensor) -> tuple[dict[str, torch
 
 
 def drawn_shares(simulator, out, events: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The share of rollouts that reward and end when their events are drawn and cut at the first end, as the
-    sample stage writes a sample."""
-    reward, done = draw_events(simulator, out.reward_logits, out.done_logit, events, generator)
-    running = done.int().cumsum(0) - done.int() == 0
-    return {"reward": ((reward * running) != 0).any(0).float().mean(), "end": (done & running).any(0).float().mean()}
+    """The share of rollouts that reward and end when their events are drawn as the sample stage draws a sample's."""
+    reward, done = episode_events(simulator, out, events, generator)
+    return {"reward": (reward != 0).any(0).float().mean(), "end": done.any(0).float().mean()}
 
 
 def print_row(name: str, shares: dict[str, torch.Tensor], per_step: torch.Tensor | None = None) -> None:

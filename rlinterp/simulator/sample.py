@@ -68,6 +68,15 @@ def draw_events(simulator: Simulator, reward_logits: torch.Tensor, done_logit: t
     return simulator.reward_support[index], uniform > 1 - done_prob
 
 
+def episode_events(simulator: Simulator, rollout, events: str, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A rollout's drawn rewards and ends (`draw_events`), (K, B) each, cut at the first end drawn: a sample is one
+    episode, so nothing happens after it ends."""
+    reward, done = draw_events(simulator, rollout.reward_logits, rollout.done_logit, events, generator)
+    running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end drawn before this step
+    return reward * running, done & running
+
+
 @torch.no_grad()
 def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, generator: torch.Generator,
                    modal: bool, actions: str, events: str, latent: torch.Tensor,
@@ -77,11 +86,10 @@ def simulate_batch(simulator: Simulator, agent: RecurrentAgent, steps: int, gene
     out = simulator.rollout(latent, agent, steps, agent_hx=agent_hx, action_prev=action_prev, modal=modal,
                             sample_actions=actions == "sampled", generator=generator)
     c = simulator.config
-    reward, done = draw_events(simulator, out.reward_logits, out.done_logit, events, generator)
-    running = done.int().cumsum(0) - done.int() == 0          # (K, B): no end drawn before this step
+    reward, done = episode_events(simulator, out, events, generator)
     fields = {"obs": frames_to_obs(out.frames, simulator), "hx": out.agent_hx, "logits": out.agent_logits,
-              "value": out.agent_value, "action": out.agent_action.int(), "reward": reward * running,
-              "done": done & running, "done_prob": torch.sigmoid(out.done_logit), "env_h": out.env_h,
+              "value": out.agent_value, "action": out.agent_action.int(), "reward": reward,
+              "done": done, "done_prob": torch.sigmoid(out.done_logit), "env_h": out.env_h,
               "env_z": out.env_z.view(steps, -1, c.stoch_groups, c.stoch_classes).argmax(-1).short(),
               "latent": latent.expand(steps, -1, -1)}
     return {k: np.swapaxes(v if isinstance(v, np.ndarray) else v.cpu().numpy(), 0, 1) for k, v in fields.items()}
