@@ -33,7 +33,7 @@ from rlinterp.files import file_sha256
 from rlinterp.simulator.checkpoint import load_simulator
 from rlinterp.simulator.data import batches_of, heldout_windows, simulator_split
 from rlinterp.simulator.losses import open_loop_rollout, window_from_batch
-from rlinterp.simulator.prediction import compare
+from rlinterp.simulator.prediction import compare, horizons_mark
 from rlinterp.store import RolloutStore
 
 ERROR_SHARES = (0.5, 0.25)
@@ -98,12 +98,12 @@ def main() -> None:
         ended = (window.done * window.label_mask).gt(0).any(0)
         outcomes.append(torch.where(rewarded, 0, torch.where(ended, 1, 2)))
     mask, outcome = torch.cat(masks, 1), torch.cat(outcomes)
+    errors = {name: torch.cat(parts, 1) for name, parts in errors.items()}       # (K, W) each
     means = {}
     horizons = [k for k in (1, 2, 4, 8) if k < len(mask)] + [len(mask)]
     print(f"{len(mask[0])} windows of {len(mask)} steps on {args.levels} levels; means over all steps, then at k = "
           f"{horizons}")
-    for name, parts in errors.items():
-        error = torch.cat(parts, 1)
+    for name, error in errors.items():
         per_step = (error * mask).sum(1) / mask.sum(1).clamp_min(1)
         means[name] = float((error * mask).sum() / mask.sum())
         shown = [float(per_step[k - 1]) for k in horizons]
@@ -114,7 +114,7 @@ def main() -> None:
               f"open loop / hold-last {means[f'{measure} open loop'] / hold:.2f}")
     groups = {"a reward": outcome == 0, "an end without reward": outcome == 1, "neither": outcome == 2}
     for name in ("teacher-forced", "open loop", "hold-last"):
-        error = torch.cat(errors[f"value |error| {name}"], 1) * mask
+        error = errors[f"value |error| {name}"] * mask
         print(f"value |error| {name:15s} in windows with " + ", ".join(
             f"{group} ({int(rows.sum())}) {float(error[:, rows].sum() / mask[:, rows].sum().clamp_min(1)):.3f}"
             for group, rows in groups.items()))
@@ -125,15 +125,11 @@ def main() -> None:
     print(f"item 2's target against hold-last ({len(np.unique(levels))} levels, alpha {alpha:.3g} as "
           f"prediction_quality): horizons won of those needed, overall advantage [95% interval]")
     for measure in ("value |error|", "hx MSE"):
-        hold = torch.cat(errors[f"{measure} hold-last"], 1).double().numpy()
+        hold = errors[f"{measure} hold-last"].double().numpy()
         for name, first in TARGET_FROM.items():
-            verdict = compare(torch.cat(errors[f"{measure} {name}"], 1).double().numpy(), hold, valid, False,
-                              levels, alpha)
-            needed = [k for k in verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"]
-                      if k >= first]
-            won = len(set(verdict["horizons_won"]) & set(needed))
-            mark, a = "met" if won == len(needed) else f"{won}/{len(needed)}", verdict["advantage"]
-            print(f"{measure + ' ' + name:46s} k >= {first}: {mark}   "
+            verdict = compare(errors[f"{measure} {name}"].double().numpy(), hold, valid, False, levels, alpha)
+            a = verdict["advantage"]
+            print(f"{measure + ' ' + name:46s} k >= {first}: {horizons_mark(verdict, first)}   "
                   f"{a['mean']:+.3f} [{a['ci95_low']:+.3f}, {a['ci95_high']:+.3f}]")
 
 

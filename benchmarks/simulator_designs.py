@@ -46,7 +46,8 @@ from rlinterp.runtime import resolve_precision, setup_torch
 from rlinterp.simulator.checkpoint import FORMAT, build_simulator, load_simulator
 from rlinterp.simulator.data import simulator_split, window_loader
 from rlinterp.simulator.losses import window_from_batch, window_loss
-from rlinterp.simulator.prediction import EVENTS, HIGHER_IS_BETTER, HeldoutPrediction, compare, predict_heldout
+from rlinterp.simulator.prediction import (EVENTS, HIGHER_IS_BETTER, HeldoutPrediction, compare, horizons_mark,
+                                           predict_heldout)
 from rlinterp.simulator.train import encoder_precision, train_simulator, train_step, training_config
 from rlinterp.store import RolloutStore
 
@@ -158,12 +159,9 @@ def target_cells(headline: dict) -> list[str]:
     cells = []
     for measure, mode, baseline, first in TARGETS:
         verdict = headline[measure][f"{mode}_vs_{baseline}"]
-        won = set(verdict["horizons_won"])
-        tested = verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"]
-        needed = [k for k in tested if k >= first]
-        mark = "met" if needed and set(needed) <= won else f"{len(won & set(needed))}/{len(needed)}"
         advantage = verdict["advantage"]
-        cells.append(f"{advantage['mean']:+.3g} [{advantage['ci95_low']:+.3g}, {advantage['ci95_high']:+.3g}] {mark}")
+        cells.append(f"{advantage['mean']:+.3g} [{advantage['ci95_low']:+.3g}, {advantage['ci95_high']:+.3g}] "
+                     f"{horizons_mark(verdict, first)}")
     return cells
 
 

@@ -209,6 +209,13 @@ def compare(simulated: np.ndarray, baseline: np.ndarray, valid: np.ndarray, high
             **{f"horizons_{verdict}": ks for verdict, ks in horizons.items()}}
 
 
+def horizons_mark(verdict: dict, first: int) -> str:
+    """'met' where a `compare` verdict won every horizon it tested from `first` on, else 'won/needed'."""
+    needed = [k for k in verdict["horizons_won"] + verdict["horizons_lost"] + verdict["horizons_tied"] if k >= first]
+    won = len(set(verdict["horizons_won"]) & set(needed))
+    return "met" if needed and won == len(needed) else f"{won}/{len(needed)}"
+
+
 def summarise(values: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch.Tensor],
               levels: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
     """(headline, curves). headline, per measure: each predictor's mean over all valid steps and windows, how many
