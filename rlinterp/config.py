@@ -241,6 +241,9 @@ class TrainSimulatorConfig:
 class SampleConfig:
     seed: int = param("seed of prior latents and stochastic states", ge=0)
     prior_samples: int = param("samples from random latents drawn from the bottleneck's prior", ge=0)
+    event_samples: int = param("prior samples whose rewards and ends metrics/sample.json counts: the stored ones, then "
+                               "more drawn the same way and not stored (a few hundred samples' share moves by "
+                               "several points from draw to draw)", ge=0)
     informed_samples: int = param("samples encoding the start of test-level real episodes (at most one each)", ge=0)
     num_steps: int = param("simulated steps per sample", ge=1)
     batch_size: int = param("samples simulated together", ge=1)
@@ -450,6 +453,11 @@ class Params:
             raise ConfigError(f"validate.sim_samples = {self.validate.sim_samples}: expected at most "
                               f"sample.prior_samples = {self.sample.prior_samples} (the simulated edits start from "
                               f"prior samples' latents)")
+        sample = self.sample
+        if sample.event_samples < sample.prior_samples or (sample.event_samples and not sample.prior_samples):
+            raise ConfigError(f"sample.event_samples = {sample.event_samples}: expected at least sample.prior_samples "
+                              f"= {sample.prior_samples} (the stored prior samples are counted first), and 0 "
+                              f"without stored prior samples")
         if max(self.behaviours.lags) >= self.sample.num_steps:
             raise ConfigError(f"behaviours.lags = {list(self.behaviours.lags)}: expected lags shorter than "
                               f"sample.num_steps = {self.sample.num_steps}")

@@ -155,9 +155,11 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
         s = sample[kind]
         windows = ("the same episodes' steps the samples simulate" if kind == "informed"
                    else "windows from every step of the test-level episodes")
+        counted = (f"{s['event_samples']:,}" if s["event_samples"] == s["samples"] else
+                   f"{s['event_samples']:,}: the {s['samples']:,} stored and {s['event_samples'] - s['samples']:,} more")
         for event, happens in (("reward", "reward"), ("end", "end")):
             e = s[event]
-            rows.append((f"{kind} samples that {happens} within {s['window_steps']} steps (95% CI)",
+            rows.append((f"{kind} samples ({counted}) that {happens} within {s['window_steps']} steps (95% CI)",
                          format_interval(e["simulated"], ".1%"), f"real: {format_interval(e['real'], '.1%')}, "
                          f"{windows}", "matches: " + ("yes" if e["matches"] else "**no**")))
     quality = read("prediction_quality.json")

@@ -1,14 +1,14 @@
 """Stage sample: simulated rollouts (prior and informed starts) into data/samples.zarr, with a few GIFs, and
-metrics/sample.json: whether they reward and end as often as real windows of their length, and whether their returns
-are ones the game allows."""
+metrics/sample.json: whether they reward and end as often as real windows of their length (prior samples counted
+beyond the stored ones, `sample.event_samples`), and whether their returns are ones the game allows."""
 import numpy as np
 
 from rlinterp.config import config_hash, load_params
 from rlinterp.files import file_sha256, write_json
 from rlinterp.runtime import StageError, setup_torch, stage_main, stage_paths
 from rlinterp.simulator.data import simulator_split
-from rlinterp.simulator.sample import (event_rates, game_realism, informed_first_transition, record_samples,
-                                       sample_fields)
+from rlinterp.simulator.sample import (event_rates, game_realism, informed_first_transition, prior_events,
+                                       record_samples, sample_fields, stored_events)
 from rlinterp.simulator.checkpoint import load_agent_and_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 from rlinterp.video import write_gif
@@ -39,10 +39,16 @@ def main() -> None:
     samples = RolloutStore(paths.store)
     kinds = {"prior": np.arange(config.prior_samples),
              "informed": np.arange(config.prior_samples, samples.num_episodes)}
+    events = {kind: stored_events(samples, rows) for kind, rows in kinds.items()}
+    if config.event_samples > config.prior_samples:     # more prior samples, counted and not stored
+        more = prior_events(simulator, agent, config.event_samples - config.prior_samples, steps=config.num_steps,
+                            batch_size=config.batch_size, seed=config.seed + 1, modal=config.modal,
+                            actions=config.actions, events=config.events, device=device)
+        events["prior"] = {name: np.concatenate([events["prior"][name], more[name]]) for name in more}
     # the real episodes each kind is compared with, and the step their windows start from (None: every step)
     compared = {"prior": (test, None), "informed": (informed, informed_first_transition(simulator))}
     write_json(paths.metrics, {kind: {**game_realism(samples, rows, config.allowed_returns, config.return_tolerance),
-                                      **event_rates(samples, rows, real, *compared[kind],
+                                      **event_rates(events[kind], config.num_steps, real, *compared[kind],
                                                     config.bootstrap_samples, config.seed)}
                                for kind, rows in kinds.items() if len(rows)})
     prior = list(range(min(config.prior_samples, (config.videos + 1) // 2)))

@@ -26,7 +26,7 @@ TINY = {
                   "decoder_depth": 4, "embed_depth": 4, "head_layers": 1, "head_size": 8},
     "train_simulator": {"total_windows": 16, "batch_size": 4, "eval_windows": 8, "prior_fit_windows": 32,
                         "calibration_windows": 16, "num_workers": 0, "log_every": 1, "checkpoint_every": 2},
-    "sample": {"prior_samples": 4, "informed_samples": 1, "num_steps": 5, "batch_size": 4, "videos": 2},
+    "sample": {"prior_samples": 4, "event_samples": 6, "informed_samples": 1, "num_steps": 5, "batch_size": 4, "videos": 2},
     "prediction_quality": {"windows": 8, "num_steps": 5, "batch_size": 4, "videos": 1},
     "analysis": {"reset_steps": 1, "fit_samples": 2000, "pca_components": 8, "ica_components": 4,
                  "nmf_components": 4, "clusters": 4, "embedding_methods": ["tsne"], "embedding_samples": 200,

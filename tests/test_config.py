@@ -65,6 +65,7 @@ def test_every_params_key_has_a_comment():
                                                     "expected at most 3 entries"),
     ("saliency", "timesteps", [9], "saliency.timesteps = [9]: expected steps in [0, saliency.num_steps = 4)"),
     ("behaviours", "lags", [1, 9], "behaviours.lags = [1, 9]: expected lags shorter than sample.num_steps = 5"),
+    ("sample", "event_samples", 3, "sample.event_samples = 3: expected at least sample.prior_samples = 4"),
 ])
 def test_bad_values_name_key_value_and_expectation(params_dict, section, key, value, expected):
     params_dict[section][key] = value

@@ -12,7 +12,8 @@ from rlinterp.simulator import quality
 from rlinterp.simulator.data import WINDOW_FIELDS
 from rlinterp.simulator.losses import window_from_batch
 from rlinterp.simulator.prediction import compare, step_means, summarise
-from rlinterp.simulator.sample import informed_first_transition, record_samples, sample_fields
+from rlinterp.simulator.sample import (informed_first_transition, prior_events, record_samples, sample_fields,
+                                       stored_events)
 from rlinterp.simulator.checkpoint import build_simulator
 from rlinterp.store import RolloutStore, RolloutWriter
 
@@ -166,6 +167,27 @@ def test_nothing_counts_after_a_samples_predicted_end(tmp_path, params, events):
         assert list(sample["done"]) == [True] + [False] * (steps - 1) and (sample["done_prob"] > 0.99).all()
         assert sample["reward"][0] == 10 and (sample["reward"][1:] == 0).all()       # a reward the game gives
         assert samples.episode_info()["return"][index] == pytest.approx(sample["reward"][0])
+
+
+def test_prior_events_count_the_samples_the_stage_stores(tmp_path, params):
+    """prior_events simulates prior samples as record_samples does: with its seed and batch size, the same ones."""
+    torch.manual_seed(0)
+    agent = build_agent(params.agent).eval().requires_grad_(False)
+    simulator = build_simulator(params.simulator, agent).eval()
+    with torch.no_grad():
+        simulator.done_head[-1].bias.fill_(-2.0)                          # an end at ~12% of steps
+        simulator.reward_head[-1].bias.copy_(torch.tensor([2.0, -2.0]))     # the coin at ~2%
+    options = dict(steps=6, batch_size=4, seed=3, modal=True, actions="sampled", events="sampled")
+    with RolloutWriter(tmp_path / "samples.zarr", sample_fields(simulator), {"stage": "test"}, 8, 16) as writer:
+        record_samples(simulator, agent, writer, prior_samples=10, informed_episodes=np.array([], dtype=int),
+                       real=None, progress=False, **options)
+    stored = stored_events(RolloutStore(tmp_path / "samples.zarr"), np.arange(10))
+    drawn = prior_events(simulator, agent, 10, progress=False, **options)
+    assert 0 < stored["end"].sum() < 10                               # the count is not trivially all or none
+    for name in ("reward", "end"):
+        np.testing.assert_array_equal(drawn[name], stored[name])
+    other = prior_events(simulator, agent, 10, progress=False, **{**options, "seed": 4})
+    assert not all((other[name] == stored[name]).all() for name in ("reward", "end"))
 
 
 def test_informed_samples_start_from_the_encoded_episode(tmp_path, params):

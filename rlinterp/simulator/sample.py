@@ -18,6 +18,7 @@ states go on, so every sample has `num_steps` steps), so a sample's return is th
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,6 +143,15 @@ def sample_starts(simulator: Simulator, samples: RolloutStore, real: RolloutStor
     return starts
 
 
+def prior_batches(simulator: Simulator, agent: RecurrentAgent, count: int, steps: int, batch_size: int,
+                  generator: torch.Generator, modal: bool, actions: str, events: str, device: str | torch.device
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """Closed-loop rollouts from `count` latents drawn from the prior, `batch_size` at a time (`simulate_batch`)."""
+    for start in range(0, count, batch_size):
+        latent = simulator.prior_latent(min(batch_size, count - start), generator, device)
+        yield simulate_batch(simulator, agent, steps, generator, modal, actions, events, latent)
+
+
 def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutWriter, *, prior_samples: int,
                    informed_episodes: np.ndarray, real: RolloutStore, steps: int, batch_size: int, seed: int,
                    modal: bool, actions: str, events: str, device: str | torch.device = "cpu", progress: bool = True
@@ -149,10 +159,9 @@ def record_samples(simulator: Simulator, agent: RecurrentAgent, writer: RolloutW
     """Write `prior_samples` prior samples, then one informed sample per episode of `informed_episodes`."""
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=prior_samples + len(informed_episodes), desc="sample", unit="sample", disable=not progress)
-    for start in range(0, prior_samples, batch_size):
-        count = min(batch_size, prior_samples - start)
-        latent = simulator.prior_latent(count, generator, device)
-        batch = simulate_batch(simulator, agent, steps, generator, modal, actions, events, latent)
+    for batch in prior_batches(simulator, agent, prior_samples, steps, batch_size, generator, modal, actions, events,
+                               device):
+        count = len(batch["reward"])
         write_samples(writer, batch, np.full(count, -1), np.full(count, -1))
         bar.update(count)
     for start in range(0, len(informed_episodes), batch_size):
@@ -222,16 +231,35 @@ def share_comparison(simulated: np.ndarray, real: np.ndarray, real_groups: np.nd
             "matches": bool(difference["ci95_low"] <= 0 <= difference["ci95_high"])}
 
 
-def event_rates(samples: RolloutStore, rows: np.ndarray, real: RolloutStore, episodes: np.ndarray,
+def stored_events(samples: RolloutStore, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Whether each stored sample of `rows` holds a reward, and an end."""
+    reward = np.asarray(samples["reward"][:]) != 0
+    return {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),
+            "end": samples.episode_info()["completed"][rows].astype(bool)}
+
+
+def prior_events(simulator: Simulator, agent: RecurrentAgent, count: int, *, steps: int, batch_size: int, seed: int,
+                 modal: bool, actions: str, events: str, device: str | torch.device = "cpu", progress: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """Whether each of `count` prior samples holds a reward, and an end: simulated as `record_samples` simulates its
+    prior samples (the same seed and batch size give the same ones) but not stored. How often prior samples reward
+    is a property of the sampler; the share of a few hundred stored ones moves by several points from draw to draw."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    found: dict[str, list[np.ndarray]] = {"reward": [], "end": []}
+    batches = prior_batches(simulator, agent, count, steps, batch_size, generator, modal, actions, events, device)
+    for batch in tqdm(batches, total=-(-count // batch_size), desc="prior events", unit="batch", disable=not progress):
+        found["reward"].append((batch["reward"] != 0).any(1))
+        found["end"].append(batch["done"].any(1))
+    return {name: np.concatenate(values) for name, values in found.items()}
+
+
+def event_rates(simulated: dict[str, np.ndarray], steps: int, real: RolloutStore, episodes: np.ndarray,
                 first_step: int | None, resamples: int, seed: int) -> dict:
     """Do samples reward and end as often as the game does in as many steps? For each event, `share_comparison`
-    of the samples `rows` against real windows of their length from `episodes`: for informed samples their own
-    episodes' window from `first_step`, the transitions they simulate; for prior samples (None) windows starting
-    anywhere in the test-level episodes."""
-    steps = int(samples.episode_ends[rows[0]] - samples.episode_starts[rows[0]]) if len(rows) else 0
-    reward = np.asarray(samples["reward"][:]) != 0
-    simulated = {"reward": np.array([reward[samples.episode_starts[r]:samples.episode_ends[r]].any() for r in rows]),
-                 "end": samples.episode_info()["completed"][rows].astype(bool)}
+    of the samples' events `simulated` (`stored_events`, `prior_events`) against real windows of their length
+    `steps` from `episodes`: for informed samples their own episodes' window from `first_step`, the transitions
+    they simulate; for prior samples (None) windows starting anywhere in the test-level episodes."""
     real_events, groups = real_window_events(real, episodes, steps, first_step)
-    return {"window_steps": steps, **{name: share_comparison(simulated[name], real_events[name], groups, resamples,
-                                                             seed) for name in simulated}}
+    return {"window_steps": steps, "event_samples": len(simulated["reward"]),
+            **{name: share_comparison(simulated[name], real_events[name], groups, resamples, seed)
+               for name in simulated}}
