@@ -54,8 +54,10 @@ from rlinterp.store import RolloutStore
 # name -> params changed from params.yaml ("section.key": value, as `dvc exp run -S`). features_weight 0.1 puts the
 # features term beside the image term (at 1 it is ~10x the image loss on the CPU profile's simulator); value_weight
 # 100 / 1000 put the value term (0.5 x squared error summed over a 24-step window, ~1.2 at today's error) at about a
-# half / five times the image term (~240 at image_weight 4), where today's 10 makes it a twentieth; kl_weight 3 lets
-# the posterior carry more of each real frame (a quarter of the KL's price); stoch_groups 32 doubles its bits.
+# half / five times the image term (~240 at image_weight 4), where today's 10 makes it a twentieth; kl_weight 3 / 1
+# let the posterior carry more of each real frame (a quarter / a twelfth of the KL's price); stoch_groups 32 doubles
+# its bits (64 to 128 a step), and 32 classes as well give the original's 32 x 32 (160 bits); deeper_loosest joins
+# the two from-scratch designs that beat base open loop, paired (benchmarks/results/simulator_posterior_designs).
 # summary.md files written before a row's design was dropped keep it (image_weight 4 and 24-step windows, once the
 # designs "sharper" and "long_windows", are today's params).
 DESIGNS = {
@@ -64,8 +66,11 @@ DESIGNS = {
     "value_100": {"train_simulator.value_weight": 100.0},
     "value_1000": {"train_simulator.value_weight": 1000.0},
     "looser_kl": {"train_simulator.kl_weight": 3.0},
+    "loosest_kl": {"train_simulator.kl_weight": 1.0},
     "deeper_decoder": {"simulator.decoder_depth": 32},
     "wider_posterior": {"simulator.stoch_groups": 32},
+    "original_posterior": {"simulator.stoch_groups": 32, "simulator.stoch_classes": 32},
+    "deeper_loosest": {"simulator.decoder_depth": 32, "train_simulator.kl_weight": 1.0},
 }
 CURVE_TERMS = ("image", "open_loop_image")     # the training curves drawn in OUT/curves.png
 # (measure, simulator mode) each design is compared with `base` on, paired by window (the same windows, same seed)
