@@ -13,7 +13,8 @@ reward and an end beside the real windows, and each window's mean value error te
 in OUT/<design>/; OUT/summary.md holds the table, where every design also meets `base` on the same windows (paired
 by window: far tighter than reading two rows' intervals against the baseline). `--trained
 RUN` measures a run trained elsewhere instead (RUN/params.yaml, RUN/checkpoint.pt and RUN/curves/, as
-benchmarks/results/simulator_long_run/ keeps them), as the row named after RUN.
+benchmarks/results/simulator_long_run/ keeps them), as the row named after RUN; `--paired-with ROW` pairs every
+row with ROW instead of `base` (a long run's right pair is another long run).
 
 `--warm-start CHECKPOINT` trains each design from a trained simulator's weights instead of from initialisation
 (fresh Adam moments, a constant `--warm-lr`; designs that change a loss weight only, as the weights must fit): what
@@ -23,6 +24,7 @@ against.
 
     python benchmarks/simulator_designs.py --minutes 10 [--designs base,features] [--out DIR]
     python benchmarks/simulator_designs.py --trained benchmarks/results/simulator_long_run
+    python benchmarks/simulator_designs.py --trained RUN --paired-with simulator_long_run --out DIR
     python benchmarks/simulator_designs.py --warm-start data/simulator/checkpoint.pt --designs base,value_100 \
         --out benchmarks/results/simulator_warm_designs
 """
@@ -224,6 +226,9 @@ def main() -> None:
     parser.add_argument("--warm-lr", type=float, default=5e-5,
                         help="a warm start's constant learning rate (the long run's own at ~120,000 of its 200,000 "
                              "windows)")
+    parser.add_argument("--paired-with", default="base",
+                        help="the row every design is compared with by window in summary.md (a long run's pair is "
+                             "another long run)")
     args = parser.parse_args()
     base = read_params_file(args.params)
     params = params_from_dict(base)
@@ -236,7 +241,7 @@ def main() -> None:
     out = Path(args.out)
     if args.trained is not None:
         measure_trained(args.trained, base, agent, args.agent, store, out)
-        write_summary(out)
+        write_summary(out, args.paired_with)
         return
     names = args.designs.split(",")
     warm = {}
@@ -277,18 +282,19 @@ def main() -> None:
              "train_minutes": minutes, "threads": torch.get_num_threads(), "window_events": result.event_shares,
              "window_means": window_means(result), **result.headline}, indent=1))
         print(f"{name}: {' | '.join(target_cells(result.headline))}", flush=True)
-    write_summary(out)
+    write_summary(out, args.paired_with)
 
 
-def write_summary(out: Path) -> None:
-    """OUT/summary.md: a row for every design measured in OUT (runs of this script may measure some each)."""
+def write_summary(out: Path, paired_with: str = "base") -> None:
+    """OUT/summary.md: a row for every design measured in OUT (runs of this script may measure some each), each
+    paired by window with the row `paired_with`."""
     def mode_name(mode: str) -> str:
         return mode.removeprefix("simulator").strip("_") or "open_loop"
 
     header = ["design", "changes", "s/batch", "windows", "train min", "threads", "last image loss",
               *(f"{m} {mode_name(mode)} vs {b} (k >= {k})" for m, mode, b, k in TARGETS),
               *(f"open-loop windows with a {e}: simulated / real" for e in EVENTS),
-              *(f"{m} {mode_name(mode)} vs base, paired" for m, mode in PAIRED)]
+              *(f"{m} {mode_name(mode)} vs {paired_with}, paired" for m, mode in PAIRED)]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     measured = sorted((p.parent.name for p in out.glob("*/prediction_quality.json")),
                       key=lambda name: (name not in DESIGNS, list(DESIGNS).index(name) if name in DESIGNS else name))
@@ -303,14 +309,14 @@ def write_summary(out: Path) -> None:
                                         "" if minutes is None else f"{minutes:.1f}",
                                         "" if threads is None else str(threads),
                                         f"{float(last['image']):.0f}", *target_cells(record),
-                                        *event_cells(record), *paired_cells(record, records.get("base"))]) + " |")
+                                        *event_cells(record), *paired_cells(record, records.get(paired_with))]) + " |")
     note = ("Validation levels; advantage over the baseline (positive = better) with its 95% interval over levels; "
             "'met' = every horizon from k won (simultaneous band), else horizons won / needed. Each design trained "
             f"for the same CPU minutes (train min, on as many threads), torch {torch.__version__}; a "
             "row without minutes is a run trained elsewhere over sittings (its folder: the JSON's trained_in). Event "
             "columns: the share of windows the simulator expects to reward / end open loop, beside the real share "
             "(blank: measured before they were kept, and before the imagined steps' event calibration). Paired "
-            "columns: the design against base on the same windows, each window's mean (blank: not kept).")
+            f"columns: the design against {paired_with} on the same windows, each window's mean (blank: not kept).")
     warm_starts = {json.dumps(record.get("warm_start")) for record in records.values()} - {"null"}
     if warm_starts:
         note += (" Warm starts (train min and windows count from them; fresh Adam moments, a constant learning rate): "
