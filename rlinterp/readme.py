@@ -155,8 +155,8 @@ def findings_rows(metrics: Path) -> list[tuple[str, str, str, str]]:
         s = sample[kind]
         windows = ("the same episodes' steps the samples simulate" if kind == "informed"
                    else "windows from every step of the test-level episodes")
-        counted = (f"{s['event_samples']:,}" if s["event_samples"] == s["samples"] else
-                   f"{s['event_samples']:,}: the {s['samples']:,} stored and {s['event_samples'] - s['samples']:,} more")
+        stored, total = s["samples"], s["event_samples"]
+        counted = f"{total:,}" if total == stored else f"{total:,}: the {stored:,} stored and {total - stored:,} more"
         for event, happens in (("reward", "reward"), ("end", "end")):
             e = s[event]
             rows.append((f"{kind} samples ({counted}) that {happens} within {s['window_steps']} steps (95% CI)",
