@@ -75,7 +75,7 @@ DESIGNS = {
     "deeper_loosest": {"simulator.decoder_depth": 32, "train_simulator.kl_weight": 1.0},
 }
 CURVE_TERMS = ("image", "open_loop_image")     # the training curves drawn in OUT/curves.png
-# (measure, simulator mode) each design is compared with `base` on, paired by window (the same windows, same seed)
+# (measure, simulator mode) each design is compared with the paired row (`base`) on, by window (same windows, seed)
 PAIRED = [("value_abs_error", "simulator_teacher_forced"), ("value_abs_error", "simulator")]
 # (measure, simulator mode, baseline, first horizon the target asks to win from)
 TARGETS = [("value_abs_error", "simulator_teacher_forced", "copy_last", 4),
@@ -128,7 +128,7 @@ def plot_curves(out: Path, names: list[str]) -> None:
 
 def window_means(result: HeldoutPrediction) -> dict:
     """For each PAIRED measure and mode, every window's mean over its measured steps, with the windows' levels:
-    what `paired_cells` compares a design with `base` on."""
+    what `paired_cells` compares a design with its reference row on."""
     means = {"levels": result.levels.tolist()}
     for measure, mode in PAIRED:
         values, mask = result.values[measure][mode], result.masks[measure].float()
@@ -136,18 +136,18 @@ def window_means(result: HeldoutPrediction) -> dict:
     return means
 
 
-def paired_cells(record: dict, base: dict | None) -> list[str]:
-    """Each PAIRED measure of a design against `base` on the same windows: the mean advantage (positive = the
-    design better) with its 95% interval over levels; blank for base itself, and where either run kept no window
-    means or they measured other windows."""
-    mine, theirs = record.get("window_means"), (base or {}).get("window_means")
+def paired_cells(record: dict, reference: dict | None) -> list[str]:
+    """Each PAIRED measure of a design against the `reference` row (`base`, or `--paired-with`) on the same windows:
+    the mean advantage (positive = the design better) with its 95% interval over levels; blank for the reference
+    itself, and where either run kept no window means or they measured other windows."""
+    mine, theirs = record.get("window_means"), (reference or {}).get("window_means")
     if mine is None or theirs is None or mine is theirs or mine["levels"] != theirs["levels"]:
         return [""] * len(PAIRED)
     levels = np.array(mine["levels"])
     cells = []
     for measure, mode in PAIRED:
-        ours, base_values = np.array([mine[f"{measure} {mode}"]]), np.array([theirs[f"{measure} {mode}"]])
-        a = compare(ours, base_values, np.ones_like(ours, bool), measure in HIGHER_IS_BETTER, levels)["advantage"]
+        ours, reference_values = np.array([mine[f"{measure} {mode}"]]), np.array([theirs[f"{measure} {mode}"]])
+        a = compare(ours, reference_values, np.ones_like(ours, bool), measure in HIGHER_IS_BETTER, levels)["advantage"]
         cells.append(f"{a['mean']:+.3g} [{a['ci95_low']:+.3g}, {a['ci95_high']:+.3g}]")
     return cells
 
